@@ -1,0 +1,46 @@
+"""parmap: run any single-argument function in parallel with one decorator.
+
+>>> from parmap import parallel
+>>> @parallel(workers=2)
+... def square(x):
+...     return x * x
+>>> square.map(range(5))
+[0, 1, 4, 9, 16]
+"""
+
+from __future__ import annotations
+
+from ._decorator import ParallelFunction, parallel
+from ._registry import shutdown
+from ._result import AsyncResult
+from ._seeding import item_numpy_rng, item_rng
+from .errors import (CheckpointMismatchError, InitializerError, ParmapError, PoolClosedError, RemoteTraceback,
+                     SerializationError, TaskTimeoutError, WorkerLostError)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncResult",
+    "CheckpointMismatchError",
+    "InitializerError",
+    "ParallelFunction",
+    "ParmapError",
+    "PoolClosedError",
+    "RemoteTraceback",
+    "SerializationError",
+    "TaskTimeoutError",
+    "WorkerLostError",
+    "item_numpy_rng",
+    "item_rng",
+    "parallel",
+    "shutdown",
+]
+
+for _name in __all__:
+    _object = globals()[_name]
+    if getattr(_object, "__module__", "").startswith("parmap."):
+        try:
+            _object.__module__ = "parmap"
+        except (AttributeError, TypeError):
+            pass
+del _name, _object

@@ -1,0 +1,230 @@
+"""Configuration records and all validation of user-supplied options.
+
+Two records, split by what they decide:
+
+* :class:`PoolConfig` picks the shared pool (backend, workers, start method, initializer,
+  backend options). It is frozen and hashable: the registry keeps one pool per value.
+* :class:`MapOptions` shapes one job (chunking, progress, timeouts, retries, ...). The
+  decorator sets defaults; every map method overrides them per call.
+
+Every bad value raises ``TypeError`` (wrong type) or ``ValueError`` (right type, bad value)
+here, at decoration or call time, before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, Union
+
+import cloudpickle
+
+BACKEND_NAMES = ("process", "thread", "serial", "dask")
+START_METHODS = ("fork", "spawn", "forkserver")
+CHECKPOINT_MODES = ("resume", "overwrite")
+
+Chunksize = Union[int, Literal["auto"]]
+ProgressOption = Union[bool, Mapping[str, Any]]
+
+
+def default_workers() -> int:
+    """Usable CPU count: the CPUs this process may run on, not the machine's total."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - platforms without affinity
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolConfig:
+    """What identifies a shared pool: equal configs share one pool.
+
+    ``identity`` is a hashable stand-in for the initializer, its arguments and backend
+    options, which may themselves be unhashable (a list in ``initargs``, a dask ``Client``).
+    """
+
+    backend: str
+    workers: int
+    start_method: str | None = None
+    initializer: Callable[..., object] | None = dataclasses.field(default=None, compare=False)
+    initargs: tuple[Any, ...] = dataclasses.field(default=(), compare=False)
+    backend_options: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+    identity: object = None
+    #: How deep in nested maps the pool lives (0: the main program); each depth has its own
+    #: pools, so a task waiting on an inner map never waits on its own pool.
+    depth: int = 0
+
+    @classmethod
+    def build(cls, *, backend: object, workers: object, start_method: object,
+              initializer: object, initargs: object,
+              backend_options: Mapping[str, Any] | None = None) -> PoolConfig:
+        """Validate the pool-level options and return the config that names the pool.
+
+        Raises:
+            TypeError: an option has the wrong type.
+            ValueError: an option has the right type but an unusable value.
+        """
+        backend_name = validate_backend(backend)
+        n_workers = default_workers() if workers is None else validate_positive_int("workers", workers)
+        if start_method is not None:
+            if not isinstance(start_method, str):
+                raise TypeError(f"start_method must be None or one of {START_METHODS}, "
+                                f"got {type(start_method).__name__}")
+            if start_method not in START_METHODS:
+                raise ValueError(f"start_method must be None or one of {START_METHODS}, got {start_method!r}")
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"initializer must be callable or None, got {type(initializer).__name__}")
+        if not isinstance(initargs, tuple):
+            if isinstance(initargs, list):
+                initargs = tuple(initargs)
+            else:
+                raise TypeError(f"initargs must be a tuple, got {type(initargs).__name__}")
+        options = dict(backend_options or {})
+        return cls(backend=backend_name, workers=n_workers, start_method=start_method,
+                   initializer=initializer, initargs=initargs, backend_options=options,
+                   identity=_identity_of(initializer, initargs, options))
+
+
+def _identity_of(initializer: object, initargs: tuple[Any, ...], options: Mapping[str, Any]) -> object:
+    """A hashable key for the unhashable parts of a pool config.
+
+    Objects are compared by value where they hash, and otherwise by the bytes of their
+    pickle (equal pickles make the same worker state), falling back to identity.
+    """
+    parts = (initializer, initargs, tuple(sorted(options.items(), key=lambda kv: kv[0])))
+    try:
+        hash(parts)
+        return parts
+    except TypeError:
+        pass
+    try:
+        return cloudpickle.dumps(parts)
+    except Exception:
+        return tuple(id(part) for part in parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class MapOptions:
+    """Options of one job; the decorator's values are defaults, each call may override them."""
+
+    chunksize: Chunksize = "auto"
+    progress: ProgressOption = False
+    timeout: float | None = None
+    retries: int = 0
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    return_exceptions: bool = False
+    max_tasks_per_worker: int | None = None
+    max_in_flight: int | None = None
+    seed: int | None = None
+
+    def replace(self, overrides: Mapping[str, Any]) -> MapOptions:
+        """Return a copy with ``overrides`` applied and validated."""
+        if not overrides:
+            return self
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **validate_map_options(overrides))
+
+
+def validate_map_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate and normalise the job options present in ``options``.
+
+    Raises:
+        TypeError: an option has the wrong type.
+        ValueError: an option has the right type but an unusable value.
+    """
+    checked: dict[str, Any] = {}
+    for name, value in options.items():
+        if name == "chunksize":
+            checked[name] = validate_chunksize(value)
+        elif name == "progress":
+            checked[name] = validate_progress(value)
+        elif name == "timeout":
+            checked[name] = validate_timeout(value)
+        elif name == "retries":
+            checked[name] = validate_non_negative_int("retries", value)
+        elif name == "retry_on":
+            checked[name] = validate_retry_on(value)
+        elif name == "return_exceptions":
+            checked[name] = validate_bool("return_exceptions", value)
+        elif name in ("max_tasks_per_worker", "max_in_flight"):
+            checked[name] = None if value is None else validate_positive_int(name, value)
+        elif name == "seed":
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise TypeError(f"seed must be an int or None, got {type(value).__name__}")
+            checked[name] = value
+        else:
+            checked[name] = value
+    return checked
+
+
+def validate_backend(backend: object) -> str:
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be one of {BACKEND_NAMES}, got {type(backend).__name__}")
+    if backend not in BACKEND_NAMES:
+        raise ValueError(f"backend must be one of {BACKEND_NAMES}, got {backend!r}")
+    return backend
+
+
+def validate_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= 1, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+def validate_non_negative_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= 0, got {type(value).__name__} {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    return value
+
+
+def validate_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
+    return value
+
+
+def validate_chunksize(value: object) -> Chunksize:
+    if isinstance(value, str):
+        if value != "auto":
+            raise ValueError(f'chunksize must be "auto" or an int >= 1, got {value!r}')
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f'chunksize must be "auto" or an int >= 1, got {type(value).__name__}')
+    if value < 1:
+        raise ValueError(f'chunksize must be "auto" or an int >= 1, got {value!r}')
+    return value
+
+
+def validate_progress(value: object) -> ProgressOption:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, Mapping):
+        if not all(isinstance(key, str) for key in value):
+            raise TypeError("progress must be a bool or a dict of tqdm keyword arguments (str keys)")
+        return dict(value)
+    raise TypeError(f"progress must be a bool or a dict of tqdm keyword arguments, got {type(value).__name__}")
+
+
+def validate_timeout(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, got {type(value).__name__}")
+    if not value > 0:
+        raise ValueError(f"timeout must be > 0 seconds, got {value!r}")
+    return float(value)
+
+
+def validate_retry_on(value: object) -> tuple[type[BaseException], ...]:
+    types = value if isinstance(value, tuple) else (value,)
+    for item in types:
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise TypeError(f"retry_on must be an exception type or a tuple of them, got {item!r}")
+    return types  # type: ignore[return-value]

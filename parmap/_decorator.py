@@ -1,0 +1,283 @@
+"""``@parallel``: a wrapt ``FunctionWrapper`` that keeps the function and adds map methods.
+
+The decorated object *is* the function for every purpose (calls, name, docstring,
+``inspect.signature``, ``__wrapped__``, binding as a method) and gains ``map``, ``imap``,
+``imap_unordered``, ``starmap``, ``map_async`` and ``starmap_async``. It knows its
+:class:`PoolConfig` and default :class:`MapOptions`; the work itself is done by the
+engine on the pool the registry hands out.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, Union, overload
+
+import wrapt
+
+from . import _registry
+from ._config import MapOptions, PoolConfig, validate_map_options
+from ._engine import Job
+from ._progress import make_progress
+from ._result import AsyncResult
+from .backends._worker import StarCall
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class MapOverrides(TypedDict, total=False):
+    """Per-call options accepted by every map method (they override the decorator's)."""
+
+    chunksize: Union[int, Literal["auto"]]
+    progress: Union[bool, Mapping[str, Any]]
+    timeout: Union[float, None]
+    retries: int
+    retry_on: Union[type[BaseException], tuple[type[BaseException], ...]]
+    return_exceptions: bool
+    max_tasks_per_worker: Union[int, None]
+    max_in_flight: Union[int, None]
+    seed: Union[int, None]
+
+
+class ParallelOptions(MapOverrides, total=False):
+    """Options of ``@parallel(...)``: the pool's, plus defaults for every call."""
+
+    workers: Union[int, None]
+    backend: Literal["process", "thread", "serial", "dask"]
+    start_method: Union[Literal["fork", "spawn", "forkserver"], None]
+    initializer: Union[Callable[..., object], None]
+    initargs: tuple[Any, ...]
+    address: Union[str, None]
+    client: Any
+
+
+_POOL_KEYS = ("workers", "backend", "start_method", "initializer", "initargs")
+_BACKEND_KEYS = ("address", "client")
+
+
+def _split_settings(settings: Mapping[str, Any]) -> tuple[PoolConfig, MapOptions]:
+    """Validate decorator settings into the pool config and the default job options."""
+    unknown = set(settings) - set(_POOL_KEYS) - set(_BACKEND_KEYS) - set(MapOverrides.__annotations__)
+    if unknown:
+        raise TypeError(f"parallel() got unexpected option(s): {', '.join(sorted(unknown))}")
+    backend_options = {key: settings[key] for key in _BACKEND_KEYS if settings.get(key) is not None}
+    config = PoolConfig.build(
+        backend=settings.get("backend", "process"), workers=settings.get("workers"),
+        start_method=settings.get("start_method"), initializer=settings.get("initializer"),
+        initargs=settings.get("initargs", ()), backend_options=backend_options)
+    if backend_options and config.backend != "dask":
+        raise ValueError(f"{', '.join(backend_options)} only apply to backend='dask'")
+    job_settings = {key: value for key, value in settings.items() if key in MapOverrides.__annotations__}
+    return config, MapOptions(**validate_map_options(job_settings))
+
+
+def _call_through(wrapped: Callable[..., Any], instance: object, args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> Any:
+    """A plain call runs the function here, unchanged."""
+    return wrapped(*args, **kwargs)
+
+
+class _MapMethods(Generic[T, R]):
+    """The map methods, shared by the wrapper and its bound (method) form."""
+
+    __wrapped__: Callable[..., R]
+
+    def _settings(self) -> tuple[PoolConfig, MapOptions, str]:
+        raise NotImplementedError
+
+    def map(self, items: Iterable[T], **overrides: Unpack[MapOverrides]) -> list[R]:
+        """Run the function on every item in parallel; return the results in input order.
+
+        Raises the first failing item's exception (its own type, with the worker's
+        traceback as ``__cause__``) unless ``return_exceptions=True``.
+        """
+        return self._collect(items, overrides, star=False)
+
+    def starmap(self, items: Iterable[Iterable[Any]], **overrides: Unpack[MapOverrides]) -> list[R]:
+        """Like :meth:`map`, calling ``fn(*item)`` for functions of several arguments."""
+        return self._collect(items, overrides, star=True)
+
+    def imap(self, items: Iterable[T], **overrides: Unpack[MapOverrides]) -> Iterator[R]:
+        """A lazy iterator of results in input order; reads the input a bounded window ahead.
+
+        Leaving the loop early (``break``) cancels the outstanding work.
+        """
+        return self._stream(items, overrides, ordered=True, star=False)
+
+    def imap_unordered(self, items: Iterable[T], **overrides: Unpack[MapOverrides]) -> Iterator[R]:
+        """Like :meth:`imap`, yielding results in the order they complete."""
+        return self._stream(items, overrides, ordered=False, star=False)
+
+    def map_async(self, items: Iterable[T], callback: Callable[[list[R]], object] | None = None,
+                  error_callback: Callable[[BaseException], object] | None = None,
+                  **overrides: Unpack[MapOverrides]) -> AsyncResult[list[R]]:
+        """Start :meth:`map` in the background; return an :class:`AsyncResult` at once."""
+        job = self._prepare(items, overrides, ordered=True, star=False)
+        return AsyncResult(lambda: self._run_to_list(*job), callback, error_callback)
+
+    def starmap_async(self, items: Iterable[Iterable[Any]], callback: Callable[[list[R]], object] | None = None,
+                      error_callback: Callable[[BaseException], object] | None = None,
+                      **overrides: Unpack[MapOverrides]) -> AsyncResult[list[R]]:
+        """Start :meth:`starmap` in the background; return an :class:`AsyncResult` at once."""
+        job = self._prepare(items, overrides, ordered=True, star=True)
+        return AsyncResult(lambda: self._run_to_list(*job), callback, error_callback)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _prepare(self, items: Iterable[Any], overrides: Mapping[str, Any], *, ordered: bool,
+                 star: bool) -> tuple[Job, MapOptions, int | None]:
+        config, defaults, name = self._settings()
+        options = defaults.replace(overrides)
+        try:
+            iter(items)
+        except TypeError:
+            raise TypeError(f"{name}() needs an iterable of items, got {type(items).__name__}") from None
+        total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
+        function: Callable[[Any], Any] = StarCall(self.__wrapped__) if star else self.__wrapped__
+        workers = 1 if config.backend == "serial" else config.workers
+        job = Job(lambda: _registry.get_pool(config), workers, function, items, options, ordered=ordered)
+        return job, options, total
+
+    def _run_to_list(self, job: Job, options: MapOptions, total: int | None) -> list[R]:
+        progress = make_progress(options.progress, total, self._settings()[2])
+        job._progress = progress
+        try:
+            return list(itertools.chain.from_iterable(job.batches()))
+        finally:
+            progress.close()
+
+    def _collect(self, items: Iterable[Any], overrides: Mapping[str, Any], *, star: bool) -> list[R]:
+        return self._run_to_list(*self._prepare(items, overrides, ordered=True, star=star))
+
+    def _stream(self, items: Iterable[Any], overrides: Mapping[str, Any], *, ordered: bool,
+                star: bool) -> Iterator[R]:
+        job, options, total = self._prepare(items, overrides, ordered=ordered, star=star)
+        return _iterate(job, make_progress(options.progress, total, self._settings()[2]))
+
+
+def _iterate(job: Job, progress: Any) -> Iterator[Any]:
+    """Results of ``job`` one by one; the bar closes however the loop ends."""
+    job._progress = progress
+    try:
+        for batch in job.batches():
+            yield from batch
+    finally:
+        progress.close()
+
+
+class _BoundParallelFunction(_MapMethods[T, R], wrapt.BoundFunctionWrapper):  # type: ignore[misc]
+    """``obj.method`` of a decorated method: maps run the method bound to ``obj``."""
+
+    def _settings(self) -> tuple[PoolConfig, MapOptions, str]:
+        parent: ParallelFunction[T, R] = self._self_parent
+        return parent._settings()
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        return (getattr, (self._self_instance, self.__name__))
+
+
+class ParallelFunction(_MapMethods[T, R], wrapt.FunctionWrapper):  # type: ignore[misc]
+    """A function decorated with :func:`parallel`: callable as before, plus the map methods."""
+
+    __bound_function_wrapper__ = _BoundParallelFunction
+
+    def __init__(self, function: Callable[..., R], settings: Mapping[str, Any]) -> None:
+        config, options = _split_settings(settings)
+        super().__init__(function, _call_through)
+        self._self_config = config
+        self._self_options = options
+        self._self_settings = dict(settings)
+        self._self_label = getattr(function, "__qualname__", None) or getattr(function, "__name__", "task")
+
+    def _settings(self) -> tuple[PoolConfig, MapOptions, str]:
+        return self._self_config, self._self_options, self._self_label
+
+    def __call__(self, *args: Any, **kwargs: Any) -> R:
+        return self.__wrapped__(*args, **kwargs)
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        """Pickle by reference when importable (a module-level function), else by value."""
+        function = self.__wrapped__
+        module = getattr(function, "__module__", None)
+        qualname = getattr(function, "__qualname__", "")
+        if module and qualname and "<" not in qualname:
+            try:
+                if _import_by_name(module, qualname) is self:
+                    return (_import_by_name, (module, qualname))
+            except (ImportError, AttributeError):
+                pass
+        return (_rebuild, (function, self._self_settings))
+
+    def __repr__(self) -> str:
+        return f"<parallel {self._self_label}>"
+
+
+def _import_by_name(module: str, qualname: str) -> Any:
+    target: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def _rebuild(function: Callable[..., Any], settings: Mapping[str, Any]) -> ParallelFunction[Any, Any]:
+    return ParallelFunction(function, settings)
+
+
+class _Decorator:
+    """What ``parallel(...)`` returns when called with options only."""
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        _split_settings(settings)  # fail at decoration time, not at the first call
+        self._settings = settings
+
+    @overload
+    def __call__(self, function: Callable[[T], R], /) -> ParallelFunction[T, R]: ...
+
+    @overload
+    def __call__(self, function: Callable[..., R], /) -> ParallelFunction[Any, R]: ...
+
+    def __call__(self, function: Callable[..., R], /) -> ParallelFunction[Any, R]:
+        return parallel(function, **self._settings)
+
+
+@overload
+def parallel(function: Callable[[T], R], /, **settings: Unpack[ParallelOptions]) -> ParallelFunction[T, R]: ...
+
+
+@overload
+def parallel(function: Callable[..., R], /, **settings: Unpack[ParallelOptions]) -> ParallelFunction[Any, R]: ...
+
+
+@overload
+def parallel(function: None = None, /, **settings: Unpack[ParallelOptions]) -> _Decorator: ...
+
+
+def parallel(function: Callable[..., Any] | None = None, /,
+             **settings: Unpack[ParallelOptions]) -> ParallelFunction[Any, Any] | _Decorator:
+    """Make ``function`` runnable in parallel: ``@parallel``, ``@parallel(...)`` or ``parallel(fn, ...)``.
+
+    Options (all keyword-only; every map method also takes the per-call ones):
+
+    * ``workers``: int >= 1, default the usable CPU count.
+    * ``backend``: ``"process"`` (default), ``"thread"``, ``"serial"`` or ``"dask"``.
+    * ``start_method``: ``None`` (multiprocessing's default), ``"fork"``, ``"spawn"``, ``"forkserver"``.
+    * ``initializer``, ``initargs``: run once in each worker.
+    * ``address``, ``client``: the Dask cluster (``backend="dask"`` only).
+    * per call: ``chunksize`` (``"auto"`` or int >= 1), ``progress`` (bool or tqdm kwargs),
+      ``timeout``, ``retries``, ``retry_on``, ``return_exceptions``, ``max_tasks_per_worker``,
+      ``max_in_flight``, ``seed``.
+
+    Raises:
+        TypeError: an option has the wrong type, or ``function`` is not callable.
+        ValueError: an option has an unusable value.
+    """
+    if function is None:
+        return _Decorator(settings)
+    if not callable(function):
+        raise TypeError(f"parallel() needs a callable, got {type(function).__name__}")
+    return ParallelFunction(function, settings)

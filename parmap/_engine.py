@@ -1,0 +1,314 @@
+"""One job: cut the input into indexed chunks, keep a bounded number in flight, collect results.
+
+The engine runs in the caller's thread (or the thread of a ``map_async``). It reads the
+input lazily, sends chunks to a :class:`~parmap.backends.Backend`, and turns the backend's
+outcomes into results, in input order or in completion order::
+
+    input ──iter_chunks──> _Record (a contiguous run of items, its result slots)
+                             │ submit ChunkTask (all of a record, or some of its items)
+                             v
+                           backend ──> deliver(outcome) ──> SimpleQueue ──> _handle()
+                                                                          │
+          ordered: yield head records once complete <─────────────────────┘
+          unordered: yield each record as it completes
+
+It never creates processes and never imports tqdm. It owns the job-level decisions:
+how big the next chunk is (``_chunking``), how many chunks are outstanding, which failed
+items are retried, which failures end the job, and cancelling what is left when it ends.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import queue
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol
+
+from ._chunking import CostEstimate, iter_chunks, resolve_chunksize
+from ._config import MapOptions
+from .backends import Backend, ChunkDone, ChunkFailed, ChunkLost, ChunkTask, JobSpec, Outcome
+from .errors import ParmapError, SerializationError, TaskTimeoutError, WorkerLostError
+
+#: Default bound on outstanding chunks (sent or finished but not yet yielded), per worker.
+#: Four keeps every worker fed while one slow chunk holds up ordered output, yet bounds
+#: the memory of a stream to a few chunks per worker, whatever the input's length.
+IN_FLIGHT_PER_WORKER = 4
+
+_job_ids = itertools.count(1)
+_chunk_ids = itertools.count(1)
+
+
+class ProgressSink(Protocol):
+    def update(self, n: int) -> object: ...
+
+
+class JobStats:
+    """Counters the engine keeps for one job (reported by ``stats=True``)."""
+
+    def __init__(self) -> None:
+        self.items = 0
+        self.chunk_sizes: list[int] = []
+        self.compute_seconds: list[float] = []
+        self.retries = 0
+        self.lost_workers = 0
+        self.timeouts = 0
+
+
+class _Record:
+    """A contiguous run of input items and their result slots."""
+
+    __slots__ = ("start", "items", "values", "missing")
+
+    def __init__(self, start: int, items: Sequence[Any]) -> None:
+        self.start = start
+        self.items = items
+        self.values: list[Any] = [None] * len(items)
+        self.missing = len(items)
+
+
+def add_index_note(error: BaseException, index: int) -> None:
+    """Attach ``"item N"`` to ``error``, as a PEP 678 note (printed by Python 3.11+)."""
+    note = f"parmap: raised by the item at input index {index}"
+    notes = getattr(error, "__notes__", None)
+    if notes is not None and note in notes:
+        return
+    if hasattr(error, "add_note"):
+        error.add_note(note)
+    else:  # Python < 3.11: same attribute, so tools that read notes find it
+        try:
+            error.__notes__ = [*(notes or []), note]  # type: ignore[attr-defined]
+        except AttributeError:
+            pass
+
+
+class Job:
+    """One map call: iterate it for results; ``close()`` cancels what is outstanding."""
+
+    def __init__(self, pool: Callable[[], Backend], workers: int, function: Callable[[Any], Any],
+                 items: Iterable[Any], options: MapOptions, *, ordered: bool,
+                 progress: ProgressSink | None = None) -> None:
+        self._pool = pool
+        self._backend: Backend | None = None  # obtained with the first chunk: empty input starts nothing
+        self._workers = workers
+        self._options = options
+        self._ordered = ordered
+        self._progress = progress
+        self._outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self._spec = JobSpec(job_id=next(_job_ids), function=function, deliver=self._outcomes.put,
+                             timeout=options.timeout, max_tasks_per_worker=options.max_tasks_per_worker,
+                             seed=options.seed)
+        self._length = len(items) if type(items) in (list, tuple, range) else None  # type: ignore[arg-type]
+        self._sent_items = 0
+        self._cost = CostEstimate()
+        self._chunks = iter_chunks(items, self._next_chunksize)
+        self._input_done = False
+        self._records: collections.deque[_Record] = collections.deque()
+        self._completed: collections.deque[_Record] = collections.deque()
+        self._tasks: dict[int, tuple[_Record, list[int]]] = {}
+        self._attempts: dict[int, int] = {}
+        self._window = options.max_in_flight or IN_FLIGHT_PER_WORKER * workers
+        self._measured = not options.chunksize == "auto"
+        self._closed = False
+        self.stats = JobStats()
+
+    # ---------------------------------------------------------------- public
+
+    def __iter__(self) -> Iterator[Any]:
+        """Yield results one by one."""
+        return itertools.chain.from_iterable(self.batches())
+
+    def batches(self) -> Iterator[list[Any]]:
+        """Yield results a record (chunk) at a time; on any exit cancel the rest of the job.
+
+        An error, a ``break`` (the generator is closed) or Ctrl-C all end here: queued
+        chunks are dropped, and on Ctrl-C the running ones are stopped too.
+        """
+        completed = False
+        try:
+            while True:
+                self._fill()
+                yield from self._ready_batches()
+                if self._input_done and not self._tasks and not self._records:
+                    completed = True
+                    return
+                self._handle(self._outcomes.get())
+                while True:  # handle every outcome already there before submitting more
+                    try:
+                        self._handle(self._outcomes.get_nowait())
+                    except queue.Empty:
+                        break
+        except KeyboardInterrupt:
+            self.close(stop_running=True)
+            raise
+        finally:
+            if not completed:
+                self.close(stop_running=False)
+
+    def close(self, *, stop_running: bool = False) -> None:
+        """Cancel the job's queued chunks (and, with ``stop_running``, its running ones)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._tasks and self._backend is not None:
+            self._backend.cancel(self._spec.job_id, stop_running=stop_running)
+        self._tasks.clear()
+
+    # ---------------------------------------------------------------- sending
+
+    def _next_chunksize(self) -> int:
+        remaining = None if self._length is None else self._length - self._sent_items
+        size = resolve_chunksize(self._options.chunksize, workers=self._workers,
+                                 remaining=remaining, seconds_per_item=self._cost.seconds_per_item)
+        if self._options.max_tasks_per_worker is not None:
+            size = min(size, self._options.max_tasks_per_worker)
+        return size
+
+    def _fill(self) -> None:
+        """Submit new chunks while the window allows and the input lasts."""
+        while not self._input_done:
+            limit = self._window if self._measured else self._workers
+            outstanding = len(self._records) if self._ordered else len(self._tasks)
+            if outstanding >= limit or (not self._measured and len(self._tasks) >= limit):
+                return
+            try:
+                start, items = next(self._chunks)
+            except StopIteration:
+                self._input_done = True
+                return
+            self._sent_items += len(items)
+            record = _Record(start, items)
+            self._records.append(record)
+            self._submit(record, range(len(items)))
+
+    def _submit(self, record: _Record, offsets: Sequence[int]) -> None:
+        if self._closed:
+            return
+        whole = len(offsets) == len(record.items)
+        indices: Sequence[int] = range(record.start, record.start + len(record.items)) if whole \
+            else [record.start + offset for offset in offsets]
+        items = record.items if whole else [record.items[offset] for offset in offsets]
+        task = ChunkTask(chunk_id=next(_chunk_ids), job=self._spec, indices=indices, items=items)
+        self._tasks[task.chunk_id] = (record, list(offsets))
+        self.stats.chunk_sizes.append(len(items))
+        if self._backend is None:
+            self._backend = self._pool()
+        try:
+            self._backend.submit(task)
+        except SerializationError as error:
+            del self._tasks[task.chunk_id]
+            self._on_unpicklable_chunk(record, list(offsets), error)
+
+    def _on_unpicklable_chunk(self, record: _Record, offsets: list[int], error: SerializationError) -> None:
+        """Find the items that cannot be pickled; fail them, send the others again."""
+        check_item = getattr(self._backend, "check_item", None)
+        if self._spec.function_payload is None or check_item is None:
+            raise error  # the function itself cannot travel: nothing can run
+        good: list[int] = []
+        for offset in offsets:
+            try:
+                check_item(record.items[offset])
+            except SerializationError as item_error:
+                index = record.start + offset
+                failure = SerializationError(f"item {index} could not be pickled: {item_error}")
+                failure.__cause__ = item_error.__cause__
+                self._settle_failure(record, offset, failure)
+            else:
+                good.append(offset)
+        if good:
+            self._submit(record, good)
+
+    # ---------------------------------------------------------------- receiving
+
+    def _handle(self, outcome: Outcome) -> None:
+        entry = self._tasks.pop(outcome.task.chunk_id, None)
+        if entry is None:
+            return  # cancelled, or a job already closed
+        record, offsets = entry
+        if isinstance(outcome, ChunkDone):
+            self._on_done(record, offsets, outcome)
+        elif isinstance(outcome, ChunkLost):
+            self._on_lost(record, offsets, outcome)
+        elif isinstance(outcome, ChunkFailed):
+            raise outcome.error
+
+    def _on_done(self, record: _Record, offsets: list[int], outcome: ChunkDone) -> None:
+        self._measured = True
+        self._cost.record(outcome.completed, outcome.compute_seconds)
+        self.stats.compute_seconds.append(outcome.compute_seconds)
+        completed = outcome.completed
+        if completed == len(record.items) and not outcome.errors and len(offsets) == completed:
+            record.values = outcome.values  # the common case: a whole record, no errors
+            record.missing = 0
+            self._record_progress(record, completed)
+            return
+        done = 0
+        for position in range(completed):
+            offset = offsets[position]
+            error = outcome.errors.get(position)
+            if error is None:
+                record.values[offset] = outcome.values[position]
+                record.missing -= 1
+                done += 1
+            else:
+                retriable = isinstance(error, self._options.retry_on) and not isinstance(error, ParmapError) \
+                    or isinstance(error, TaskTimeoutError)
+                self._item_failed(record, offset, error, retriable)
+        if done:
+            self._record_progress(record, done)
+        if completed < len(offsets):  # the worker retired mid-chunk: the rest never ran
+            self._submit(record, offsets[completed:])
+
+    def _on_lost(self, record: _Record, offsets: list[int], outcome: ChunkLost) -> None:
+        error = outcome.error
+        if isinstance(error, WorkerLostError):
+            self.stats.lost_workers += 1
+        else:
+            self.stats.timeouts += 1
+        if outcome.position is None:
+            if len(offsets) > 1:  # cannot tell which item: run each alone to find out
+                for offset in offsets:
+                    self._submit(record, [offset])
+                return
+            culprit = 0
+        else:
+            culprit = outcome.position
+        others = offsets[:culprit] + offsets[culprit + 1:]
+        if others:
+            self._submit(record, others)  # they did nothing wrong: not charged a retry
+        self._item_failed(record, offsets[culprit], error, retriable=True)
+
+    def _item_failed(self, record: _Record, offset: int, error: BaseException, retriable: bool) -> None:
+        index = record.start + offset
+        attempts = self._attempts.get(index, 0)
+        if retriable and attempts < self._options.retries:
+            self._attempts[index] = attempts + 1
+            self.stats.retries += 1
+            self._submit(record, [offset])
+            return
+        self._settle_failure(record, offset, error)
+
+    def _settle_failure(self, record: _Record, offset: int, error: BaseException) -> None:
+        add_index_note(error, record.start + offset)
+        if not self._options.return_exceptions:
+            raise error
+        record.values[offset] = error
+        record.missing -= 1
+        self._record_progress(record, 1)
+
+    def _record_progress(self, record: _Record, count: int) -> None:
+        self.stats.items += count
+        if self._progress is not None:
+            self._progress.update(count)
+        if record.missing == 0 and not self._ordered:
+            self._completed.append(record)
+
+    def _ready_batches(self) -> Iterator[list[Any]]:
+        if self._ordered:
+            while self._records and self._records[0].missing == 0:
+                yield self._records.popleft().values
+        else:
+            while self._completed:
+                record = self._completed.popleft()
+                self._records.remove(record)
+                yield record.values

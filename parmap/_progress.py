@@ -1,0 +1,48 @@
+"""Progress bars: a ``tqdm.auto`` adapter and a no-op stand-in.
+
+tqdm is imported only when a bar is asked for, so workers and bar-less runs never load it.
+The caller closes the bar in a ``finally`` block (see ``_decorator``), on success,
+failure and Ctrl-C alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ._config import ProgressOption
+
+
+class NullProgress:
+    """Stands in when no bar is wanted."""
+
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class TqdmProgress:
+    """A ``tqdm.auto`` bar counting items."""
+
+    def __init__(self, total: int | None, options: Mapping[str, Any], description: str) -> None:
+        from tqdm.auto import tqdm
+
+        settings: dict[str, Any] = {"total": total, "unit": "item", "desc": description}
+        settings.update(options)
+        self._bar = tqdm(**settings)
+
+    def update(self, n: int) -> None:
+        self._bar.update(n)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+
+def make_progress(option: ProgressOption, total: int | None, description: str) -> NullProgress | TqdmProgress:
+    """A bar for ``option`` (False, True, or a dict of tqdm keyword arguments)."""
+    if option is False:
+        return NullProgress()
+    return TqdmProgress(total, option if isinstance(option, Mapping) else {}, description)

@@ -1,0 +1,77 @@
+"""The shared pools: one per :class:`PoolConfig`, created on first use, replaced when broken.
+
+Every decorated function with the same configuration runs in the same pool. Pools are
+created lazily under a lock (several threads may map at once), replaced when they are
+broken or shut down, closed at interpreter exit, and forgotten (never touched) in a child
+created by ``os.fork``, which must build its own.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import itertools
+import os
+import threading
+
+from ._config import PoolConfig
+from .backends import Backend, get_backend
+from .backends._worker import in_worker_process, nesting_depth
+
+_lock = threading.RLock()
+_pools: dict[PoolConfig, Backend] = {}
+_pool_ids: dict[PoolConfig, int] = {}
+_generation = itertools.count(1)
+
+
+def get_pool(config: PoolConfig) -> Backend:
+    """The live pool for ``config``, creating (or replacing a broken) one as needed.
+
+    Inside a worker, maps nest: a worker process runs an inner process-backend map serially
+    (daemonic processes may not have children), and each nesting depth gets pools of its own.
+    """
+    depth = nesting_depth()
+    if depth:
+        backend = "serial" if config.backend == "process" and in_worker_process() else config.backend
+        config = dataclasses.replace(config, backend=backend, depth=depth)
+    with _lock:
+        pool = _pools.get(config)
+        if pool is not None and pool.usable:
+            return pool
+        if pool is not None:
+            pool.shutdown()
+        pool = get_backend(config.backend)(config)
+        _pools[config] = pool
+        _pool_ids[config] = next(_generation)
+        return pool
+
+
+def pool_id(config: PoolConfig) -> int | None:
+    """A number that changes whenever the pool for ``config`` is rebuilt (for tests and stats)."""
+    with _lock:
+        return _pool_ids.get(config)
+
+
+def shutdown() -> None:
+    """Shut down every pool: workers are stopped and reaped. Later maps start new pools.
+
+    Jobs still running on a pool fail with :class:`~parmap.PoolClosedError`.
+    """
+    with _lock:
+        pools = list(_pools.values())
+        _pools.clear()
+        _pool_ids.clear()
+    for pool in pools:
+        pool.shutdown()
+
+
+def _forget_in_child() -> None:
+    """After ``os.fork``: the parent's pools belong to the parent; start afresh, touch nothing."""
+    global _lock, _pools, _pool_ids
+    _lock = threading.RLock()
+    _pools = {}
+    _pool_ids = {}
+
+
+atexit.register(shutdown)
+os.register_at_fork(after_in_child=_forget_in_child)

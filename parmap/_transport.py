@@ -1,0 +1,149 @@
+"""What crosses a process boundary, and how.
+
+* Functions, items, results and exceptions are pickled with cloudpickle (protocol 5), so
+  lambdas, closures and ``__main__`` functions travel under every start method.
+* Large buffers (NumPy arrays, ``bytes``, ``bytearray``, ``memoryview`` of at least
+  :data:`OUT_OF_BAND_MIN_BYTES`) leave the pickle stream as protocol-5 out-of-band buffers
+  and travel through shared-memory files instead of the pipe. The receiver maps the file
+  and unlinks it at once, so the data is copied once, not four times, and a segment never
+  outlives its reader. Segments whose reader died are removed by name prefix (see
+  :func:`remove_segments`).
+* A function is identified by the digest of its pickle (:func:`function_key`), so each
+  worker unpickles a function once and reuses it for every later chunk.
+
+Nothing here blocks on a queue or a pipe.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import mmap
+import os
+import pickle
+import struct
+import tempfile
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import cloudpickle
+
+PROTOCOL = 5
+
+#: Buffers at least this large travel through shared memory. Below it, the copy through
+#: the pipe costs less than creating, mapping and unlinking a file (measured: ~30 us).
+OUT_OF_BAND_MIN_BYTES = 1 << 20
+
+_IN_BAND = b"\x00"
+_OUT_OF_BAND = b"\x01"
+_SEGMENT_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+
+
+def segment_prefix(owner_pid: int, tag: str) -> str:
+    """The name prefix of the shared-memory segments written for ``owner_pid``'s pool ``tag``."""
+    return f"parmap-{owner_pid}-{tag}-"
+
+
+def encode(obj: Any, prefix: str) -> bytes:
+    """Pickle ``obj``; buffers of ``OUT_OF_BAND_MIN_BYTES`` or more go to shared-memory files.
+
+    Raises whatever pickling raises (the caller turns it into a ``SerializationError``).
+    """
+    segments: list[str] = []
+
+    def keep_out_of_band(buffer: pickle.PickleBuffer) -> bool:
+        raw = buffer.raw()
+        if raw.nbytes < OUT_OF_BAND_MIN_BYTES:
+            return True  # small: stays in the pickle stream
+        segments.append(_write_segment(prefix, raw))
+        return False
+
+    try:
+        body = cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=keep_out_of_band)
+    except BaseException:
+        _unlink_all(segments)
+        raise
+    if not segments:
+        return _IN_BAND + body
+    names = "\0".join(segments).encode()
+    return _OUT_OF_BAND + struct.pack("<I", len(names)) + names + body
+
+
+def decode(data: bytes | memoryview) -> Any:
+    """Inverse of :func:`encode`; maps and unlinks any shared-memory segments it names."""
+    if data[:1] == _IN_BAND:
+        return pickle.loads(memoryview(data)[1:])
+    (names_length,) = struct.unpack_from("<I", data, 1)
+    names = bytes(data[5:5 + names_length]).decode().split("\0")
+    buffers = [_map_segment(name) for name in names]
+    return pickle.loads(memoryview(data)[5 + names_length:], buffers=buffers)
+
+
+def discard(data: bytes | memoryview) -> None:
+    """Release the shared-memory segments of an encoded message that will never be decoded."""
+    if data[:1] == _OUT_OF_BAND:
+        (names_length,) = struct.unpack_from("<I", data, 1)
+        _unlink_all(bytes(data[5:5 + names_length]).decode().split("\0"))
+
+
+def remove_segments(prefix: str) -> None:
+    """Unlink every segment whose name starts with ``prefix`` (its reader is gone)."""
+    for path in glob.glob(os.path.join(_SEGMENT_DIR, glob.escape(prefix) + "*")):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _write_segment(prefix: str, raw: memoryview) -> str:
+    name = f"{prefix}{uuid.uuid4().hex}"
+    path = os.path.join(_SEGMENT_DIR, name)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        os.ftruncate(fd, raw.nbytes)
+        with mmap.mmap(fd, raw.nbytes) as mapped:
+            mapped[:] = raw.cast("B")
+    except BaseException:
+        os.unlink(path)
+        raise
+    finally:
+        os.close(fd)
+    return name
+
+
+def _map_segment(name: str) -> memoryview:
+    path = os.path.join(_SEGMENT_DIR, name)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        # Copy-on-write: the receiver may write to its array without touching the sender's.
+        mapped = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE) \
+            if size else mmap.mmap(-1, 1)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return memoryview(mapped)[:size]
+
+
+def _unlink_all(names: Sequence[str]) -> None:
+    for name in names:
+        try:
+            os.unlink(os.path.join(_SEGMENT_DIR, name))
+        except FileNotFoundError:
+            pass
+
+
+def dumps_function(fn: Any) -> tuple[bytes, bytes]:
+    """Pickle a function once per job; return ``(key, payload)``.
+
+    The key is a digest of the pickle, so an unchanged function is recognised by every
+    worker that already holds it, while a redefined one (new code or new closure values)
+    gets a new key.
+    """
+    payload = cloudpickle.dumps(fn, protocol=PROTOCOL)
+    return function_key(payload), payload
+
+
+def function_key(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=16).digest()

@@ -1,0 +1,131 @@
+"""Backends: where chunks run.
+
+A backend receives :class:`ChunkTask` objects from the engine and, for each one, delivers
+exactly one outcome to the task's job through ``JobSpec.deliver``:
+
+* :class:`ChunkDone`: the chunk ran (some items may have raised); ``completed`` says how
+  many of its items ran, the rest are to be sent again (a worker retired mid-chunk);
+* :class:`ChunkLost`: the worker died or timed out; ``position`` names the item that was
+  running (``None`` when it cannot be known, e.g. a death while unpickling the chunk);
+* :class:`ChunkFailed`: the chunk cannot run at all (pool shut down, initializer failed).
+
+Backends are looked up by name with :func:`get_backend`, which imports the module
+``parmap.backends.<name>`` lazily and reads its ``backend_class``; optional backends (dask)
+fail there with an ``ImportError`` that says what to install.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import importlib
+from collections.abc import Callable, Sequence
+from typing import Any, Union
+
+from .._config import PoolConfig
+
+_INSTALL_HINTS = {
+    "dask": 'the dask backend needs dask.distributed: pip install "parmap-decorator[dask]"',
+}
+
+
+@dataclasses.dataclass(eq=False)
+class JobSpec:
+    """What a backend needs to know of a job, shared by all of its chunks."""
+
+    job_id: int
+    function: Callable[[Any], Any]
+    deliver: Callable[[Outcome], None]
+    timeout: float | None = None
+    max_tasks_per_worker: int | None = None
+    seed: int | None = None
+    #: Filled by a backend that ships functions: ``(key, pickled function)``, computed once.
+    function_payload: tuple[bytes, bytes] | None = None
+
+
+@dataclasses.dataclass(eq=False)
+class ChunkTask:
+    """A run of items from one job, sent to one worker as a unit."""
+
+    chunk_id: int
+    job: JobSpec
+    indices: Sequence[int]
+    items: Sequence[Any]
+
+
+@dataclasses.dataclass(eq=False)
+class ChunkDone:
+    task: ChunkTask
+    values: list[Any]
+    errors: dict[int, BaseException]
+    completed: int
+    compute_seconds: float
+
+
+@dataclasses.dataclass(eq=False)
+class ChunkLost:
+    task: ChunkTask
+    position: int | None
+    error: BaseException
+
+
+@dataclasses.dataclass(eq=False)
+class ChunkFailed:
+    task: ChunkTask
+    error: BaseException
+
+
+Outcome = Union[ChunkDone, ChunkLost, ChunkFailed]
+
+
+class Backend(abc.ABC):
+    """A pool of workers of one kind, shared by every job with the same :class:`PoolConfig`."""
+
+    #: True when ``submit`` runs the chunk before returning (the serial backend).
+    runs_inline = False
+
+    def __init__(self, config: PoolConfig) -> None:
+        self.config = config
+
+    @property
+    def workers(self) -> int:
+        """How many chunks can run at once; the engine sizes chunks and windows from it."""
+        return self.config.workers
+
+    @abc.abstractmethod
+    def submit(self, task: ChunkTask) -> None:
+        """Queue ``task``; its outcome is delivered later through ``task.job.deliver``.
+
+        Raises ``SerializationError`` synchronously when the chunk cannot be pickled.
+        """
+
+    @abc.abstractmethod
+    def cancel(self, job_id: int, *, stop_running: bool) -> None:
+        """Drop the job's queued chunks; with ``stop_running``, also stop its running ones."""
+
+    @abc.abstractmethod
+    def shutdown(self) -> None:
+        """Stop every worker and release every resource; idempotent."""
+
+    @property
+    @abc.abstractmethod
+    def usable(self) -> bool:
+        """False once shut down or broken: the registry then builds a new pool."""
+
+
+def get_backend(name: str) -> type[Backend]:
+    """Import the backend module ``parmap.backends.<name>`` and return its backend class.
+
+    Raises:
+        ImportError: an optional backend's dependencies are missing (the message says
+            what to install).
+    """
+    try:
+        module = importlib.import_module(f"parmap.backends.{name}")
+    except ImportError as error:
+        hint = _INSTALL_HINTS.get(name)
+        if hint is None:
+            raise
+        raise ImportError(hint) from error
+    backend_class: type[Backend] = module.backend_class
+    return backend_class

@@ -1,0 +1,244 @@
+"""Code that runs items: the loop of a worker process, and the chunk runner every backend uses.
+
+The worker process talks to its pool's manager thread over one private duplex pipe::
+
+    manager -> worker   b"F" function (key, payload, key to evict)   once per function
+                        b"C" chunk    (function key, indices, items, timeout, seed, budget)
+                        b"S" stop
+    worker -> manager   b"R" ready    after the initializer ran
+                        b"I" initializer failed (pickled traceback text)
+                        b"D" done     (completed, compute seconds, values, errors, retiring)
+
+It also writes two numbers into a small shared array (``slot``) while it works: the
+position of the item it is running within its chunk, and (when a timeout is set) when that
+item started. The manager reads them when the worker dies or overruns, so it knows exactly
+which item to blame without any per-item message.
+
+This module must stay light: a spawned worker imports it, and neither tqdm nor the
+decorator machinery is needed here.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .. import _seeding, _transport
+from ..errors import SerializationError, TaskTimeoutError
+
+#: Slot layout: [position of the running item (-1: reading the chunk), start time].
+SLOT_POSITION = 0
+SLOT_STARTED = 1
+#: Position written while the results are being pickled (after the last item).
+POSITION_PICKLING = -2.0
+
+_nested = threading.local()
+_in_worker_process = False
+
+
+def nesting_depth() -> int:
+    """0 in the main program; above 0 inside a parmap worker (process or thread)."""
+    depth: int = getattr(_nested, "depth", 0)
+    return max(depth, 1 if _in_worker_process else 0)
+
+
+def in_worker_process() -> bool:
+    """True inside a parmap worker process, which may not start processes of its own."""
+    return _in_worker_process
+
+
+def mark_worker_thread(depth: int) -> None:
+    _nested.depth = depth
+
+
+ErrorInfo = tuple[BaseException, str]
+
+
+def run_chunk(fn: Callable[[Any], Any], indices: Sequence[int], items: Sequence[Any], *,
+              timeout: float | None = None, seed: int | None = None,
+              slot: Any = None, budget: int | None = None,
+              propagate: tuple[type[BaseException], ...] = ()) -> tuple[list[Any], dict[int, ErrorInfo], int, float]:
+    """Run ``fn`` on each item; return ``(values, errors, completed, compute_seconds)``.
+
+    A failing item becomes an entry ``position -> (exception, traceback text)`` in
+    ``errors`` (its value is ``None``) and the chunk goes on. ``SystemExit`` and
+    ``KeyboardInterrupt`` raised by a task are that item's error too, unless listed in
+    ``propagate`` (the serial backend lets a real Ctrl-C through). With ``budget``, at most
+    that many items run; ``completed`` says how many did. With ``timeout`` (thread and
+    serial backends, which cannot kill a task), an item that overran is reported as a
+    :class:`TaskTimeoutError` once it returns.
+    """
+    values: list[Any] = []
+    errors: dict[int, ErrorInfo] = {}
+    count = len(items) if budget is None else min(budget, len(items))
+    timed = timeout is not None
+    clock = time.monotonic
+    started = time.perf_counter()
+    for position in range(count):
+        item = items[position]
+        if seed is not None:
+            _seeding.seed_item(seed, indices[position])
+        if slot is not None:
+            slot[SLOT_POSITION] = position
+            if timed:
+                slot[SLOT_STARTED] = clock()
+        item_started = clock() if timed else 0.0
+        try:
+            value = fn(item)
+        except propagate:
+            raise
+        except BaseException as error:  # a task's SystemExit/KeyboardInterrupt is its own error
+            values.append(None)
+            errors[position] = (error, format_traceback(error))
+            continue
+        if timed and slot is None and clock() - item_started > timeout:  # type: ignore[operator]
+            values.append(None)
+            errors[position] = (timeout_error(indices[position], timeout), "")
+            continue
+        values.append(value)
+    return values, errors, count, time.perf_counter() - started
+
+
+def timeout_error(index: int, timeout: float | None) -> TaskTimeoutError:
+    return TaskTimeoutError(f"item {index} ran longer than its timeout of {timeout} s",
+                            index=index, timeout=timeout)
+
+
+def format_traceback(error: BaseException) -> str:
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+
+
+class StarCall:
+    """``fn(*item)``: what starmap ships, so the worker loop knows one calling convention."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, item: Any) -> Any:
+        return self.fn(*item)
+
+
+# --------------------------------------------------------------------------- child process
+
+
+def worker_main(conn: Any, slot: Any, init_payload: bytes | None, prefix: str) -> None:
+    """Entry point of a worker process: initialise, then run chunks until told to stop."""
+    global _in_worker_process
+    _in_worker_process = True
+    # Ctrl-C in a terminal reaches the whole process group; the parent decides what stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _seeding.reseed_worker()
+    _watch_parent(prefix)
+    if init_payload is not None:
+        try:
+            initializer, initargs = pickle.loads(init_payload)
+            initializer(*initargs)
+        except BaseException as error:
+            _send(conn, b"I" + pickle.dumps(format_traceback(error)))
+            return
+    _send(conn, b"R")
+    _serve(conn, slot, prefix)
+
+
+def _serve(conn: Any, slot: Any, prefix: str) -> None:
+    functions: collections.OrderedDict[bytes, Callable[[Any], Any]] = collections.OrderedDict()
+    items_run = 0
+    while True:
+        try:
+            message = conn.recv_bytes()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        kind = message[:1]
+        if kind == b"S":
+            return
+        if kind == b"F":
+            key, payload, evict = pickle.loads(memoryview(message)[1:])
+            functions[key] = pickle.loads(payload)
+            if evict is not None:
+                functions.pop(evict, None)
+            continue
+        slot[SLOT_POSITION] = -1
+        key, indices, items, timeout, seed, max_tasks = _transport.decode(memoryview(message)[1:])
+        budget = None if max_tasks is None else max(max_tasks - items_run, 0)
+        values, errors, completed, compute = run_chunk(
+            functions[key], indices, items, timeout=timeout, seed=seed, slot=slot, budget=budget)
+        items_run += completed
+        retiring = max_tasks is not None and items_run >= max_tasks
+        slot[SLOT_POSITION] = POSITION_PICKLING
+        _send(conn, b"D" + _encode_results(indices, values, errors, completed, compute, retiring, prefix))
+        if retiring:
+            return
+
+
+def _encode_results(indices: Sequence[int], values: list[Any], errors: dict[int, ErrorInfo],
+                    completed: int, compute: float, retiring: bool, prefix: str) -> bytes:
+    """Pickle a chunk's results; a value or exception that cannot travel becomes an error entry."""
+    wire_errors = {position: _portable_error(error, text, indices[position])
+                   for position, (error, text) in errors.items()}
+    try:
+        return _transport.encode((completed, compute, values, wire_errors, retiring), prefix)
+    except Exception:
+        pass
+    for position, value in enumerate(values):
+        if position in wire_errors:
+            continue
+        try:
+            _transport.encode(value, prefix)  # out-of-band segments are released with the chunk
+        except Exception as error:
+            values[position] = None
+            wire_errors[position] = (SerializationError(
+                f"the result of item {indices[position]} could not be pickled: "
+                f"{type(error).__name__}: {error}"), format_traceback(error))
+    return _transport.encode((completed, compute, values, wire_errors, retiring), prefix)
+
+
+def _portable_error(error: BaseException, text: str, index: int) -> tuple[BaseException, str]:
+    """``error`` if it survives a pickle round trip, else a ``SerializationError`` that describes it."""
+    try:
+        _round_trip(error)
+        return error, text
+    except Exception as failure:
+        replacement = SerializationError(
+            f"item {index} raised {type(error).__qualname__}: {error}, which could not be pickled "
+            f"back to the caller ({type(failure).__name__}: {failure})")
+        return replacement, text
+
+
+def _round_trip(error: BaseException) -> None:
+    import cloudpickle
+
+    pickle.loads(cloudpickle.dumps(error, protocol=_transport.PROTOCOL))
+
+
+def _send(conn: Any, data: bytes) -> None:
+    try:
+        conn.send_bytes(data)
+    except (BrokenPipeError, OSError):
+        os._exit(0)  # the parent is gone; nobody is left to report to
+
+
+def _watch_parent(prefix: str) -> None:
+    """Exit as soon as the parent dies, even mid-task, and remove our shared-memory files."""
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.sentinel is None:
+        return
+    sentinel = parent.sentinel
+
+    def watch() -> None:
+        wait([sentinel])
+        _transport.remove_segments(prefix)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parmap-parent-watch", daemon=True).start()
+

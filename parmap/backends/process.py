@@ -1,0 +1,469 @@
+"""Process backend: worker processes, their sentinels, and the manager thread that owns them.
+
+Data flow (compare ``concurrent.futures.process``)::
+
+    caller thread (engine)          manager thread                      worker processes
+    ----------------------          --------------                      ----------------
+    submit(task)
+      encode chunk ----------> pending deque ---- idle worker? ----> b"F" function (once)
+      wake pipe -------------> wait(wake, conns,                     b"C" chunk
+                                    sentinels, deadline)
+                               <- b"D" results ---------------------- run_chunk(...)
+                               decode, job.deliver(ChunkDone)
+                               <- sentinel: died -> read slot ->
+                                  job.deliver(ChunkLost), respawn
+                               <- deadline: slot says item overran
+                                  -> kill that worker only
+
+Each worker has a private pipe and holds at most one chunk, so the manager always knows
+which chunk each worker runs; a shared two-number slot tells it which *item*. A dead
+worker is noticed the moment its sentinel fires, never by polling.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import multiprocessing
+import os
+import pickle
+import signal
+import threading
+import time
+import weakref
+from multiprocessing.connection import wait
+from multiprocessing.sharedctypes import RawArray
+from typing import Any
+
+from .. import _transport
+from .._config import PoolConfig
+from ..errors import InitializerError, PoolClosedError, RemoteTraceback, SerializationError, WorkerLostError
+from . import Backend, ChunkDone, ChunkFailed, ChunkLost, ChunkTask, Outcome
+from ._worker import POSITION_PICKLING, SLOT_POSITION, SLOT_STARTED, timeout_error, worker_main
+
+#: Functions a worker keeps unpickled; the manager evicts the least recently used beyond it.
+MAX_CACHED_FUNCTIONS = 32
+
+#: A pool whose fresh workers die this many times in a row before becoming ready is broken
+#: (e.g. ``__main__`` cannot be imported under spawn): respawning again would loop forever.
+MAX_FAILED_STARTS = 3
+
+#: How long idle workers get to exit after ``b"S"`` before they are killed, at shutdown.
+STOP_GRACE_SECONDS = 1.0
+
+_pool_ids = itertools.count(1)
+_live_backends: weakref.WeakSet[ProcessBackend] = weakref.WeakSet()
+
+
+@dataclasses.dataclass(eq=False)
+class _Worker:
+    """The manager's view of one worker process."""
+
+    number: int
+    process: Any
+    conn: Any
+    slot: Any
+    ready: bool = False
+    task: ChunkTask | None = None
+    payload: bytes | None = None
+    functions: collections.OrderedDict[bytes, None] = dataclasses.field(
+        default_factory=collections.OrderedDict)
+    retiring: bool = False
+    kill_reason: str | None = None
+    kill_position: int | None = None
+
+
+@dataclasses.dataclass(eq=False)
+class _Pending:
+    task: ChunkTask
+    payload: bytes
+
+
+class ProcessBackend(Backend):
+    """A fixed number of worker processes fed by one manager thread."""
+
+    def __init__(self, config: PoolConfig) -> None:
+        super().__init__(config)
+        self._context = multiprocessing.get_context(config.start_method)
+        self._pool_id = next(_pool_ids)
+        self._prefix = _transport.segment_prefix(os.getpid(), f"p{self._pool_id}")
+        self._init_payload = None
+        if config.initializer is not None:
+            import cloudpickle
+
+            self._init_payload = cloudpickle.dumps((config.initializer, config.initargs))
+        self._lock = threading.Lock()
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self._commands: collections.deque[tuple[str, Any]] = collections.deque()
+        self._wake_reader, self._wake_writer = os.pipe()
+        self._workers: dict[int, _Worker] = {}
+        self._numbers = itertools.count()
+        self._failed_starts = 0
+        self._stopping = False
+        self._broken: BaseException | None = None
+        _live_backends.add(self)
+        for _ in range(config.workers):
+            self._start_worker()
+        self._manager = threading.Thread(target=self._run, name=f"parmap-pool-{self._pool_id}", daemon=True)
+        self._manager.start()
+
+    # ------------------------------------------------------------------ caller side
+
+    @property
+    def usable(self) -> bool:
+        return not self._stopping and self._broken is None
+
+    def submit(self, task: ChunkTask) -> None:
+        job = task.job
+        if job.function_payload is None:
+            try:
+                job.function_payload = _transport.dumps_function(job.function)
+            except Exception as error:
+                raise SerializationError(f"the function {job.function!r} could not be pickled: {error}") from error
+        message = (job.function_payload[0], task.indices, task.items, job.timeout, job.seed,
+                   job.max_tasks_per_worker)
+        try:
+            payload = b"C" + _transport.encode(message, self._prefix + "c-")
+        except Exception as error:
+            raise SerializationError(f"a chunk could not be pickled: {type(error).__name__}: {error}") from error
+        with self._lock:
+            if not self.usable:
+                _transport.discard(payload[1:])
+                raise PoolClosedError("the pool was shut down") from self._broken
+            self._pending.append(_Pending(task, payload))
+        self._wake()
+
+    def check_item(self, item: Any) -> None:
+        """Raise ``SerializationError`` if ``item`` cannot be pickled (used to find the bad item)."""
+        try:
+            _transport.discard(_transport.encode(item, self._prefix + "c-"))
+        except Exception as error:
+            raise SerializationError(f"{type(error).__name__}: {error}") from error
+
+    def cancel(self, job_id: int, *, stop_running: bool) -> None:
+        with self._lock:
+            kept = collections.deque(p for p in self._pending if p.task.job.job_id != job_id)
+            dropped = [p for p in self._pending if p.task.job.job_id == job_id]
+            self._pending = kept
+            if stop_running:
+                self._commands.append(("cancel", job_id))
+        for pending in dropped:
+            _transport.discard(pending.payload[1:])
+        if stop_running:
+            self._wake()
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._stopping:
+                already = True
+            else:
+                already = False
+                self._stopping = True
+                self._commands.append(("shutdown", None))
+        if not already:
+            self._wake()
+        if threading.current_thread() is not self._manager:
+            self._manager.join(timeout=STOP_GRACE_SECONDS + 2.0)
+        for worker in list(self._workers.values()):  # the manager died or timed out: be sure
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(timeout=1.0)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_writer, b"\0")
+        except OSError:  # closed: the manager is gone, nothing to wake
+            pass
+
+    # ------------------------------------------------------------------ workers
+
+    def _start_worker(self) -> _Worker:
+        parent_end, child_end = self._context.Pipe(duplex=True)
+        slot = RawArray("d", 2)
+        number = next(self._numbers)
+        process = self._context.Process(
+            target=worker_main, name=f"parmap-worker-{self._pool_id}.{number}",
+            args=(child_end, slot, self._init_payload, f"{self._prefix}w{number}-"), daemon=True)
+        worker = _Worker(number=number, process=process, conn=parent_end, slot=slot)
+        self._workers[number] = worker
+        try:
+            process.start()
+        finally:
+            child_end.close()
+        return worker
+
+    def _worker_prefix(self, worker: _Worker) -> str:
+        return f"{self._prefix}w{worker.number}-"
+
+    # ------------------------------------------------------------------ manager thread
+
+    def _run(self) -> None:
+        try:
+            while not self._handle_commands():
+                self._dispatch()
+                conns = {w.conn: w for w in self._workers.values()}
+                sentinels = {w.process.sentinel: w for w in self._workers.values()}
+                ready = wait([self._wake_reader, *conns, *sentinels], self._seconds_to_next_deadline())
+                if self._wake_reader in ready:
+                    os.read(self._wake_reader, 4096)
+                for obj in ready:
+                    worker = conns.get(obj)
+                    if worker is not None and worker.number in self._workers:
+                        self._receive(worker)
+                for obj in ready:
+                    worker = sentinels.get(obj)
+                    if worker is not None and worker.number in self._workers:
+                        self._on_exit(worker)
+                self._enforce_timeouts()
+        except BaseException as error:  # a bug here must fail jobs, never hang them
+            self._broken = error
+        finally:
+            self._close()
+
+    def _handle_commands(self) -> bool:
+        """Run queued commands; return True when the manager should stop."""
+        while True:
+            with self._lock:
+                if not self._commands:
+                    return False
+                command, argument = self._commands.popleft()
+            if command == "shutdown":
+                return True
+            if command == "cancel":
+                for worker in self._workers.values():
+                    if worker.task is not None and worker.task.job.job_id == argument and not worker.kill_reason:
+                        worker.kill_reason = "cancel"
+                        worker.process.kill()
+
+    def _dispatch(self) -> None:
+        idle = [w for w in self._workers.values() if w.ready and w.task is None and not w.retiring]
+        for worker in idle:
+            with self._lock:
+                if not self._pending:
+                    return
+                pending = self._pending.popleft()
+            self._send_chunk(worker, pending)
+
+    def _send_chunk(self, worker: _Worker, pending: _Pending) -> None:
+        job = pending.task.job
+        assert job.function_payload is not None
+        key, function = job.function_payload
+        worker.task, worker.payload = pending.task, pending.payload
+        worker.slot[SLOT_POSITION] = -1
+        worker.slot[SLOT_STARTED] = 0.0
+        try:
+            if key in worker.functions:
+                worker.functions.move_to_end(key)
+            else:
+                evict = None
+                if len(worker.functions) >= MAX_CACHED_FUNCTIONS:
+                    evict, _ = worker.functions.popitem(last=False)
+                worker.conn.send_bytes(b"F" + pickle.dumps((key, function, evict), protocol=5))
+                worker.functions[key] = None
+            worker.conn.send_bytes(pending.payload)
+        except OSError:
+            pass  # the worker died; its sentinel reports the loss with this chunk attached
+
+    def _receive(self, worker: _Worker) -> bool:
+        """Handle one message from ``worker``; False when its pipe is closed (it died)."""
+        try:
+            message = worker.conn.recv_bytes()
+        except (EOFError, OSError):
+            return False  # death: handled when its sentinel fires
+        kind = message[:1]
+        if kind == b"R":
+            worker.ready = True
+            self._failed_starts = 0
+        elif kind == b"I":
+            text = pickle.loads(message[1:])
+            error = InitializerError("the pool's initializer raised in a worker")
+            error.__cause__ = RemoteTraceback(text)
+            self._broken = error
+            self._fail_all(error)
+        elif kind == b"D":
+            task, worker.task, worker.payload = worker.task, None, None
+            if task is None:
+                return True
+            try:
+                completed, compute, values, wire_errors, retiring = _transport.decode(memoryview(message)[1:])
+            except Exception as error:
+                failure = SerializationError(
+                    f"the results of items {list(task.indices)} could not be unpickled: "
+                    f"{type(error).__name__}: {error}")
+                failure.__cause__ = error
+                self._deliver(ChunkDone(task, [None] * len(task.items),
+                                        dict.fromkeys(range(len(task.items)), failure), len(task.items), 0.0))
+                return True
+            worker.retiring = retiring
+            self._dispatch()  # keep the other idle workers busy before the caller runs
+            errors = {}
+            for position, (error, text) in wire_errors.items():
+                if text:
+                    error.__cause__ = RemoteTraceback(text)
+                errors[position] = error
+            self._deliver(ChunkDone(task, values, errors, completed, compute))
+        return True
+
+    def _on_exit(self, worker: _Worker) -> None:
+        """The worker's process ended: report the chunk it held, then replace it."""
+        while worker.conn.poll() and self._receive(worker):  # its last messages come first
+            pass
+        worker.process.join(timeout=1.0)
+        del self._workers[worker.number]
+        worker.conn.close()
+        _transport.remove_segments(self._worker_prefix(worker))
+        task = worker.task
+        if task is not None:
+            assert worker.payload is not None
+            _transport.discard(worker.payload[1:])
+            self._report_loss(worker, task)
+        if not worker.ready and worker.kill_reason is None:
+            self._failed_starts += 1
+            if self._failed_starts >= MAX_FAILED_STARTS:
+                error = WorkerLostError(
+                    f"worker processes exit before becoming ready ({_describe_exit(worker.process.exitcode)}); "
+                    "under spawn or forkserver, is the main module importable and guarded by "
+                    "if __name__ == '__main__'?", exitcode=worker.process.exitcode)
+                self._broken = error
+                self._fail_all(error)
+                return
+        if not self._stopping and self._broken is None:
+            self._start_worker()
+
+    def _report_loss(self, worker: _Worker, task: ChunkTask) -> None:
+        if worker.kill_reason == "cancel":
+            return  # the job is gone; nobody waits for this chunk
+        raw = int(worker.slot[SLOT_POSITION])
+        position: int | None = raw if 0 <= raw < len(task.items) else None
+        exitcode = worker.process.exitcode
+        error: BaseException
+        if worker.kill_reason == "timeout":
+            position = worker.kill_position
+            assert position is not None
+            error = timeout_error(task.indices[position], task.job.timeout)
+        elif position is None and len(task.items) == 1:
+            position = 0
+            error = self._lost_error(worker, task, 0, exitcode, " while unpickling it or pickling its result"
+                                     if raw in (-1, POSITION_PICKLING) else "")
+        elif position is None:
+            error = WorkerLostError(f"a worker died before its chunk's items could be told apart "
+                                    f"({_describe_exit(exitcode)})", exitcode=exitcode, pid=worker.process.pid)
+        else:
+            error = self._lost_error(worker, task, position, exitcode, "")
+        self._deliver(ChunkLost(task, position, error))
+
+    @staticmethod
+    def _lost_error(worker: _Worker, task: ChunkTask, position: int, exitcode: int | None,
+                    phase: str) -> WorkerLostError:
+        index = task.indices[position]
+        return WorkerLostError(
+            f"the worker process (pid {worker.process.pid}) running item {index}{phase} died: "
+            f"{_describe_exit(exitcode)}", indices=[index], exitcode=exitcode, pid=worker.process.pid)
+
+    def _seconds_to_next_deadline(self) -> float | None:
+        now = time.monotonic()
+        soonest = None
+        for worker in self._workers.values():
+            deadline = self._deadline_of(worker)
+            if deadline is not None and (soonest is None or deadline < soonest):
+                soonest = deadline
+        return None if soonest is None else max(0.0, soonest - now)
+
+    @staticmethod
+    def _deadline_of(worker: _Worker) -> float | None:
+        task = worker.task
+        if task is None or task.job.timeout is None or worker.kill_reason:
+            return None
+        # The worker writes the start time before the position; reading in the opposite
+        # order never pairs a new position with an old start time.
+        position = worker.slot[SLOT_POSITION]
+        started = worker.slot[SLOT_STARTED]
+        if position < 0 or started <= 0:
+            return time.monotonic() + task.job.timeout  # between items: look again later
+        return float(started) + task.job.timeout
+
+    def _enforce_timeouts(self) -> None:
+        now = time.monotonic()
+        for worker in self._workers.values():
+            deadline = self._deadline_of(worker)
+            if deadline is not None and deadline <= now:
+                worker.kill_reason = "timeout"
+                worker.kill_position = int(worker.slot[SLOT_POSITION])
+                worker.process.kill()
+
+    def _deliver(self, outcome: Outcome) -> None:
+        try:
+            outcome.task.job.deliver(outcome)
+        except Exception:  # a closed job's queue: the job no longer listens
+            pass
+
+    def _fail_all(self, error: BaseException) -> None:
+        with self._lock:
+            pending, self._pending = list(self._pending), collections.deque()
+        for item in pending:
+            _transport.discard(item.payload[1:])
+            self._deliver(ChunkFailed(item.task, error))
+        for worker in self._workers.values():
+            if worker.task is not None:
+                task, worker.task = worker.task, None
+                self._deliver(ChunkFailed(task, error))
+
+    def _close(self) -> None:
+        """Stop every worker: idle ones are asked, busy ones killed; nothing is left running."""
+        self._stopping = True
+        closed = self._broken if self._broken is not None else PoolClosedError("the pool was shut down")
+        self._fail_all(closed)
+        for worker in self._workers.values():
+            try:
+                if worker.task is None and worker.ready:
+                    worker.conn.send_bytes(b"S")
+                else:
+                    worker.process.kill()
+            except OSError:
+                pass
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for worker in self._workers.values():
+            worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if worker.process.exitcode is None:
+                worker.process.kill()
+                worker.process.join(timeout=1.0)
+            worker.conn.close()
+        self._workers.clear()
+        _transport.remove_segments(self._prefix)
+        os.close(self._wake_reader)
+        os.close(self._wake_writer)
+
+
+def _describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "exit code unknown"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (killed; out of memory?)" if -exitcode == signal.SIGKILL else ""
+        return f"terminated by {name}{hint}"
+    return f"exit code {exitcode}"
+
+
+def _close_inherited_in_child() -> None:
+    """In a forked child: close the pipes of the parent's pools, which the child must not use."""
+    for backend in list(_live_backends):
+        for worker in backend._workers.values():
+            try:
+                worker.conn.close()
+            except OSError:
+                pass
+        for fd in (backend._wake_reader, backend._wake_writer):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    _live_backends.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_in_child)
+
+backend_class = ProcessBackend

@@ -1,0 +1,85 @@
+"""Thread backend: the same semantics in threads of this process.
+
+For I/O-bound tasks and for functions that release the GIL. Nothing is pickled. Threads
+cannot be killed, so ``timeout`` reports an overrunning item once it returns, and
+``max_tasks_per_worker`` has nothing to recycle.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+
+from .._config import PoolConfig
+from ..errors import InitializerError, PoolClosedError, RemoteTraceback
+from . import Backend, ChunkDone, ChunkFailed, ChunkTask
+from ._worker import format_traceback, mark_worker_thread, run_chunk
+
+
+class ThreadBackend(Backend):
+    def __init__(self, config: PoolConfig) -> None:
+        super().__init__(config)
+        self._condition = threading.Condition()
+        self._pending: collections.deque[ChunkTask] = collections.deque()
+        self._stopping = False
+        self._broken: BaseException | None = None
+        self._threads = [threading.Thread(target=self._serve, name=f"parmap-thread-{number}", daemon=True)
+                         for number in range(config.workers)]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def usable(self) -> bool:
+        return not self._stopping and self._broken is None
+
+    def submit(self, task: ChunkTask) -> None:
+        with self._condition:
+            if not self.usable:
+                raise PoolClosedError("the pool was shut down") from self._broken
+            self._pending.append(task)
+            self._condition.notify()
+
+    def cancel(self, job_id: int, *, stop_running: bool) -> None:
+        with self._condition:
+            self._pending = collections.deque(t for t in self._pending if t.job.job_id != job_id)
+
+    def shutdown(self) -> None:
+        with self._condition:
+            self._stopping = True
+            pending, self._pending = list(self._pending), collections.deque()
+            self._condition.notify_all()
+        for task in pending:
+            task.job.deliver(ChunkFailed(task, PoolClosedError("the pool was shut down")))
+        current = threading.current_thread()
+        for thread in self._threads:
+            if thread is not current:
+                thread.join(timeout=0.1)  # a busy thread finishes its item on its own
+
+    def _serve(self) -> None:
+        mark_worker_thread(self.config.depth + 1)
+        if self.config.initializer is not None:
+            try:
+                self.config.initializer(*self.config.initargs)
+            except BaseException as error:
+                failure = InitializerError("the pool's initializer raised in a worker thread")
+                failure.__cause__ = RemoteTraceback(format_traceback(error))
+                with self._condition:
+                    self._broken = failure
+                    pending, self._pending = list(self._pending), collections.deque()
+                for task in pending:
+                    task.job.deliver(ChunkFailed(task, failure))
+                return
+        while True:
+            with self._condition:
+                while not self._pending and not self._stopping:
+                    self._condition.wait()
+                if self._stopping:
+                    return
+                task = self._pending.popleft()
+            job = task.job
+            values, errors, completed, compute = run_chunk(
+                job.function, task.indices, task.items, timeout=job.timeout, seed=job.seed)
+            task.job.deliver(ChunkDone(task, values, {p: e for p, (e, _) in errors.items()}, completed, compute))
+
+
+backend_class = ThreadBackend

@@ -1,0 +1,114 @@
+"""Errors raised by parmap.
+
+Hierarchy::
+
+    ParmapError                      base of every error parmap itself raises
+    ├── WorkerLostError              a worker process died while running an item
+    ├── TaskTimeoutError             an item ran longer than ``timeout`` (also a ``TimeoutError``)
+    ├── SerializationError           an item, result or exception could not be pickled
+    ├── InitializerError             the pool's ``initializer`` failed in a worker
+    ├── PoolClosedError              the pool was shut down while a job still used it
+    └── CheckpointMismatchError      a checkpoint file belongs to a different job
+
+A task's own exception is never wrapped: it reaches the caller with its own type,
+chained (``__cause__``) to a :class:`RemoteTraceback` holding the worker's traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "CheckpointMismatchError",
+    "InitializerError",
+    "ParmapError",
+    "PoolClosedError",
+    "RemoteTraceback",
+    "SerializationError",
+    "TaskTimeoutError",
+    "WorkerLostError",
+]
+
+
+class ParmapError(Exception):
+    """Base class of every error raised by parmap itself (not by your task)."""
+
+
+class WorkerLostError(ParmapError):
+    """A worker process died (killed, ``os._exit``, segfault, out of memory) while running an item.
+
+    Attributes:
+        indices: input indices of the items charged with the loss.
+        exitcode: the process exit code, negative for a signal (as ``multiprocessing`` reports it).
+        pid: the lost worker's process id.
+    """
+
+    def __init__(self, message: str, *, indices: Sequence[int] = (), exitcode: int | None = None,
+                 pid: int | None = None) -> None:
+        super().__init__(message)
+        self.indices = list(indices)
+        self.exitcode = exitcode
+        self.pid = pid
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_worker_lost, (self.args[0], self.indices, self.exitcode, self.pid))
+
+
+def _rebuild_worker_lost(message: str, indices: list[int], exitcode: int | None,
+                         pid: int | None) -> WorkerLostError:
+    return WorkerLostError(message, indices=indices, exitcode=exitcode, pid=pid)
+
+
+class TaskTimeoutError(ParmapError, TimeoutError):
+    """An item ran longer than the ``timeout`` seconds it was given.
+
+    On the process backend the worker running it was killed and replaced; on the thread
+    and serial backends the item is reported once it finishes, since threads cannot be killed.
+
+    Attributes:
+        index: the input index of the item.
+        timeout: the limit, in seconds.
+    """
+
+    def __init__(self, message: str, *, index: int | None = None, timeout: float | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+        self.timeout = timeout
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_timeout, (self.args[0], self.index, self.timeout))
+
+
+def _rebuild_timeout(message: str, index: int | None, timeout: float | None) -> TaskTimeoutError:
+    return TaskTimeoutError(message, index=index, timeout=timeout)
+
+
+class SerializationError(ParmapError):
+    """An item, a result or an exception could not be pickled or unpickled."""
+
+
+class InitializerError(ParmapError):
+    """The pool's ``initializer`` raised in a worker; the worker's traceback is the ``__cause__``."""
+
+
+class PoolClosedError(ParmapError):
+    """The pool was shut down (``parmap.shutdown()`` or interpreter exit) while a job still ran."""
+
+
+class CheckpointMismatchError(ParmapError):
+    """A checkpoint file was written by another job (function or input length differ)."""
+
+
+class RemoteTraceback(Exception):
+    """Carries the formatted traceback of a task that failed in a worker.
+
+    Set as the ``__cause__`` of the re-raised task exception, so Python prints the worker's
+    traceback above the caller's.
+    """
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb
