@@ -192,7 +192,8 @@ class ParallelFunction(_MapMethods[T, R], wrapt.FunctionWrapper):  # type: ignor
         self._self_config = config
         self._self_options = options
         self._self_settings = dict(settings)
-        self._self_label = getattr(function, "__qualname__", None) or getattr(function, "__name__", "task")
+        target = getattr(function, "__func__", function)  # staticmethod / classmethod
+        self._self_label = getattr(target, "__qualname__", None) or getattr(target, "__name__", "task")
 
     def _settings(self) -> tuple[PoolConfig, MapOptions, str]:
         return self._self_config, self._self_options, self._self_label
@@ -278,6 +279,6 @@ def parallel(function: Callable[..., Any] | None = None, /,
     """
     if function is None:
         return _Decorator(settings)
-    if not callable(function):
+    if not (callable(function) or isinstance(function, (staticmethod, classmethod))):
         raise TypeError(f"parallel() needs a callable, got {type(function).__name__}")
     return ParallelFunction(function, settings)

@@ -132,6 +132,8 @@ class Job:
                 if self._input_done and not self._tasks and not self._records:
                     completed = True
                     return
+                if not self._tasks:
+                    continue  # all sent work is in (inline backends): yield it, send more
                 self._handle(self._outcomes.get())
                 while True:  # handle every outcome already there before submitting more
                     try:

@@ -130,7 +130,7 @@ class ProcessBackend(Backend):
         with self._lock:
             if not self.usable:
                 _transport.discard(payload[1:])
-                raise PoolClosedError("the pool was shut down") from self._broken
+                raise self._broken or PoolClosedError("the pool was shut down")
             self._pending.append(_Pending(task, payload))
         self._wake()
 

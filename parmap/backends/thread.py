@@ -35,7 +35,7 @@ class ThreadBackend(Backend):
     def submit(self, task: ChunkTask) -> None:
         with self._condition:
             if not self.usable:
-                raise PoolClosedError("the pool was shut down") from self._broken
+                raise self._broken or PoolClosedError("the pool was shut down")
             self._pending.append(task)
             self._condition.notify()
 

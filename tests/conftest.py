@@ -1,0 +1,103 @@
+"""Shared fixtures: every backend and start method, and a leak check after every test."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import parmap
+
+BACKENDS = [
+    pytest.param(("serial", None), id="serial"),
+    pytest.param(("thread", None), id="thread"),
+    pytest.param(("process", "fork"), id="fork"),
+    pytest.param(("process", "spawn"), id="spawn"),
+    pytest.param(("process", "forkserver"), id="forkserver"),
+]
+PROCESS_BACKENDS = [p for p in BACKENDS if p.values[0][0] == "process"]  # type: ignore[index]
+
+#: Helper processes of multiprocessing itself, which outlive pools by design.
+_INFRASTRUCTURE = ("resource_tracker", "forkserver")
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            text = Path(f"/proc/{pid}/task/{task}/children").read_text()
+            found.extend(int(child) for child in text.split())
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def worker_processes() -> list[int]:
+    """Every live descendant of this process, except multiprocessing's own helpers."""
+    result = []
+    pending = _children(os.getpid())
+    while pending:
+        pid = pending.pop()
+        pending.extend(_children(pid))
+        if not any(name in _cmdline(pid) for name in _INFRASTRUCTURE):
+            result.append(pid)
+    return result
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Wait for ``condition`` (state, not time); fail with a clear message after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {condition}")
+        time.sleep(0.01)
+
+
+@pytest.fixture(autouse=True)
+def _no_leftovers() -> Iterator[None]:
+    """After each test: shutdown is prompt and leaves no worker process behind."""
+    yield
+    started = time.monotonic()
+    parmap.shutdown()
+    assert time.monotonic() - started < 10, "parmap.shutdown() took 10 s or more"
+    wait_until(lambda: not [pid for pid in worker_processes() if not _is_zombie(pid)], timeout=10)
+    assert not [pid for pid in worker_processes() if _is_zombie(pid)], "zombie worker processes left"
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """``backend(fn, **options)``: ``parallel(fn, ...)`` on one backend / start method."""
+    name, start_method = request.param
+    return functools.partial(_decorate, name, start_method)
+
+
+@pytest.fixture(params=PROCESS_BACKENDS)
+def process_backend(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    name, start_method = request.param
+    return functools.partial(_decorate, name, start_method)
+
+
+def _decorate(name: str, start_method: str | None, fn: Callable[..., Any], **options: Any) -> Any:
+    options.setdefault("workers", 2)
+    if start_method is not None:
+        options.setdefault("start_method", start_method)
+    return parmap.parallel(fn, backend=name, **options)

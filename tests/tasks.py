@@ -1,0 +1,130 @@
+"""Module-level tasks for the tests (importable by spawned workers)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def pid_of(_: object) -> int:
+    return os.getpid()
+
+
+def fail_on_three(x: int) -> int:
+    if x == 3:
+        raise ValueError(f"bad item {x}")
+    return x
+
+
+def exit_on_seven(x: int) -> int:
+    if x == 7:
+        os._exit(1)
+    return x
+
+
+def segfault_on_five(x: int) -> int:
+    if x == 5:
+        import ctypes
+
+        ctypes.string_at(0)
+    return x
+
+
+def sigkill_self_on_two(x: int) -> int:
+    if x == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def wait_for_file(args: tuple[str, int]) -> int:
+    """Report our pid in ``<dir>/started-<x>``, then wait until ``<dir>/go`` exists."""
+    directory, x = args
+    Path(directory, f"started-{x}").write_text(str(os.getpid()))
+    while not Path(directory, "go").exists():
+        time.sleep(0.005)
+    return x
+
+
+def sleep_on(x: float) -> float:
+    time.sleep(x)
+    return x
+
+
+def raise_system_exit(x: int) -> int:
+    if x == 1:
+        sys.exit(3)
+    return x
+
+
+def raise_keyboard_interrupt(x: int) -> int:
+    if x == 1:
+        raise KeyboardInterrupt
+    return x
+
+
+class OddError(Exception):
+    """An exception whose constructor takes two arguments: default pickling cannot rebuild it."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+
+
+def raise_odd(x: int) -> int:
+    if x == 2:
+        raise OddError(x, "odd")
+    return x
+
+
+class Unpicklable:
+    def __reduce__(self) -> Any:
+        raise TypeError("this object refuses to be pickled")
+
+
+def return_unpicklable(x: int) -> Any:
+    return Unpicklable() if x == 4 else x
+
+
+class UnpicklableError(Exception):
+    def __reduce__(self) -> Any:
+        raise TypeError("this exception refuses to be pickled")
+
+
+def raise_unpicklable(x: int) -> int:
+    if x == 1:
+        raise UnpicklableError("cannot travel")
+    return x
+
+
+class ExitAtUnpickle:
+    """Kills the worker that unpickles it."""
+
+    def __reduce__(self) -> Any:
+        return (os._exit, (9,))
+
+
+def identity(x: Any) -> Any:
+    return x
+
+
+def inner_sum(n: int) -> int:
+    from tests.tasks_nested import inner_square
+
+    return sum(inner_square.map(range(n)))
+
+
+def count_init(path: str) -> None:
+    with open(path, "a") as handle:
+        handle.write(f"{os.getpid()}\n")

@@ -1,0 +1,283 @@
+"""The public API of issue 2 on every backend and start method."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import pickle
+import threading
+from typing import Any, Callable
+
+import cloudpickle
+import pytest
+
+import parmap
+from parmap import AsyncResult, ParallelFunction, parallel
+from tests import tasks
+from tests.tasks_nested import inner_square
+
+Decorate = Callable[..., Any]
+
+
+def test_plain_call_runs_here_unchanged() -> None:
+    calls = []
+
+    @parallel
+    def record(x: int) -> int:
+        calls.append(x)
+        return x + 1
+
+    assert record(1) == 2
+    assert calls == [1]
+
+
+def test_map_in_input_order(backend: Decorate) -> None:
+    assert backend(tasks.square).map(range(40)) == [x * x for x in range(40)]
+
+
+def test_imap_is_lazy_and_ordered(backend: Decorate) -> None:
+    task = backend(tasks.square)
+    assert list(task.imap(iter(range(50)))) == [x * x for x in range(50)]
+
+
+def test_imap_unordered_gives_every_result_once(backend: Decorate) -> None:
+    task = backend(tasks.square)
+    assert sorted(task.imap_unordered(range(50), chunksize=3)) == [x * x for x in range(50)]
+
+
+def test_starmap(backend: Decorate) -> None:
+    assert backend(tasks.add).starmap([(1, 2), (3, 4)]) == [3, 7]
+
+
+def test_map_async_callbacks_and_get(backend: Decorate) -> None:
+    received: list[Any] = []
+    result = backend(tasks.square).map_async(range(10), callback=received.append)
+    assert isinstance(result, AsyncResult)
+    assert result.get(timeout=20) == [x * x for x in range(10)]
+    assert received == [[x * x for x in range(10)]]
+    assert result.ready()
+    assert result.successful()
+
+
+def test_map_async_error_callback(backend: Decorate) -> None:
+    errors: list[BaseException] = []
+    result = backend(tasks.fail_on_three).map_async(range(6), error_callback=errors.append)
+    result.wait(20)
+    assert result.ready()
+    assert not result.successful()
+    with pytest.raises(ValueError, match="bad item 3"):
+        result.get(0)
+    assert len(errors) == 1
+    assert isinstance(errors[0], ValueError)
+
+
+def test_map_async_get_timeout_raises_timeout_error(tmp_path: Any) -> None:
+    task = parallel(tasks.wait_for_file, workers=1)
+    result = task.map_async([(str(tmp_path), 0)])
+    with pytest.raises(TimeoutError):
+        result.get(timeout=0.05)
+    with pytest.raises(ValueError, match="not ready"):
+        result.successful()
+    (tmp_path / "go").write_text("")
+    assert result.get(timeout=20) == [0]
+
+
+def test_empty_input_starts_nothing() -> None:
+    task = parallel(tasks.square, workers=2)
+    assert task.map([]) == []
+    assert list(task.imap(())) == []
+    assert parmap._registry._pools == {}
+
+
+@pytest.mark.parametrize("chunksize", [1, 2, 7, 100, "auto"])
+def test_chunksize_values(backend: Decorate, chunksize: Any) -> None:
+    task = backend(tasks.square, chunksize=chunksize)
+    assert task.map(range(23)) == [x * x for x in range(23)]
+    assert task.map(range(23), chunksize=5) == [x * x for x in range(23)]
+
+
+def test_one_pool_shared_by_functions_decorated_alike() -> None:
+    first = parallel(tasks.pid_of, workers=2)
+    second = parallel(tasks.square, workers=2)
+    pids = set(first.map(range(20), chunksize=1))
+    second.map(range(4))
+    assert len(parmap._registry._pools) == 1
+    assert pids <= set(parallel(tasks.pid_of, workers=2).map(range(40), chunksize=1)) | pids
+    assert len(set(first.map(range(40), chunksize=1)) | pids) <= 2
+
+
+def test_distinct_configurations_get_distinct_pools() -> None:
+    parallel(tasks.square, workers=1).map([1])
+    parallel(tasks.square, workers=2).map([1])
+    parallel(tasks.square, workers=2, backend="thread").map([1])
+    assert len(parmap._registry._pools) == 3
+
+
+def test_safe_from_several_threads(backend: Decorate) -> None:
+    task = backend(tasks.square)
+    results: dict[int, list[int]] = {}
+
+    def run(n: int) -> None:
+        results[n] = task.map(range(n, n + 30))
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert results == {n: [x * x for x in range(n, n + 30)] for n in range(6)}
+
+
+def test_lambdas_closures_partials_and_methods(backend: Decorate) -> None:
+    offset = 10
+
+    def nested(x: int) -> int:
+        return x + offset
+
+    class Scaler:
+        def __init__(self, factor: int) -> None:
+            self.factor = factor
+
+        def scale(self, x: int) -> int:
+            return x * self.factor
+
+    assert backend(lambda x: x * 2).map([1, 2]) == [2, 4]
+    assert backend(nested).map([1, 2]) == [11, 12]
+    assert backend(functools.partial(tasks.add, 100)).map([1, 2]) == [101, 102]
+    assert backend(Scaler(3).scale).map([1, 2]) == [3, 6]
+
+
+def test_builtin_function(backend: Decorate) -> None:
+    assert backend(math.sqrt).map([4, 9]) == [2.0, 3.0]
+
+
+class Shape:
+    def __init__(self, scale: int) -> None:
+        self.scale = scale
+
+    @parallel(workers=2)
+    def area(self, side: int) -> int:
+        return side * side * self.scale
+
+    @parallel(workers=2)
+    @staticmethod
+    def static_double(x: int) -> int:
+        return 2 * x
+
+    @parallel(workers=2)
+    @classmethod
+    def class_name(cls, x: int) -> str:
+        return f"{cls.__name__}{x}"
+
+    @staticmethod
+    @parallel(workers=2)
+    def outer_static(x: int) -> int:
+        return 3 * x
+
+
+def test_methods_staticmethods_classmethods() -> None:
+    shape = Shape(2)
+    assert shape.area(3) == 18
+    assert shape.area.map([1, 2]) == [2, 8]
+    assert Shape.static_double.map([1, 2]) == [2, 4]
+    assert shape.static_double.map([3]) == [6]
+    assert Shape.class_name.map([1]) == ["Shape1"]
+    assert Shape.outer_static.map([1, 2]) == [3, 6]
+
+
+def test_metadata_is_kept() -> None:
+    def documented(item: int, scale: float = 1.0) -> float:
+        """Scale an item."""
+        return item * scale
+
+    task = parallel(documented)
+    assert isinstance(task, ParallelFunction)
+    assert task.__name__ == "documented"
+    assert task.__doc__ == "Scale an item."
+    assert task.__wrapped__ is documented
+    assert inspect.signature(task) == inspect.signature(documented)
+
+
+def test_decorated_module_function_pickles_and_still_works() -> None:
+    restored = pickle.loads(pickle.dumps(inner_square))
+    assert restored is inner_square
+    assert restored.map([1, 2, 3]) == [1, 4, 9]
+    assert cloudpickle.loads(cloudpickle.dumps(inner_square)) is inner_square
+    # A decorated lambda has no importable name: it travels by value and stays callable.
+    by_value = cloudpickle.loads(cloudpickle.dumps(parallel(lambda x: x - 1, workers=2)))
+    assert by_value(3) == 2
+
+
+def test_decorated_function_sent_to_another_process_still_works() -> None:
+    # The decorated object itself travels to a worker and maps there (nested: serially).
+    assert parallel(tasks.identity, workers=2).map([inner_square])[0].map([3]) == [9]
+
+
+def test_parallel_of_existing_function_equals_decorator_form() -> None:
+    direct = parallel(tasks.square, workers=2)
+    via = parallel(workers=2)(tasks.square)
+    assert direct.map(range(5)) == via.map(range(5))
+
+
+def test_initializer_runs_once_per_worker(tmp_path: Any) -> None:
+    log = tmp_path / "init.log"
+    task = parallel(tasks.pid_of, workers=2, initializer=tasks.count_init, initargs=(str(log),))
+    pids = set(task.map(range(20), chunksize=1))
+    lines = log.read_text().split()
+    assert len(lines) == len(set(lines)) == 2
+    assert pids <= {int(line) for line in lines}
+
+
+def test_initializer_failure_is_a_clear_error() -> None:
+    def broken() -> None:
+        raise RuntimeError("no database")
+
+    task = parallel(tasks.square, workers=2, initializer=broken)
+    with pytest.raises(parmap.InitializerError) as info:
+        task.map(range(4))
+    assert "no database" in str(info.value.__cause__)
+    assert parallel(tasks.square, workers=2).map([2]) == [4]
+
+
+def test_progress_counts_items(capsys: pytest.CaptureFixture[str]) -> None:
+    task = parallel(tasks.square, workers=2)
+    assert task.map(range(30), progress=True) == [x * x for x in range(30)]
+    err = capsys.readouterr().err
+    assert "30/30" in err
+    assert list(task.imap(range(12), progress={"desc": "squares"})) == [x * x for x in range(12)]
+    err = capsys.readouterr().err
+    assert "squares" in err
+    assert "12/12" in err
+
+
+def test_progress_closed_on_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    from parmap import _progress
+
+    closed: list[bool] = []
+    original = _progress.TqdmProgress.close
+
+    def close(self: Any) -> None:
+        closed.append(True)
+        original(self)
+
+    monkeypatch.setattr(_progress.TqdmProgress, "close", close)
+    with pytest.raises(ValueError):
+        parallel(tasks.fail_on_three, workers=2).map(range(10), progress={"disable": True})
+    assert closed == [True]
+
+
+def test_shutdown_then_reuse() -> None:
+    task = parallel(tasks.square, workers=2)
+    assert task.map([3]) == [9]
+    parmap.shutdown()
+    assert task.map([4]) == [16]
+
+
+def test_version_and_public_surface() -> None:
+    assert isinstance(parmap.__version__, str)
+    assert sorted(parmap.__all__) == parmap.__all__
+    for name in parmap.__all__:
+        assert getattr(parmap, name).__module__ == "parmap", name
+    assert issubclass(parmap.WorkerLostError, parmap.ParmapError)
+    assert issubclass(parmap.TaskTimeoutError, TimeoutError)
