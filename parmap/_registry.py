@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import itertools
+import multiprocessing.util  # registers its exit hook first, so ours (below) runs before it
 import os
 import threading
 
@@ -73,5 +74,7 @@ def _forget_in_child() -> None:
     _pool_ids = {}
 
 
+# atexit runs hooks last-registered first: pools close before multiprocessing's own hook
+# terminates daemonic children, so no worker is seen dying and respawned during exit.
 atexit.register(shutdown)
 os.register_at_fork(after_in_child=_forget_in_child)

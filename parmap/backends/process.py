@@ -189,6 +189,10 @@ class ProcessBackend(Backend):
         self._workers[number] = worker
         try:
             process.start()
+        except BaseException:
+            del self._workers[number]
+            parent_end.close()
+            raise
         finally:
             child_end.close()
         return worker
@@ -329,7 +333,13 @@ class ProcessBackend(Backend):
                 self._fail_all(error)
                 return
         if not self._stopping and self._broken is None:
-            self._start_worker()
+            try:
+                self._start_worker()
+            except Exception as error:
+                broken = WorkerLostError(f"could not start a replacement worker: {error}")
+                broken.__cause__ = error
+                self._broken = broken
+                self._fail_all(broken)
 
     def _report_loss(self, worker: _Worker, task: ChunkTask) -> None:
         if worker.kill_reason == "cancel":

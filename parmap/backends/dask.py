@@ -1,0 +1,477 @@
+"""Dask backend: the same semantics on a ``dask.distributed`` cluster.
+
+Each :class:`ChunkTask` becomes one Dask task; outcomes come back through future
+callbacks, so the engine's thread never waits on Dask::
+
+    engine thread                     Dask client                    Dask worker (any host)
+    -------------                     -----------                    ----------------------
+    submit(task)
+      pickle chunk (once) ------> client.submit(_run_task, key=...) -> _run_task(...)
+      add_done_callback                                                  load function (cached by key)
+                                                                         initializer (once per process)
+                                                                         run_chunk(...)  # same as every backend
+                                                                         pickle results -> bytes
+    job.deliver(outcome) <------ callback thread: future.result() <---- tagged bytes
+
+Which cluster (decided once, when the pool is created):
+
+* ``address=``: a client connected to that scheduler, owned (closed) by the pool;
+* ``client=``: that client, never closed by parmap;
+* neither: the current client (``distributed.get_client()``) when there is one, never
+  closed by parmap; otherwise a ``LocalCluster`` on 127.0.0.1 with ``workers`` worker
+  processes of one thread each, owned by the pool and closed at shutdown (and at exit).
+
+Semantics that differ because of what Dask can do:
+
+* ``timeout``: Dask cannot interrupt a running task, so, as on the thread backend, an item
+  that overran is reported as :class:`~parmap.TaskTimeoutError` once it returns.
+* A lost worker: Dask itself runs the task again on another worker (up to the scheduler's
+  ``distributed.scheduler.allowed-failures``); after that the loss reaches the engine as a
+  :class:`~parmap.WorkerLostError`, and ``retries`` applies as on every backend. A lost
+  connection to the scheduler fails the job with :class:`~parmap.PoolClosedError`.
+* ``cancel`` releases the job's futures: queued tasks never start; a task already running
+  finishes on its worker and its result is dropped.
+* ``max_tasks_per_worker`` does not apply: parmap does not manage Dask's worker processes.
+* Nested maps: a map called inside a task that runs on Dask (through parmap or not) with
+  the Dask backend and no explicit ``address``/``client`` runs inline, in that task's
+  thread, like the serial backend. A task never waits for cluster slots held by its own
+  job, so nesting cannot deadlock; the outer map already spreads the work.
+
+The function is pickled once per job with cloudpickle and identified by the digest of its
+pickle; each worker process unpickles it once and keeps it (:data:`MAX_CACHED_FUNCTIONS`).
+A function or chunk whose pickle is :data:`SCATTER_MIN_BYTES` or more is scattered to the
+workers instead of travelling inside the task graph (Dask warns about large graphs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import dataclasses
+import pickle
+import threading
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import cloudpickle
+import distributed
+from distributed.comm.core import CommClosedError
+from distributed.scheduler import KilledWorker
+
+from .. import _transport
+from .._config import PoolConfig
+from ..errors import InitializerError, PoolClosedError, RemoteTraceback, SerializationError, WorkerLostError
+from . import Backend, ChunkDone, ChunkFailed, ChunkLost, ChunkTask, Outcome
+from ._worker import _portable_error, format_traceback, mark_worker_thread, nesting_depth, run_chunk
+
+#: Functions a worker process keeps unpickled, least recently used evicted first.
+MAX_CACHED_FUNCTIONS = 32
+
+#: Functions whose scattered copy the client keeps alive for later jobs (one future each).
+MAX_SCATTERED_FUNCTIONS = 8
+
+#: A function or chunk pickle at least this large is scattered to the workers rather than
+#: embedded in the task. Below it, embedding costs nothing measurable; above it, Dask's
+#: scheduler would relay the bytes (and warns about large graphs from 10 MB).
+SCATTER_MIN_BYTES = 1 << 20
+
+#: How long ``shutdown`` gives an owned client and cluster to close. An owned LocalCluster
+#: kills workers that are still busy after this, so shutdown stays prompt with work running.
+CLOSE_TIMEOUT_SECONDS = 5.0
+
+#: Reason Dask gives to futures cancelled because the client lost its scheduler.
+_SCHEDULER_LOST = "scheduler-connection-lost"
+
+#: Errors that mean the worker holding a chunk (or its result) went away.
+_LOST_ERRORS = (KilledWorker, CommClosedError, ConnectionError)
+
+#: Tags of what a task returns (the first byte).
+_DONE = b"D"
+_UNLOADABLE = b"U"
+_INIT_FAILED = b"I"
+
+
+@dataclasses.dataclass(eq=False)
+class _Running:
+    """A chunk submitted to Dask: its task, its future, and any scattered chunk data."""
+
+    task: ChunkTask
+    future: Any
+    scattered: Any = None
+
+
+class DaskBackend(Backend):
+    """Chunks as Dask tasks on a ``dask.distributed`` cluster (see the module docstring)."""
+
+    def __init__(self, config: PoolConfig) -> None:
+        super().__init__(config)
+        options = config.backend_options
+        self._address: str | None = options.get("address")
+        self._lock = threading.Lock()
+        self._running: dict[str, _Running] = {}
+        self._jobs: dict[int, set[str]] = collections.defaultdict(set)
+        self._scattered: collections.OrderedDict[bytes, Any] = collections.OrderedDict()
+        self._stopping = False
+        self._broken: BaseException | None = None
+        self._client: Any = None
+        self._cluster: Any = None
+        self._owns_client = False
+        self._initializer: tuple[bytes, bytes] | None = None
+        self._inline = config.depth > 0 or (
+            options.get("client") is None and self._address is None and _inside_dask_task())
+        if self._inline:
+            self._run_initializer_here()
+        else:
+            self._connect(options.get("client"))
+            if config.initializer is not None:
+                try:
+                    self._initializer = _transport.dumps_function((config.initializer, config.initargs))
+                except Exception as error:
+                    raise SerializationError(f"the initializer could not be pickled: {error}") from error
+
+    # ------------------------------------------------------------------ setup
+
+    def _connect(self, client: Any) -> None:
+        """Pick the cluster: ``client``, ``address``, the current client, or a new LocalCluster."""
+        if client is not None:
+            self._client = client
+            return
+        if self._address is not None:
+            self._client = distributed.Client(self._address, set_as_default=False)
+            self._owns_client = True
+            return
+        try:
+            self._client = distributed.get_client()
+            return
+        except ValueError:  # no current client
+            pass
+        self._cluster = distributed.LocalCluster(
+            n_workers=self.config.workers, threads_per_worker=1, processes=True,
+            host="127.0.0.1", dashboard_address=None)
+        try:
+            self._client = distributed.Client(self._cluster, set_as_default=False)
+        except BaseException:
+            self._cluster.close()
+            raise
+        self._owns_client = True
+
+    def _run_initializer_here(self) -> None:
+        if self.config.initializer is not None:
+            try:
+                self.config.initializer(*self.config.initargs)
+            except Exception as error:
+                raise InitializerError("the pool's initializer raised") from error
+
+    # ------------------------------------------------------------------ Backend
+
+    @property
+    def workers(self) -> int:
+        """The cluster's total threads (the pool's ``workers`` for an owned LocalCluster)."""
+        if self._inline:
+            return 1
+        if self._cluster is not None:
+            return self.config.workers
+        try:
+            threads = sum(self._client.nthreads().values())
+        except Exception:  # the scheduler is unreachable: usable says so; size as configured
+            return self.config.workers
+        return max(1, int(threads))
+
+    @property
+    def usable(self) -> bool:
+        if self._inline:
+            return True
+        return not self._stopping and self._broken is None and self._client.status == "running"
+
+    @property
+    def client(self) -> Any:
+        """The ``distributed.Client`` this pool submits to (``None`` when running inline)."""
+        return self._client
+
+    def submit(self, task: ChunkTask) -> None:
+        """Submit ``task`` as one Dask task; its outcome is delivered by a future callback.
+
+        Raises:
+            SerializationError: the function or the chunk cannot be pickled.
+            PoolClosedError: the pool was shut down or lost its scheduler.
+        """
+        if self._inline:
+            self._run_inline(task)
+            return
+        job = task.job
+        if job.function_payload is None:
+            try:
+                job.function_payload = _transport.dumps_function(job.function)
+            except Exception as error:
+                raise SerializationError(f"the function {job.function!r} could not be pickled: {error}") from error
+        try:
+            chunk = cloudpickle.dumps((task.indices, task.items), protocol=_transport.PROTOCOL)
+        except Exception as error:
+            raise SerializationError(f"a chunk could not be pickled: {type(error).__name__}: {error}") from error
+        if not self.usable:
+            raise PoolClosedError("the Dask pool was shut down or lost its scheduler") from self._broken
+        key, payload = job.function_payload
+        function_data = self._function_data(key, payload)
+        scattered = self._client.scatter(chunk, hash=False) if len(chunk) >= SCATTER_MIN_BYTES else None
+        dask_key = f"parmap-chunk-{uuid.uuid4().hex}"
+        future = self._client.submit(
+            _run_task, key, function_data, chunk if scattered is None else scattered, job.timeout, job.seed,
+            self._initializer, self.config.depth, key=dask_key, pure=False)
+        with self._lock:
+            self._running[dask_key] = _Running(task, future, scattered)
+            self._jobs[job.job_id].add(dask_key)
+        future.add_done_callback(self._on_future_done)
+
+    def check_item(self, item: Any) -> None:
+        """Raise ``SerializationError`` if ``item`` cannot be pickled (used to find the bad item)."""
+        try:
+            cloudpickle.dumps(item, protocol=_transport.PROTOCOL)
+        except Exception as error:
+            raise SerializationError(f"{type(error).__name__}: {error}") from error
+
+    def cancel(self, job_id: int, *, stop_running: bool) -> None:
+        """Release the job's futures: queued tasks never start, running ones finish unseen."""
+        with self._lock:
+            keys = self._jobs.pop(job_id, set())
+            dropped = [self._running.pop(key) for key in keys if key in self._running]
+        _release(dropped)
+
+    def shutdown(self) -> None:
+        """Fail outstanding chunks, release their futures, close what this pool created."""
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+            running = list(self._running.values())
+            self._running.clear()
+            self._jobs.clear()
+            scattered = list(self._scattered.values())
+            self._scattered.clear()
+        for entry in running:
+            _deliver(ChunkFailed(entry.task, PoolClosedError("the pool was shut down")))
+        if self._inline:
+            return
+        _release(running)
+        for future in scattered:
+            _release_future(future)
+        if self._owns_client:
+            try:
+                self._client.close(timeout=CLOSE_TIMEOUT_SECONDS)
+            except Exception:  # already closed (Dask's own exit hook runs first)
+                pass
+        if self._cluster is not None:
+            try:
+                self._cluster.close(timeout=CLOSE_TIMEOUT_SECONDS)
+            except Exception:
+                pass
+
+    # ------------------------------------------------------------------ helpers
+
+    def _run_inline(self, task: ChunkTask) -> None:
+        job = task.job
+        values, errors, completed, compute = run_chunk(
+            job.function, task.indices, task.items, timeout=job.timeout, seed=job.seed)
+        job.deliver(ChunkDone(task, values, {p: e for p, (e, _) in errors.items()}, completed, compute))
+
+    def _function_data(self, key: bytes, payload: bytes) -> Any:
+        """What the task gets for the function: its pickle, or a future of it once scattered."""
+        if len(payload) < SCATTER_MIN_BYTES:
+            return payload
+        with self._lock:
+            future = self._scattered.get(key)
+            if future is not None:
+                self._scattered.move_to_end(key)
+                return future
+        future = self._client.scatter(payload, hash=False, broadcast=False)
+        with self._lock:
+            self._scattered[key] = future
+            evicted = self._scattered.popitem(last=False)[1] if len(self._scattered) > MAX_SCATTERED_FUNCTIONS \
+                else None
+        if evicted is not None:
+            _release_future(evicted)
+        return future
+
+    def _on_future_done(self, future: Any) -> None:
+        """Runs in Dask's callback thread: turn the finished future into one outcome."""
+        with self._lock:
+            entry = self._running.pop(future.key, None)
+            if entry is not None:
+                keys = self._jobs.get(entry.task.job.job_id)
+                if keys is not None:
+                    keys.discard(future.key)
+                    if not keys:
+                        del self._jobs[entry.task.job.job_id]
+        if entry is None:
+            return  # cancelled by its job, or failed at shutdown
+        try:
+            outcome = self._outcome_of(entry.task, future)
+        except BaseException as error:  # a bug here must fail the job, never hang it
+            outcome = ChunkFailed(entry.task, error)
+        finally:
+            if entry.scattered is not None:
+                _release_future(entry.scattered)
+        _deliver(outcome)
+
+    def _outcome_of(self, task: ChunkTask, future: Any) -> Outcome:
+        try:
+            data: bytes = future.result()
+        except (concurrent.futures.CancelledError, asyncio.CancelledError) as error:
+            if getattr(error, "reason", None) == _SCHEDULER_LOST or self._client.status != "running":
+                return self._scheduler_lost(task, error)
+            return ChunkLost(task, None, _worker_lost(task, error))
+        except _LOST_ERRORS as error:
+            return ChunkLost(task, None, _worker_lost(task, error))
+        tag, body = data[:1], data[1:]
+        if tag == _DONE:
+            values, wire_errors, completed, compute = pickle.loads(body)
+            errors: dict[int, BaseException] = {}
+            for position, (error, text) in wire_errors.items():
+                if text:
+                    error.__cause__ = RemoteTraceback(text)
+                errors[position] = error
+            return ChunkDone(task, values, errors, completed, compute)
+        text = pickle.loads(body)
+        failure: BaseException
+        if tag == _INIT_FAILED:
+            failure = InitializerError("the pool's initializer raised in a Dask worker")
+            self._broken = failure
+        else:
+            failure = SerializationError(
+                "the function or the items of a chunk could not be unpickled on a Dask worker "
+                "(is every module they need installed there?)")
+        failure.__cause__ = RemoteTraceback(text)
+        return ChunkFailed(task, failure)
+
+    def _scheduler_lost(self, task: ChunkTask, error: BaseException) -> ChunkFailed:
+        where = f" at {self._address}" if self._address else ""
+        failure = PoolClosedError(f"lost the connection to the Dask scheduler{where}: {error}")
+        failure.__cause__ = error
+        self._broken = failure
+        return ChunkFailed(task, failure)
+
+
+def _worker_lost(task: ChunkTask, error: BaseException) -> WorkerLostError:
+    indices = list(task.indices)
+    which = f"item {indices[0]}" if len(indices) == 1 else f"items {indices[0]}..{indices[-1]}"
+    lost = WorkerLostError(f"the Dask worker running {which} was lost: {type(error).__name__}: {error}",
+                           indices=indices)
+    lost.__cause__ = error
+    return lost
+
+
+def _deliver(outcome: Outcome) -> None:
+    try:
+        outcome.task.job.deliver(outcome)
+    except Exception:  # a closed job's queue: the job no longer listens
+        pass
+
+
+def _release(entries: Sequence[_Running]) -> None:
+    for entry in entries:
+        _release_future(entry.future)
+        if entry.scattered is not None:
+            _release_future(entry.scattered)
+
+
+def _release_future(future: Any) -> None:
+    """Drop our claim on ``future``'s key without waiting (the scheduler forgets unused work)."""
+    try:
+        future.release()
+    except Exception:  # the client is closed: nothing left to release
+        pass
+
+
+def _inside_dask_task() -> bool:
+    """True in a thread that runs a Dask task (``distributed.get_worker()`` answers)."""
+    try:
+        distributed.get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- worker side
+
+_worker_lock = threading.Lock()
+_functions: collections.OrderedDict[bytes, Any] = collections.OrderedDict()
+_initialized: set[bytes] = set()
+
+
+def _run_task(function_key: bytes, function_payload: bytes, chunk: bytes, timeout: float | None,
+              seed: int | None, initializer: tuple[bytes, bytes] | None, depth: int) -> bytes:
+    """The Dask task: run one chunk with :func:`run_chunk`; return tagged, pickled results.
+
+    Never raises for an item's error (that is part of the results); returns an
+    ``_UNLOADABLE`` or ``_INIT_FAILED`` tag with the traceback text when the chunk cannot run.
+    """
+    try:
+        fn = _load_function(function_key, function_payload)
+        indices, items = pickle.loads(chunk)
+    except Exception as error:
+        return _UNLOADABLE + pickle.dumps(format_traceback(error))
+    if initializer is not None:
+        failure = _initialize_once(*initializer)
+        if failure is not None:
+            return _INIT_FAILED + pickle.dumps(failure)
+    previous = nesting_depth()
+    mark_worker_thread(depth + 1)  # maps called by the task nest (see the module docstring)
+    try:
+        values, errors, completed, compute = run_chunk(fn, indices, items, timeout=timeout, seed=seed)
+    finally:
+        mark_worker_thread(previous)
+    return _DONE + _encode_results(indices, values, errors, completed, compute)
+
+
+def _load_function(key: bytes, payload: bytes) -> Any:
+    with _worker_lock:
+        fn = _functions.get(key)
+        if fn is not None:
+            _functions.move_to_end(key)
+            return fn
+    fn = pickle.loads(payload)
+    with _worker_lock:
+        _functions[key] = fn
+        while len(_functions) > MAX_CACHED_FUNCTIONS:
+            _functions.popitem(last=False)
+    return fn
+
+
+def _initialize_once(key: bytes, payload: bytes) -> str | None:
+    """Run the pool's initializer once in this worker process; the traceback text if it failed."""
+    with _worker_lock:  # held while it runs: the process's other threads wait for it
+        if key in _initialized:
+            return None
+        try:
+            initializer, initargs = pickle.loads(payload)
+            initializer(*initargs)
+        except BaseException as error:
+            return format_traceback(error)
+        _initialized.add(key)
+    return None
+
+
+def _encode_results(indices: Sequence[int], values: list[Any], errors: dict[int, tuple[BaseException, str]],
+                    completed: int, compute: float) -> bytes:
+    """Pickle a chunk's results; a value or exception that cannot travel becomes an item error."""
+    wire_errors = {position: _portable_error(error, text, indices[position])
+                   for position, (error, text) in errors.items()}
+    try:
+        return cloudpickle.dumps((values, wire_errors, completed, compute), protocol=_transport.PROTOCOL)
+    except Exception:
+        pass
+    for position, value in enumerate(values):
+        if position in wire_errors:
+            continue
+        try:
+            cloudpickle.dumps(value, protocol=_transport.PROTOCOL)
+        except Exception as error:
+            values[position] = None
+            wire_errors[position] = (SerializationError(
+                f"the result of item {indices[position]} could not be pickled: "
+                f"{type(error).__name__}: {error}"), format_traceback(error))
+    return cloudpickle.dumps((values, wire_errors, completed, compute), protocol=_transport.PROTOCOL)
+
+
+backend_class = DaskBackend
