@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import report, runner, summary, tasks
 from .contenders import CONTENDERS
 from .workloads import CPU_ITEM_SECONDS, WORKLOADS
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 #: Rounds of a full run; --quick runs one.
 DEFAULT_ROUNDS = 5

@@ -13,11 +13,13 @@ import dataclasses
 import json
 import sys
 import traceback
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .contenders import get_contender
 from .workloads import WORKLOADS, measure, time_call
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def run_spec(spec: dict[str, Any]) -> dict[str, Any]:

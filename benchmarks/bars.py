@@ -32,10 +32,7 @@ def evaluate(summary: WorkloadSummary) -> list[BarResult]:
 
 def _evaluate(summary: WorkloadSummary, bar: Bar) -> BarResult:
     measured, detail = _measure(summary, bar)
-    if measured is None:
-        verdict = UNKNOWN
-    else:
-        verdict = PASS if measured <= bar.limit else MISS
+    verdict = UNKNOWN if measured is None else PASS if measured <= bar.limit else MISS
     return BarResult(summary.name, bar.text, bar.limit, bar.unit, measured, verdict, detail)
 
 

@@ -62,6 +62,7 @@ class Contender(abc.ABC):
         size chunks themselves ignore it.
         """
 
+    @abc.abstractmethod
     def close(self) -> None:
         """Stop the workers (not timed)."""
 
@@ -78,6 +79,9 @@ class Serial(Contender):
 
     def imap(self, fn: Task, items: Iterable[Any], chunksize: int) -> Iterator[Any]:
         return map(fn, items)
+
+    def close(self) -> None:
+        pass  # no workers
 
 
 class StdlibPool(Contender):

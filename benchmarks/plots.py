@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .summary import SUBJECT, WorkloadSummary
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
 
 #: Colours: parmap stands out, peers are neutral, the ideal is a dashed line.
 SUBJECT_COLOUR = "#d62728"
@@ -22,7 +24,7 @@ def load_pyplot() -> Any | None:
     except ImportError:
         return None
     matplotlib.use("Agg")
-    import matplotlib.pyplot as pyplot
+    from matplotlib import pyplot
 
     return pyplot
 

@@ -12,14 +12,17 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import plots
 from .bars import BarResult, evaluate
-from .runner import Plan
 from .summary import SUBJECT, ContenderStats, WorkloadSummary, ratio
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    from .runner import Plan
 
 #: Distributions whose versions are recorded with the results.
 DISTRIBUTIONS = ("parmap-decorator", "joblib", "loky", "mpire", "Pebble", "numpy", "cloudpickle", "matplotlib")

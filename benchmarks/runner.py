@@ -7,6 +7,7 @@ whatever a previous subprocess left behind (page cache, CPU frequency), hits the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -14,12 +15,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .contenders import get_contender
 from .workloads import WORKLOADS, Workload
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 #: The directory that holds the ``benchmarks`` package (and ``parmap``): children import both from it.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -160,10 +163,8 @@ def run_child(spec: dict[str, Any], limit_seconds: float) -> dict[str, Any]:
 
 
 def _kill_group(child: subprocess.Popen[str]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(child.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _rotated(items: Sequence[str], shift: int) -> list[str]:

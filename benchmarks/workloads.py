@@ -13,11 +13,14 @@ import functools
 import os
 import resource
 import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import tasks
-from .contenders import Contender
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+    from .contenders import Contender
 
 #: Items the stream workload hands to libraries that need an explicit chunksize to stream
 #: (the issue's reference: stdlib ``imap`` with chunksize 1000).
@@ -261,12 +264,10 @@ def _consume_stream(contender: Contender, size: int) -> tuple[int, int]:
             pulled += 1
             yield number
 
-    total = consumed = readahead = 0
-    for value in contender.imap(tasks.tiny, numbers(), STREAM_CHUNKSIZE):
+    total = readahead = 0
+    for consumed, value in enumerate(contender.imap(tasks.tiny, numbers(), STREAM_CHUNKSIZE), start=1):
         total += value
-        consumed += 1
-        if pulled - consumed > readahead:
-            readahead = pulled - consumed
+        readahead = max(readahead, pulled - consumed)
     return total, readahead
 
 

@@ -14,8 +14,16 @@ from ._decorator import ParallelFunction, parallel
 from ._registry import shutdown
 from ._result import AsyncResult
 from ._seeding import item_numpy_rng, item_rng
-from .errors import (CheckpointMismatchError, InitializerError, ParmapError, PoolClosedError, RemoteTraceback,
-                     SerializationError, TaskTimeoutError, WorkerLostError)
+from .errors import (
+    CheckpointMismatchError,
+    InitializerError,
+    ParmapError,
+    PoolClosedError,
+    RemoteTraceback,
+    SerializationError,
+    TaskTimeoutError,
+    WorkerLostError,
+)
 
 __version__ = "0.1.0"
 

@@ -59,10 +59,7 @@ def resolve_chunksize(requested: Requested, *, workers: int, remaining: int | No
         return requested
     if seconds_per_item is None:
         return 1
-    if seconds_per_item <= 0:
-        size = MAX_CHUNKSIZE
-    else:
-        size = int(TARGET_CHUNK_SECONDS / seconds_per_item)
+    size = MAX_CHUNKSIZE if seconds_per_item <= 0 else int(TARGET_CHUNK_SECONDS / seconds_per_item)
     if remaining is not None:
         size = min(size, math.ceil(remaining / (workers * GUIDED_DIVISOR)))
     return max(1, min(size, MAX_CHUNKSIZE))

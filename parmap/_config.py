@@ -227,4 +227,4 @@ def validate_retry_on(value: object) -> tuple[type[BaseException], ...]:
     for item in types:
         if not (isinstance(item, type) and issubclass(item, BaseException)):
             raise TypeError(f"retry_on must be an exception type or a tuple of them, got {item!r}")
-    return types  # type: ignore[return-value]
+    return types

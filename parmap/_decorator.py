@@ -170,7 +170,7 @@ def _iterate(job: Job, progress: Any) -> Iterator[Any]:
         progress.close()
 
 
-class _BoundParallelFunction(_MapMethods[T, R], wrapt.BoundFunctionWrapper):  # type: ignore[misc]
+class _BoundParallelFunction(_MapMethods[T, R], wrapt.BoundFunctionWrapper):  # type: ignore[type-arg]
     """``obj.method`` of a decorated method: maps run the method bound to ``obj``."""
 
     def _settings(self) -> tuple[PoolConfig, MapOptions, str]:
@@ -181,7 +181,7 @@ class _BoundParallelFunction(_MapMethods[T, R], wrapt.BoundFunctionWrapper):  # 
         return (getattr, (self._self_instance, self.__name__))
 
 
-class ParallelFunction(_MapMethods[T, R], wrapt.FunctionWrapper):  # type: ignore[misc]
+class ParallelFunction(_MapMethods[T, R], wrapt.FunctionWrapper):  # type: ignore[type-arg]
     """A function decorated with :func:`parallel`: callable as before, plus the map methods."""
 
     __bound_function_wrapper__ = _BoundParallelFunction
@@ -193,7 +193,7 @@ class ParallelFunction(_MapMethods[T, R], wrapt.FunctionWrapper):  # type: ignor
         self._self_options = options
         self._self_settings = dict(settings)
         target = getattr(function, "__func__", function)  # staticmethod / classmethod
-        self._self_label = getattr(target, "__qualname__", None) or getattr(target, "__name__", "task")
+        self._self_label = str(getattr(target, "__qualname__", None) or getattr(target, "__name__", "task"))
 
     def _settings(self) -> tuple[PoolConfig, MapOptions, str]:
         return self._self_config, self._self_options, self._self_label

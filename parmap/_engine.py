@@ -58,7 +58,7 @@ class JobStats:
 class _Record:
     """A contiguous run of input items and their result slots."""
 
-    __slots__ = ("start", "items", "values", "missing")
+    __slots__ = ("items", "missing", "start", "values")
 
     def __init__(self, start: int, items: Sequence[Any]) -> None:
         self.start = start
@@ -77,7 +77,7 @@ def add_index_note(error: BaseException, index: int) -> None:
         error.add_note(note)
     else:  # Python < 3.11: same attribute, so tools that read notes find it
         try:
-            error.__notes__ = [*(notes or []), note]  # type: ignore[attr-defined]
+            setattr(error, "__notes__", [*(notes or []), note])  # noqa: B010 - typed only on 3.11+
         except AttributeError:
             pass
 
@@ -108,7 +108,7 @@ class Job:
         self._tasks: dict[int, tuple[_Record, list[int]]] = {}
         self._attempts: dict[int, int] = {}
         self._window = options.max_in_flight or IN_FLIGHT_PER_WORKER * workers
-        self._measured = not options.chunksize == "auto"
+        self._measured = options.chunksize != "auto"
         self._closed = False
         self.stats = JobStats()
 
@@ -253,7 +253,7 @@ class Job:
                 record.missing -= 1
                 done += 1
             else:
-                retriable = isinstance(error, self._options.retry_on) and not isinstance(error, ParmapError) \
+                retriable = (isinstance(error, self._options.retry_on) and not isinstance(error, ParmapError)) \
                     or isinstance(error, TaskTimeoutError)
                 self._item_failed(record, offset, error, retriable)
         if done:

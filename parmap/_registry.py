@@ -11,7 +11,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import itertools
-import multiprocessing.util  # registers its exit hook first, so ours (below) runs before it
+import multiprocessing.util  # noqa: F401 - registers its exit hook first, so ours (below) runs before it
 import os
 import threading
 

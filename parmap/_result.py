@@ -6,7 +6,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 R = TypeVar("R")
 
@@ -52,7 +52,7 @@ class AsyncResult(Generic[R]):
             self._done.set()
 
     @staticmethod
-    def _call(function: Callable[[object], object], argument: object, name: str) -> None:
+    def _call(function: Callable[[Any], object], argument: object, name: str) -> None:
         try:
             function(argument)
         except BaseException:

@@ -60,7 +60,7 @@ def encode(obj: Any, prefix: str) -> bytes:
         return False
 
     try:
-        body = cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=keep_out_of_band)
+        body: bytes = cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=keep_out_of_band)
     except BaseException:
         _unlink_all(segments)
         raise
@@ -141,7 +141,7 @@ def dumps_function(fn: Any) -> tuple[bytes, bytes]:
     worker that already holds it, while a redefined one (new code or new closure values)
     gets a new key.
     """
-    payload = cloudpickle.dumps(fn, protocol=PROTOCOL)
+    payload: bytes = cloudpickle.dumps(fn, protocol=PROTOCOL)
     return function_key(payload), payload
 
 

@@ -24,12 +24,13 @@ import collections
 import os
 import pickle
 import signal
-import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import cloudpickle
 
 from .. import _seeding, _transport
 from ..errors import SerializationError, TaskTimeoutError
@@ -173,12 +174,13 @@ def _serve(conn: Any, slot: Any, prefix: str) -> None:
         items_run += completed
         retiring = max_tasks is not None and items_run >= max_tasks
         slot[SLOT_POSITION] = POSITION_PICKLING
-        _send(conn, b"D" + _encode_results(indices, values, errors, completed, compute, retiring, prefix))
+        _send(conn, b"D" + _encode_results(indices, values, errors, completed=completed, compute=compute,
+                                              retiring=retiring, prefix=prefix))
         if retiring:
             return
 
 
-def _encode_results(indices: Sequence[int], values: list[Any], errors: dict[int, ErrorInfo],
+def _encode_results(indices: Sequence[int], values: list[Any], errors: dict[int, ErrorInfo], *,
                     completed: int, compute: float, retiring: bool, prefix: str) -> bytes:
     """Pickle a chunk's results; a value or exception that cannot travel becomes an error entry."""
     wire_errors = {position: _portable_error(error, text, indices[position])
@@ -213,8 +215,6 @@ def _portable_error(error: BaseException, text: str, index: int) -> tuple[BaseEx
 
 
 def _round_trip(error: BaseException) -> None:
-    import cloudpickle
-
     pickle.loads(cloudpickle.dumps(error, protocol=_transport.PROTOCOL))
 
 

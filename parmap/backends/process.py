@@ -36,6 +36,8 @@ from multiprocessing.connection import wait
 from multiprocessing.sharedctypes import RawArray
 from typing import Any
 
+import cloudpickle
+
 from .. import _transport
 from .._config import PoolConfig
 from ..errors import InitializerError, PoolClosedError, RemoteTraceback, SerializationError, WorkerLostError
@@ -88,10 +90,8 @@ class ProcessBackend(Backend):
         self._context = multiprocessing.get_context(config.start_method)
         self._pool_id = next(_pool_ids)
         self._prefix = _transport.segment_prefix(os.getpid(), f"p{self._pool_id}")
-        self._init_payload = None
+        self._init_payload: bytes | None = None
         if config.initializer is not None:
-            import cloudpickle
-
             self._init_payload = cloudpickle.dumps((config.initializer, config.initargs))
         self._lock = threading.Lock()
         self._pending: collections.deque[_Pending] = collections.deque()
@@ -182,7 +182,7 @@ class ProcessBackend(Backend):
         parent_end, child_end = self._context.Pipe(duplex=True)
         slot = RawArray("d", 2)
         number = next(self._numbers)
-        process = self._context.Process(
+        process = self._context.Process(  # type: ignore[attr-defined]
             target=worker_main, name=f"parmap-worker-{self._pool_id}.{number}",
             args=(child_end, slot, self._init_payload, f"{self._prefix}w{number}-"), daemon=True)
         worker = _Worker(number=number, process=process, conn=parent_end, slot=slot)
@@ -302,10 +302,10 @@ class ProcessBackend(Backend):
             worker.retiring = retiring
             self._dispatch()  # keep the other idle workers busy before the caller runs
             errors = {}
-            for position, (error, text) in wire_errors.items():
+            for position, (task_error, text) in wire_errors.items():
                 if text:
-                    error.__cause__ = RemoteTraceback(text)
-                errors[position] = error
+                    task_error.__cause__ = RemoteTraceback(text)
+                errors[position] = task_error
             self._deliver(ChunkDone(task, values, errors, completed, compute))
         return True
 
