@@ -13,10 +13,13 @@ from .contenders import CONTENDERS
 from .workloads import CPU_ITEM_SECONDS, WORKLOADS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Collection, Sequence
 
 #: Rounds of a full run; --quick runs one.
 DEFAULT_ROUNDS = 5
+
+#: Load average per usable CPU above which the run warns that other work will skew it.
+BUSY_LOAD_PER_CPU = 0.5
 
 
 def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
@@ -48,7 +51,7 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     return arguments
 
 
-def _names(known: Sequence[str]) -> Callable[[str], list[str]]:
+def _names(known: Collection[str]) -> Callable[[str], list[str]]:
     """An argparse type: a comma-separated list of names, each one of ``known``."""
 
     def parse(text: str) -> list[str]:
@@ -70,10 +73,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         quick=arguments.quick, scale=arguments.scale, profile_dir=arguments.profile,
         cpu_loops=tasks.calibrate_burn(CPU_ITEM_SECONDS))
     command = shlex.join(["python", "-m", "benchmarks", *(sys.argv[1:] if argv is None else argv)])
+    meta = report.machine_info(plan, command)
     print(f"{len(plan.workloads)} workload(s) x {len(plan.contenders)} contender(s) x {plan.rounds} round(s); "
           f"cpu item = {plan.cpu_loops} loop steps", flush=True)
+    load = meta["load_average_start"]
+    if load is not None and load > BUSY_LOAD_PER_CPU * meta["usable_cpus"]:
+        print(f"warning: the machine is busy (load average {load} on {meta['usable_cpus']} CPUs); "
+              "the numbers will be noisy", flush=True)
     results = runner.run(plan, log=lambda line: print(line, flush=True))
-    built = report.build(plan, summary.summarise(plan, results), command)
+    built = report.build(meta, summary.summarise(plan, results))
     files = report.write(built, arguments.output_dir, plot=not arguments.no_plots)
     report.print_console(built, files)
     return 0

@@ -73,6 +73,10 @@ class Serial(Contender):
     name = "serial"
     label = "serial (no pool)"
     is_peer = False
+    skips: ClassVar[Mapping[str, str]] = {
+        "uneven": "the ideal of a sleep workload is exact (total sleep / workers)",
+        "seed": "the ideal of a sleep workload is exact (total sleep / workers)",
+    }
 
     def map(self, fn: Task, items: Sequence[Any]) -> list[Any]:
         return [fn(item) for item in items]
@@ -207,9 +211,9 @@ class Mpire(Contender):
 
     def start(self, workers: int) -> None:
         super().start(workers)
-        import mpire
+        from mpire import WorkerPool
 
-        self._pool = mpire.WorkerPool(n_jobs=workers, keep_alive=True)
+        self._pool = WorkerPool(n_jobs=workers, keep_alive=True)
 
     def map(self, fn: Task, items: Sequence[Any]) -> list[Any]:
         return list(self._pool.map(fn, items, concatenate_numpy_output=False))

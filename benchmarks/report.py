@@ -37,14 +37,14 @@ class Report:
     bars: list[BarResult]
 
 
-def build(plan: Plan, summaries: list[WorkloadSummary], command: str) -> Report:
-    """Evaluate the bars and collect the facts about the machine and the run."""
+def build(meta: dict[str, Any], summaries: list[WorkloadSummary]) -> Report:
+    """Evaluate the bars; ``meta`` (from :func:`machine_info`, taken before the run) gets the final load."""
     bars = [result for summary in summaries for result in evaluate(summary)]
-    return Report(machine_info(plan, command), summaries, bars)
+    return Report({**meta, "load_average_end": _load_average()}, summaries, bars)
 
 
 def machine_info(plan: Plan, command: str) -> dict[str, Any]:
-    """Where and how the numbers were taken (no paths: the report travels)."""
+    """Where and how the numbers were taken (no paths: the report travels); call it before the run."""
     try:
         usable_cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - platforms without affinity
@@ -55,12 +55,21 @@ def machine_info(plan: Plan, command: str) -> dict[str, Any]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
         "usable_cpus": usable_cpus,
+        "load_average_start": _load_average(),
         "rounds": plan.rounds,
         "quick": plan.quick,
         "scale": plan.scale,
         "cpu_loops": plan.cpu_loops,
         "versions": _versions(),
     }
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average: above the usable CPUs, other work competed with the run."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # pragma: no cover - platforms without it
+        return None
 
 
 def _versions() -> dict[str, str]:
@@ -127,6 +136,8 @@ def to_markdown(report: Report, images: Sequence[Path], plot_note: str = "") -> 
     if meta["quick"] or meta["scale"] != 1.0:
         lines += ["**Reduced run** (`--quick` or a size scale): sizes are smaller than the issue's and "
                   "one round gives no spread, so the ratios are indicative only.", ""]
+    lines += [f"1-minute load average: {meta['load_average_start']} at the start, {meta['load_average_end']} "
+              f"at the end; above {meta['usable_cpus']} (the usable CPUs), other work competed with the run.", ""]
     versions = ", ".join(f"{name} {version}" for name, version in meta["versions"].items())
     lines += [f"Versions: {versions}.", ""]
     lines += ["## Bars", "", "| workload | bar | measured | result | basis |", "|---|---|---|---|---|"]

@@ -48,6 +48,8 @@ class Plan:
     cpu_loops: int = 1
     #: Workers per workload, when they differ from the issue's (the scaling script).
     workers: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Sizes per workload that override ``quick`` and ``scale`` (the scaling script's ``--items``).
+    sizes: dict[str, int] = dataclasses.field(default_factory=dict)
     #: Directory for cProfile output of every measurement, or ``None``.
     profile_dir: Path | None = None
 
@@ -57,6 +59,9 @@ class Plan:
         return dataclasses.replace(workload, workers=self.workers.get(name, workload.workers))
 
     def size(self, name: str) -> int:
+        """Items (or maps, or arrays) of workload ``name`` in this plan."""
+        if name in self.sizes:
+            return self.sizes[name]
         return self.workload(name).sized(self.quick, self.scale)
 
 

@@ -39,7 +39,7 @@ def array_sum(array: Any) -> float:
     return float(array.sum())
 
 
-def calibrate_burn(target_seconds: float, probe_loops: int = 20_000, repeats: int = 15) -> int:
+def calibrate_burn(target_seconds: float, probe_loops: int = 20_000, repeats: int = 50) -> int:
     """Loop count that makes :func:`burn` take about ``target_seconds`` on this machine.
 
     The fastest of ``repeats`` probes is used: it is the run least disturbed by other

@@ -105,9 +105,9 @@ class Workload:
 
 WORKLOADS: dict[str, Workload] = {
     w.name: w for w in (
-        Workload("tiny", "x*x+1 over 200,000 ints", 2, 200_000, 200_000, "serial",
+        Workload("tiny", "x*x+1 over 200,000 ints", 2, 200_000, 100_000, "serial",
                  (Bar("<= 0.8 x the fastest peer", "best_peer", 0.8),)),
-        Workload("cpu", "~1 ms pure-Python loop, 2,000 items", 2, 2_000, 1_000, "serial",
+        Workload("cpu", "~1 ms pure-Python loop, 2,000 items", 2, 2_000, 500, "serial",
                  (Bar("<= 1.03 x ideal (serial / workers)", "ideal", 1.03),)),
         Workload("uneven", "sleep 0-10 ms per item (deterministic), 400 items, 4 workers", 4, 400, 200,
                  "sleep", (Bar("<= 1.03 x ideal", "ideal", 1.03),)),
@@ -122,7 +122,7 @@ WORKLOADS: dict[str, Workload] = {
                  timed="import of the library, pool creation and the first map, in a fresh process"),
         Workload("payload", "64 NumPy arrays of 4 MB, fn = sum", 2, 64, 32, "serial",
                  (Bar("<= 0.5 x joblib's memmapping (warm)", "contender", 0.5, "joblib"),)),
-        Workload("stream", "imap over a 2,000,000-int generator", 2, 2_000_000, 500_000, "serial",
+        Workload("stream", "imap over a 2,000,000-int generator", 2, 2_000_000, 250_000, "serial",
                  (Bar("parent peak RSS growth <= 10 MB", "metric", 10.0, "rss_growth_mb", " MB"),
                   Bar("read-ahead independent of the input's length: "
                       "read-ahead(n) / read-ahead(n/2) <= 1.25", "metric", 1.25, "readahead_growth"),

@@ -117,6 +117,9 @@ class MapOptions:
     max_tasks_per_worker: int | None = None
     max_in_flight: int | None = None
     seed: int | None = None
+    checkpoint: str | None = None
+    checkpoint_mode: str = "resume"
+    stats: bool = False
 
     def replace(self, overrides: Mapping[str, Any]) -> MapOptions:
         """Return a copy with ``overrides`` applied and validated."""
@@ -147,8 +150,18 @@ def validate_map_options(options: Mapping[str, Any]) -> dict[str, Any]:
             checked[name] = validate_non_negative_int("retries", value)
         elif name == "retry_on":
             checked[name] = validate_retry_on(value)
-        elif name == "return_exceptions":
-            checked[name] = validate_bool("return_exceptions", value)
+        elif name in ("return_exceptions", "stats"):
+            checked[name] = validate_bool(name, value)
+        elif name == "checkpoint":
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise TypeError(f"checkpoint must be a file path or None, got {type(value).__name__}")
+            checked[name] = None if value is None else os.fspath(value)
+        elif name == "checkpoint_mode":
+            if not isinstance(value, str):
+                raise TypeError(f"checkpoint_mode must be one of {CHECKPOINT_MODES}, got {type(value).__name__}")
+            if value not in CHECKPOINT_MODES:
+                raise ValueError(f"checkpoint_mode must be one of {CHECKPOINT_MODES}, got {value!r}")
+            checked[name] = value
         elif name in ("max_tasks_per_worker", "max_in_flight"):
             checked[name] = None if value is None else validate_positive_int(name, value)
         elif name == "seed":
@@ -156,7 +169,7 @@ def validate_map_options(options: Mapping[str, Any]) -> dict[str, Any]:
                 raise TypeError(f"seed must be an int or None, got {type(value).__name__}")
             checked[name] = value
         else:
-            checked[name] = value
+            raise TypeError(f"unknown option: {name}")
     return checked
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, Union, overload
 
@@ -21,6 +22,7 @@ from ._config import MapOptions, PoolConfig, validate_map_options
 from ._engine import Job
 from ._progress import make_progress
 from ._result import AsyncResult
+from ._stats import RunStats
 from .backends._worker import StarCall
 
 if TYPE_CHECKING:
@@ -42,6 +44,15 @@ class MapOverrides(TypedDict, total=False):
     max_tasks_per_worker: Union[int, None]
     max_in_flight: Union[int, None]
     seed: Union[int, None]
+    checkpoint: Union[str, os.PathLike[str], None]
+    checkpoint_mode: Literal["resume", "overwrite"]
+    stats: bool
+
+
+class ResultList(list[R]):
+    """The list ``map(..., stats=True)`` returns: the results, plus the run's :class:`RunStats`."""
+
+    stats: RunStats
 
 
 class ParallelOptions(MapOverrides, total=False):
@@ -89,6 +100,13 @@ class _MapMethods(Generic[T, R]):
 
     def _settings(self) -> tuple[PoolConfig, MapOptions, str]:
         raise NotImplementedError
+
+    def _owner(self) -> ParallelFunction[T, R]:
+        raise NotImplementedError
+
+    def last_stats(self) -> RunStats | None:
+        """The :class:`RunStats` of this function's most recent finished map, if any."""
+        return self._owner()._self_last_stats
 
     def map(self, items: Iterable[T], **overrides: Unpack[MapOverrides]) -> list[R]:
         """Run the function on every item in parallel; return the results in input order.
@@ -140,16 +158,35 @@ class _MapMethods(Generic[T, R]):
         total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
         function: Callable[[Any], Any] = StarCall(self.__wrapped__) if star else self.__wrapped__
         workers = 1 if config.backend == "serial" else config.workers
-        job = Job(lambda: _registry.get_pool(config), workers, function, items, options, ordered=ordered)
+        store = None
+        if options.checkpoint is not None:
+            from ._checkpoint import CheckpointStore
+
+            store = CheckpointStore.open(options.checkpoint, function=function, length=total,
+                                         mode=options.checkpoint_mode)
+        owner = self._owner()
+
+        def remember(stats: RunStats) -> None:
+            owner._self_last_stats = stats
+            if store is not None:
+                store.close()
+
+        job = Job(lambda: _registry.get_pool(config), workers, function, items, options, ordered=ordered,
+                  store=store, profile=options.stats, on_finish=remember)
         return job, options, total
 
     def _run_to_list(self, job: Job, options: MapOptions, total: int | None) -> list[R]:
         progress = make_progress(options.progress, total, self._settings()[2])
         job._progress = progress
         try:
-            return list(itertools.chain.from_iterable(job.batches()))
+            results: list[R] = list(itertools.chain.from_iterable(job.batches()))
         finally:
             progress.close()
+        if options.stats:
+            with_stats = ResultList(results)
+            with_stats.stats = self.last_stats()  # type: ignore[assignment]
+            return with_stats
+        return results
 
     def _collect(self, items: Iterable[Any], overrides: Mapping[str, Any], *, star: bool) -> list[R]:
         return self._run_to_list(*self._prepare(items, overrides, ordered=True, star=star))
@@ -174,8 +211,11 @@ class _BoundParallelFunction(_MapMethods[T, R], wrapt.BoundFunctionWrapper):  # 
     """``obj.method`` of a decorated method: maps run the method bound to ``obj``."""
 
     def _settings(self) -> tuple[PoolConfig, MapOptions, str]:
+        return self._owner()._settings()
+
+    def _owner(self) -> ParallelFunction[T, R]:
         parent: ParallelFunction[T, R] = self._self_parent
-        return parent._settings()
+        return parent
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
         return (getattr, (self._self_instance, self.__name__))
@@ -192,11 +232,15 @@ class ParallelFunction(_MapMethods[T, R], wrapt.FunctionWrapper):  # type: ignor
         self._self_config = config
         self._self_options = options
         self._self_settings = dict(settings)
+        self._self_last_stats: RunStats | None = None
         target = getattr(function, "__func__", function)  # staticmethod / classmethod
         self._self_label = str(getattr(target, "__qualname__", None) or getattr(target, "__name__", "task"))
 
     def _settings(self) -> tuple[PoolConfig, MapOptions, str]:
         return self._self_config, self._self_options, self._self_label
+
+    def _owner(self) -> ParallelFunction[T, R]:
+        return self
 
     def __call__(self, *args: Any, **kwargs: Any) -> R:
         return self.__wrapped__(*args, **kwargs)
@@ -271,7 +315,7 @@ def parallel(function: Callable[..., Any] | None = None, /,
     * ``address``, ``client``: the Dask cluster (``backend="dask"`` only).
     * per call: ``chunksize`` (``"auto"`` or int >= 1), ``progress`` (bool or tqdm kwargs),
       ``timeout``, ``retries``, ``retry_on``, ``return_exceptions``, ``max_tasks_per_worker``,
-      ``max_in_flight``, ``seed``.
+      ``max_in_flight``, ``seed``, ``checkpoint``, ``checkpoint_mode``, ``stats``.
 
     Raises:
         TypeError: an option has the wrong type, or ``function`` is not callable.

@@ -22,12 +22,14 @@ from __future__ import annotations
 import collections
 import itertools
 import queue
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from ._chunking import CostEstimate, iter_chunks, resolve_chunksize
 from ._config import MapOptions
-from .backends import Backend, ChunkDone, ChunkFailed, ChunkLost, ChunkTask, JobSpec, Outcome
+from ._stats import RunStats, StatsCollector
+from .backends import Backend, ChunkDone, ChunkFailed, ChunkLost, ChunkProgress, ChunkTask, JobSpec, Outcome
 from .errors import ParmapError, SerializationError, TaskTimeoutError, WorkerLostError
 
 #: Default bound on outstanding chunks (sent or finished but not yet yielded), per worker.
@@ -40,19 +42,17 @@ _chunk_ids = itertools.count(1)
 
 
 class ProgressSink(Protocol):
-    def update(self, n: int) -> object: ...
+    def update(self, n: float) -> object: ...
 
 
-class JobStats:
-    """Counters the engine keeps for one job (reported by ``stats=True``)."""
+class ResultStore(Protocol):
+    """Where finished results are kept across runs (a checkpoint); the engine skips what it holds."""
 
-    def __init__(self) -> None:
-        self.items = 0
-        self.chunk_sizes: list[int] = []
-        self.compute_seconds: list[float] = []
-        self.retries = 0
-        self.lost_workers = 0
-        self.timeouts = 0
+    def completed(self, start: int, stop: int) -> dict[int, Any]:
+        """Results already stored for input indices in ``[start, stop)``."""
+
+    def save(self, results: Sequence[tuple[int, Any]]) -> None:
+        """Store newly finished ``(index, result)`` pairs (the store batches its commits)."""
 
 
 class _Record:
@@ -87,7 +87,8 @@ class Job:
 
     def __init__(self, pool: Callable[[], Backend], workers: int, function: Callable[[Any], Any],
                  items: Iterable[Any], options: MapOptions, *, ordered: bool,
-                 progress: ProgressSink | None = None) -> None:
+                 progress: ProgressSink | None = None, store: ResultStore | None = None,
+                 profile: bool = False, on_finish: Callable[[RunStats], None] | None = None) -> None:
         self._pool = pool
         self._backend: Backend | None = None  # obtained with the first chunk: empty input starts nothing
         self._workers = workers
@@ -97,7 +98,10 @@ class Job:
         self._outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._spec = JobSpec(job_id=next(_job_ids), function=function, deliver=self._outcomes.put,
                              timeout=options.timeout, max_tasks_per_worker=options.max_tasks_per_worker,
-                             seed=options.seed)
+                             seed=options.seed, profile=profile)
+        self._store = store
+        self._on_finish = on_finish
+        self._partial: dict[int, dict[int, float]] = {}  # chunk id -> position -> reported fraction
         self._length = len(items) if type(items) in (list, tuple, range) else None  # type: ignore[arg-type]
         self._sent_items = 0
         self._cost = CostEstimate()
@@ -110,7 +114,8 @@ class Job:
         self._window = options.max_in_flight or IN_FLIGHT_PER_WORKER * workers
         self._measured = options.chunksize != "auto"
         self._closed = False
-        self.stats = JobStats()
+        self.stats = StatsCollector()
+        self._started = 0.0
 
     # ---------------------------------------------------------------- public
 
@@ -125,12 +130,14 @@ class Job:
         chunks are dropped, and on Ctrl-C the running ones are stopped too.
         """
         completed = False
+        self._started = time.monotonic()
         try:
             while True:
                 self._fill()
                 yield from self._ready_batches()
                 if self._input_done and not self._tasks and not self._records:
                     completed = True
+                    self.close()
                     return
                 if not self._tasks:
                     continue  # all sent work is in (inline backends): yield it, send more
@@ -155,6 +162,8 @@ class Job:
         if self._tasks and self._backend is not None:
             self._backend.cancel(self._spec.job_id, stop_running=stop_running)
         self._tasks.clear()
+        if self._on_finish is not None:
+            self._on_finish(self.stats.finish(time.monotonic() - self._started))
 
     # ---------------------------------------------------------------- sending
 
@@ -173,15 +182,36 @@ class Job:
             outstanding = len(self._records) if self._ordered else len(self._tasks)
             if outstanding >= limit or (not self._measured and len(self._tasks) >= limit):
                 return
+            waited = time.perf_counter()
             try:
                 start, items = next(self._chunks)
             except StopIteration:
                 self._input_done = True
                 return
+            finally:
+                self.stats.input_wait_seconds += time.perf_counter() - waited
             self._sent_items += len(items)
             record = _Record(start, items)
             self._records.append(record)
-            self._submit(record, range(len(items)))
+            offsets: Sequence[int] = range(len(items))
+            if self._store is not None:
+                offsets = self._resume(record)
+            if offsets:
+                self._submit(record, offsets)
+            elif not self._ordered:
+                self._completed.append(record)
+
+    def _resume(self, record: _Record) -> list[int]:
+        """Fill ``record`` from the store; return the offsets still to run."""
+        assert self._store is not None
+        stored = self._store.completed(record.start, record.start + len(record.items))
+        for index, value in stored.items():
+            record.values[index - record.start] = value
+        record.missing -= len(stored)
+        self.stats.resumed_items += len(stored)
+        if stored and self._progress is not None:
+            self._progress.update(len(stored))
+        return [offset for offset in range(len(record.items)) if record.start + offset not in stored]
 
     def _submit(self, record: _Record, offsets: Sequence[int]) -> None:
         if self._closed:
@@ -190,7 +220,8 @@ class Job:
         indices: Sequence[int] = range(record.start, record.start + len(record.items)) if whole \
             else [record.start + offset for offset in offsets]
         items = record.items if whole else [record.items[offset] for offset in offsets]
-        task = ChunkTask(chunk_id=next(_chunk_ids), job=self._spec, indices=indices, items=items)
+        task = ChunkTask(chunk_id=next(_chunk_ids), job=self._spec, indices=indices, items=items,
+                         submitted_at=time.monotonic())
         self._tasks[task.chunk_id] = (record, list(offsets))
         self.stats.chunk_sizes.append(len(items))
         if self._backend is None:
@@ -223,9 +254,15 @@ class Job:
     # ---------------------------------------------------------------- receiving
 
     def _handle(self, outcome: Outcome) -> None:
+        if isinstance(outcome, ChunkProgress):
+            self._on_progress(outcome)
+            return
         entry = self._tasks.pop(outcome.task.chunk_id, None)
         if entry is None:
             return  # cancelled, or a job already closed
+        reported = self._partial.pop(outcome.task.chunk_id, None)
+        if reported and self._progress is not None:
+            self._progress.update(-sum(reported.values()))  # the item counts replace the fractions
         record, offsets = entry
         if isinstance(outcome, ChunkDone):
             self._on_done(record, offsets, outcome)
@@ -234,17 +271,31 @@ class Job:
         elif isinstance(outcome, ChunkFailed):
             raise outcome.error
 
+    def _on_progress(self, report: ChunkProgress) -> None:
+        if report.task.chunk_id not in self._tasks or self._progress is None:
+            return
+        fractions = self._partial.setdefault(report.task.chunk_id, {})
+        self._progress.update(report.fraction - fractions.get(report.position, 0.0))
+        fractions[report.position] = report.fraction
+
     def _on_done(self, record: _Record, offsets: list[int], outcome: ChunkDone) -> None:
         self._measured = True
+        task = outcome.task
         self._cost.record(outcome.completed, outcome.compute_seconds)
-        self.stats.compute_seconds.append(outcome.compute_seconds)
+        self.stats.chunk_done(outcome.worker, completed=outcome.completed, compute_seconds=outcome.compute_seconds,
+                              transport_seconds=outcome.transport_seconds,
+                              queue_seconds=task.dispatched_at - task.submitted_at,
+                              indices=task.indices, item_seconds=outcome.item_seconds)
         completed = outcome.completed
         if completed == len(record.items) and not outcome.errors and len(offsets) == completed:
             record.values = outcome.values  # the common case: a whole record, no errors
             record.missing = 0
+            if self._store is not None:
+                self._store.save(list(zip(range(record.start, record.start + completed), outcome.values)))
             self._record_progress(record, completed)
             return
         done = 0
+        saved: list[tuple[int, Any]] = []
         for position in range(completed):
             offset = offsets[position]
             error = outcome.errors.get(position)
@@ -252,10 +303,13 @@ class Job:
                 record.values[offset] = outcome.values[position]
                 record.missing -= 1
                 done += 1
+                saved.append((record.start + offset, outcome.values[position]))
             else:
                 retriable = (isinstance(error, self._options.retry_on) and not isinstance(error, ParmapError)) \
                     or isinstance(error, TaskTimeoutError)
                 self._item_failed(record, offset, error, retriable)
+        if saved and self._store is not None:
+            self._store.save(saved)
         if done:
             self._record_progress(record, done)
         if completed < len(offsets):  # the worker retired mid-chunk: the rest never ran

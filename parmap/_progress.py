@@ -16,7 +16,7 @@ from ._config import ProgressOption
 class NullProgress:
     """Stands in when no bar is wanted."""
 
-    def update(self, n: int) -> None:
+    def update(self, n: float) -> None:
         pass
 
     def close(self) -> None:
@@ -33,7 +33,7 @@ class TqdmProgress:
         settings.update(options)
         self._bar = tqdm(**settings)
 
-    def update(self, n: int) -> None:
+    def update(self, n: float) -> None:
         self._bar.update(n)
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ import pytest
 import parmap
 from parmap import AsyncResult, ParallelFunction, parallel
 from tests import tasks
+from tests.conftest import wait_until
 from tests.tasks_nested import inner_square
 
 Decorate = Callable[..., Any]
@@ -224,6 +225,8 @@ def test_initializer_runs_once_per_worker(tmp_path: Any) -> None:
     log = tmp_path / "init.log"
     task = parallel(tasks.pid_of, workers=2, initializer=tasks.count_init, initargs=(str(log),))
     pids = set(task.map(range(20), chunksize=1))
+    # The map may finish before the second worker is ready: wait for its line, not a time.
+    wait_until(lambda: len(log.read_text().split()) >= 2)
     lines = log.read_text().split()
     assert len(lines) == len(set(lines)) == 2
     assert pids <= {int(line) for line in lines}

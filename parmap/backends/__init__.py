@@ -9,6 +9,9 @@ exactly one outcome to the task's job through ``JobSpec.deliver``:
   running (``None`` when it cannot be known, e.g. a death while unpickling the chunk);
 * :class:`ChunkFailed`: the chunk cannot run at all (pool shut down, initializer failed).
 
+Before its outcome, a chunk may also deliver any number of :class:`ChunkProgress` reports
+(a running task called ``parmap.report_progress``).
+
 Backends are looked up by name with :func:`get_backend`, which imports the module
 ``parmap.backends.<name>`` lazily and reads its ``backend_class``; optional backends (dask)
 fail there with an ``ImportError`` that says what to install.
@@ -39,6 +42,8 @@ class JobSpec:
     timeout: float | None = None
     max_tasks_per_worker: int | None = None
     seed: int | None = None
+    #: Measure each item's duration (``stats=True``).
+    profile: bool = False
     #: Filled by a backend that ships functions: ``(key, pickled function)``, computed once.
     function_payload: tuple[bytes, bytes] | None = None
 
@@ -51,6 +56,9 @@ class ChunkTask:
     job: JobSpec
     indices: Sequence[int]
     items: Sequence[Any]
+    #: ``time.monotonic()`` when the engine submitted it and when a worker received it.
+    submitted_at: float = 0.0
+    dispatched_at: float = 0.0
 
 
 @dataclasses.dataclass(eq=False)
@@ -60,6 +68,21 @@ class ChunkDone:
     errors: dict[int, BaseException]
     completed: int
     compute_seconds: float
+    #: Who ran it (a pid, a thread name, a dask worker address), for per-worker statistics.
+    worker: object = None
+    #: Seconds each item took, when the job asked for a profile.
+    item_seconds: list[float] | None = None
+    #: Seconds spent pickling and unpickling the chunk and its results.
+    transport_seconds: float = 0.0
+
+
+@dataclasses.dataclass(eq=False)
+class ChunkProgress:
+    """The task at ``position`` reported it is ``fraction`` done (not an outcome: more follow)."""
+
+    task: ChunkTask
+    position: int
+    fraction: float
 
 
 @dataclasses.dataclass(eq=False)
@@ -75,7 +98,7 @@ class ChunkFailed:
     error: BaseException
 
 
-Outcome = Union[ChunkDone, ChunkLost, ChunkFailed]
+Outcome = Union[ChunkDone, ChunkLost, ChunkFailed, ChunkProgress]
 
 
 class Backend(abc.ABC):

@@ -24,6 +24,7 @@ import collections
 import os
 import pickle
 import signal
+import struct
 import threading
 import time
 import traceback
@@ -32,7 +33,7 @@ from typing import Any
 
 import cloudpickle
 
-from .. import _seeding, _transport
+from .. import _reporting, _seeding, _transport
 from ..errors import SerializationError, TaskTimeoutError
 
 #: Slot layout: [position of the running item (-1: reading the chunk), start time].
@@ -66,7 +67,9 @@ ErrorInfo = tuple[BaseException, str]
 def run_chunk(fn: Callable[[Any], Any], indices: Sequence[int], items: Sequence[Any], *,
               timeout: float | None = None, seed: int | None = None,
               slot: Any = None, budget: int | None = None,
-              propagate: tuple[type[BaseException], ...] = ()) -> tuple[list[Any], dict[int, ErrorInfo], int, float]:
+              propagate: tuple[type[BaseException], ...] = (),
+              reporter: _reporting.Reporter | None = None,
+              item_seconds: list[float] | None = None) -> tuple[list[Any], dict[int, ErrorInfo], int, float]:
     """Run ``fn`` on each item; return ``(values, errors, completed, compute_seconds)``.
 
     A failing item becomes an entry ``position -> (exception, traceback text)`` in
@@ -75,22 +78,26 @@ def run_chunk(fn: Callable[[Any], Any], indices: Sequence[int], items: Sequence[
     ``propagate`` (the serial backend lets a real Ctrl-C through). With ``budget``, at most
     that many items run; ``completed`` says how many did. With ``timeout`` (thread and
     serial backends, which cannot kill a task), an item that overran is reported as a
-    :class:`TaskTimeoutError` once it returns.
+    :class:`TaskTimeoutError` once it returns. ``reporter`` receives the task's
+    ``report_progress`` calls; ``item_seconds``, when given, receives each item's duration.
     """
     values: list[Any] = []
     errors: dict[int, ErrorInfo] = {}
     count = len(items) if budget is None else min(budget, len(items))
-    timed = timeout is not None
+    timed = timeout is not None or item_seconds is not None
     clock = time.monotonic
+    _reporting.install(reporter)
     started = time.perf_counter()
     for position in range(count):
         item = items[position]
         if seed is not None:
             _seeding.seed_item(seed, indices[position])
+        if reporter is not None:
+            _reporting.set_position(position)
         if slot is not None:
-            slot[SLOT_POSITION] = position
             if timed:
                 slot[SLOT_STARTED] = clock()
+            slot[SLOT_POSITION] = position
         item_started = clock() if timed else 0.0
         try:
             value = fn(item)
@@ -99,12 +106,19 @@ def run_chunk(fn: Callable[[Any], Any], indices: Sequence[int], items: Sequence[
         except BaseException as error:  # a task's SystemExit/KeyboardInterrupt is its own error
             values.append(None)
             errors[position] = (error, format_traceback(error))
+            if item_seconds is not None:
+                item_seconds.append(clock() - item_started)
             continue
-        if timed and slot is None and clock() - item_started > timeout:  # type: ignore[operator]
-            values.append(None)
-            errors[position] = (timeout_error(indices[position], timeout), "")
-            continue
+        if timed:
+            elapsed = clock() - item_started
+            if item_seconds is not None:
+                item_seconds.append(elapsed)
+            if timeout is not None and slot is None and elapsed > timeout:
+                values.append(None)
+                errors[position] = (timeout_error(indices[position], timeout), "")
+                continue
         values.append(value)
+    _reporting.install(None)
     return values, errors, count, time.perf_counter() - started
 
 
@@ -152,6 +166,12 @@ def worker_main(conn: Any, slot: Any, init_payload: bytes | None, prefix: str) -
 def _serve(conn: Any, slot: Any, prefix: str) -> None:
     functions: collections.OrderedDict[bytes, Callable[[Any], Any]] = collections.OrderedDict()
     items_run = 0
+    send_lock = threading.Lock()
+
+    def reporter(position: int, fraction: float) -> None:
+        with send_lock:
+            _send(conn, b"P" + struct.pack("<id", position, fraction))
+
     while True:
         try:
             message = conn.recv_bytes()
@@ -167,26 +187,30 @@ def _serve(conn: Any, slot: Any, prefix: str) -> None:
                 functions.pop(evict, None)
             continue
         slot[SLOT_POSITION] = -1
-        key, indices, items, timeout, seed, max_tasks = _transport.decode(memoryview(message)[1:])
+        decode_started = time.perf_counter()
+        key, indices, items, timeout, seed, max_tasks, profile = _transport.decode(memoryview(message)[1:])
+        decode_seconds = time.perf_counter() - decode_started
         budget = None if max_tasks is None else max(max_tasks - items_run, 0)
+        item_seconds: list[float] | None = [] if profile else None
         values, errors, completed, compute = run_chunk(
-            functions[key], indices, items, timeout=timeout, seed=seed, slot=slot, budget=budget)
+            functions[key], indices, items, timeout=timeout, seed=seed, slot=slot, budget=budget,
+            reporter=reporter, item_seconds=item_seconds)
         items_run += completed
         retiring = max_tasks is not None and items_run >= max_tasks
         slot[SLOT_POSITION] = POSITION_PICKLING
-        _send(conn, b"D" + _encode_results(indices, values, errors, completed=completed, compute=compute,
-                                              retiring=retiring, prefix=prefix))
+        summary = (completed, compute, retiring, decode_seconds, item_seconds)
+        _send(conn, b"D" + _encode_results(indices, values, errors, summary, prefix))
         if retiring:
             return
 
 
-def _encode_results(indices: Sequence[int], values: list[Any], errors: dict[int, ErrorInfo], *,
-                    completed: int, compute: float, retiring: bool, prefix: str) -> bytes:
+def _encode_results(indices: Sequence[int], values: list[Any], errors: dict[int, ErrorInfo],
+                    summary: tuple[Any, ...], prefix: str) -> bytes:
     """Pickle a chunk's results; a value or exception that cannot travel becomes an error entry."""
     wire_errors = {position: _portable_error(error, text, indices[position])
                    for position, (error, text) in errors.items()}
     try:
-        return _transport.encode((completed, compute, values, wire_errors, retiring), prefix)
+        return _transport.encode((summary, values, wire_errors), prefix)
     except Exception:
         pass
     for position, value in enumerate(values):
@@ -199,7 +223,7 @@ def _encode_results(indices: Sequence[int], values: list[Any], errors: dict[int,
             wire_errors[position] = (SerializationError(
                 f"the result of item {indices[position]} could not be pickled: "
                 f"{type(error).__name__}: {error}"), format_traceback(error))
-    return _transport.encode((completed, compute, values, wire_errors, retiring), prefix)
+    return _transport.encode((summary, values, wire_errors), prefix)
 
 
 def _portable_error(error: BaseException, text: str, index: int) -> tuple[BaseException, str]:

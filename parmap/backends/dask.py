@@ -62,7 +62,7 @@ from distributed.scheduler import KilledWorker
 
 from .. import _transport
 from .._config import PoolConfig
-from ..errors import InitializerError, PoolClosedError, RemoteTraceback, SerializationError, WorkerLostError
+from ..errors import InitializerError, ParmapError, PoolClosedError, RemoteTraceback, SerializationError, WorkerLostError
 from . import Backend, ChunkDone, ChunkFailed, ChunkLost, ChunkTask, Outcome
 from ._worker import _portable_error, format_traceback, mark_worker_thread, nesting_depth, run_chunk
 
@@ -222,7 +222,7 @@ class DaskBackend(Backend):
         with self._lock:
             self._running[dask_key] = _Running(task, future, scattered)
             self._jobs[job.job_id].add(dask_key)
-        future.add_done_callback(self._on_future_done)
+        self._client.loop.add_callback(self._collect, future)
 
     def check_item(self, item: Any) -> None:
         """Raise ``SerializationError`` if ``item`` cannot be pickled (used to find the bad item)."""
@@ -293,8 +293,17 @@ class DaskBackend(Backend):
             _release_future(evicted)
         return future
 
-    def _on_future_done(self, future: Any) -> None:
-        """Runs in Dask's callback thread: turn the finished future into one outcome."""
+    async def _collect(self, future: Any) -> None:
+        """Runs on the client's event loop: wait for ``future``, fetch its result, deliver one outcome.
+
+        Gathers awaited together are merged by Dask into one request per worker, so results
+        come back in batches; nothing blocks a thread while a task runs.
+        """
+        try:
+            data: bytes | None = await self._client.gather(future, asynchronous=True)
+            failure: BaseException | None = None
+        except BaseException as error:  # the task's fate, not ours: mapped below
+            data, failure = None, error
         with self._lock:
             entry = self._running.pop(future.key, None)
             if entry is not None:
@@ -306,23 +315,24 @@ class DaskBackend(Backend):
         if entry is None:
             return  # cancelled by its job, or failed at shutdown
         try:
-            outcome = self._outcome_of(entry.task, future)
-        except BaseException as error:  # a bug here must fail the job, never hang it
+            outcome = self._outcome_of(entry.task, data, failure)
+        except Exception as error:  # a bug here must fail the job, never hang it
             outcome = ChunkFailed(entry.task, error)
-        finally:
-            if entry.scattered is not None:
-                _release_future(entry.scattered)
+        if entry.scattered is not None:
+            _release_future(entry.scattered)
         _deliver(outcome)
 
-    def _outcome_of(self, task: ChunkTask, future: Any) -> Outcome:
-        try:
-            data: bytes = future.result()
-        except (concurrent.futures.CancelledError, asyncio.CancelledError) as error:
-            if getattr(error, "reason", None) == _SCHEDULER_LOST or self._client.status != "running":
-                return self._scheduler_lost(task, error)
-            return ChunkLost(task, None, _worker_lost(task, error))
-        except _LOST_ERRORS as error:
-            return ChunkLost(task, None, _worker_lost(task, error))
+    def _outcome_of(self, task: ChunkTask, data: bytes | None, failure: BaseException | None) -> Outcome:
+        """Map what the task returned, or how it failed, to the engine's outcome."""
+        if failure is not None or data is None:
+            error = failure if failure is not None else RuntimeError("a Dask task returned nothing")
+            if isinstance(error, (concurrent.futures.CancelledError, asyncio.CancelledError)):
+                if getattr(error, "reason", None) == _SCHEDULER_LOST or self._client.status != "running":
+                    return self._scheduler_lost(task, error)
+                return ChunkLost(task, None, _worker_lost(task, error))
+            if isinstance(error, _LOST_ERRORS):
+                return ChunkLost(task, None, _worker_lost(task, error))
+            return ChunkFailed(task, error)
         tag, body = data[:1], data[1:]
         if tag == _DONE:
             values, wire_errors, completed, compute = pickle.loads(body)
@@ -333,16 +343,16 @@ class DaskBackend(Backend):
                 errors[position] = error
             return ChunkDone(task, values, errors, completed, compute)
         text = pickle.loads(body)
-        failure: BaseException
+        cannot_run: ParmapError
         if tag == _INIT_FAILED:
-            failure = InitializerError("the pool's initializer raised in a Dask worker")
-            self._broken = failure
+            cannot_run = InitializerError("the pool's initializer raised in a Dask worker")
+            self._broken = cannot_run
         else:
-            failure = SerializationError(
+            cannot_run = SerializationError(
                 "the function or the items of a chunk could not be unpickled on a Dask worker "
                 "(is every module they need installed there?)")
-        failure.__cause__ = RemoteTraceback(text)
-        return ChunkFailed(task, failure)
+        cannot_run.__cause__ = RemoteTraceback(text)
+        return ChunkFailed(task, cannot_run)
 
     def _scheduler_lost(self, task: ChunkTask, error: BaseException) -> ChunkFailed:
         where = f" at {self._address}" if self._address else ""

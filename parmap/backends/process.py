@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import struct
 import threading
 import time
 import weakref
@@ -41,7 +42,7 @@ import cloudpickle
 from .. import _transport
 from .._config import PoolConfig
 from ..errors import InitializerError, PoolClosedError, RemoteTraceback, SerializationError, WorkerLostError
-from . import Backend, ChunkDone, ChunkFailed, ChunkLost, ChunkTask, Outcome
+from . import Backend, ChunkDone, ChunkFailed, ChunkLost, ChunkProgress, ChunkTask, Outcome
 from ._worker import POSITION_PICKLING, SLOT_POSITION, SLOT_STARTED, timeout_error, worker_main
 
 #: Functions a worker keeps unpickled; the manager evicts the least recently used beyond it.
@@ -100,6 +101,7 @@ class ProcessBackend(Backend):
         self._workers: dict[int, _Worker] = {}
         self._numbers = itertools.count()
         self._failed_starts = 0
+        self._encode_seconds: dict[int, float] = {}
         self._stopping = False
         self._broken: BaseException | None = None
         _live_backends.add(self)
@@ -122,11 +124,13 @@ class ProcessBackend(Backend):
             except Exception as error:
                 raise SerializationError(f"the function {job.function!r} could not be pickled: {error}") from error
         message = (job.function_payload[0], task.indices, task.items, job.timeout, job.seed,
-                   job.max_tasks_per_worker)
+                   job.max_tasks_per_worker, job.profile)
+        encode_started = time.perf_counter()
         try:
             payload = b"C" + _transport.encode(message, self._prefix + "c-")
         except Exception as error:
             raise SerializationError(f"a chunk could not be pickled: {type(error).__name__}: {error}") from error
+        self._encode_seconds[task.chunk_id] = time.perf_counter() - encode_started
         with self._lock:
             if not self.usable:
                 _transport.discard(payload[1:])
@@ -254,6 +258,7 @@ class ProcessBackend(Backend):
         assert job.function_payload is not None
         key, function = job.function_payload
         worker.task, worker.payload = pending.task, pending.payload
+        pending.task.dispatched_at = time.monotonic()
         worker.slot[SLOT_POSITION] = -1
         worker.slot[SLOT_STARTED] = 0.0
         try:
@@ -285,12 +290,18 @@ class ProcessBackend(Backend):
             error.__cause__ = RemoteTraceback(text)
             self._broken = error
             self._fail_all(error)
+        elif kind == b"P":
+            if worker.task is not None:
+                position, fraction = struct.unpack_from("<id", message, 1)
+                self._deliver(ChunkProgress(worker.task, position, fraction))
         elif kind == b"D":
             task, worker.task, worker.payload = worker.task, None, None
             if task is None:
                 return True
+            encode_seconds = self._encode_seconds.pop(task.chunk_id, 0.0)
+            decode_started = time.perf_counter()
             try:
-                completed, compute, values, wire_errors, retiring = _transport.decode(memoryview(message)[1:])
+                summary, values, wire_errors = _transport.decode(memoryview(message)[1:])
             except Exception as error:
                 failure = SerializationError(
                     f"the results of items {list(task.indices)} could not be unpickled: "
@@ -299,6 +310,8 @@ class ProcessBackend(Backend):
                 self._deliver(ChunkDone(task, [None] * len(task.items),
                                         dict.fromkeys(range(len(task.items)), failure), len(task.items), 0.0))
                 return True
+            completed, compute, retiring, worker_decode_seconds, item_seconds = summary
+            transport = encode_seconds + worker_decode_seconds + time.perf_counter() - decode_started
             worker.retiring = retiring
             self._dispatch()  # keep the other idle workers busy before the caller runs
             errors = {}
@@ -306,7 +319,8 @@ class ProcessBackend(Backend):
                 if text:
                     task_error.__cause__ = RemoteTraceback(text)
                 errors[position] = task_error
-            self._deliver(ChunkDone(task, values, errors, completed, compute))
+            self._deliver(ChunkDone(task, values, errors, completed, compute, worker=worker.process.pid,
+                                    item_seconds=item_seconds, transport_seconds=transport))
         return True
 
     def _on_exit(self, worker: _Worker) -> None:
@@ -319,6 +333,7 @@ class ProcessBackend(Backend):
         _transport.remove_segments(self._worker_prefix(worker))
         task = worker.task
         if task is not None:
+            self._encode_seconds.pop(task.chunk_id, None)
             assert worker.payload is not None
             _transport.discard(worker.payload[1:])
             self._report_loss(worker, task)

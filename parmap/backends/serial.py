@@ -7,9 +7,11 @@ item's error.
 
 from __future__ import annotations
 
+import threading
+
 from .._config import PoolConfig
 from ..errors import InitializerError
-from . import Backend, ChunkDone, ChunkTask
+from . import Backend, ChunkDone, ChunkProgress, ChunkTask
 from ._worker import run_chunk
 
 
@@ -33,17 +35,29 @@ class SerialBackend(Backend):
         return True
 
     def submit(self, task: ChunkTask) -> None:
-        job = task.job
-        values, errors, completed, compute = run_chunk(
-            job.function, task.indices, task.items, timeout=job.timeout, seed=job.seed,
-            propagate=(KeyboardInterrupt,))
-        job.deliver(ChunkDone(task, values, {p: e for p, (e, _) in errors.items()}, completed, compute))
+        task.dispatched_at = task.submitted_at
+        task.job.deliver(run_in_this_thread(task, propagate=(KeyboardInterrupt,)))
 
     def cancel(self, job_id: int, *, stop_running: bool) -> None:
         """Nothing is queued: chunks run as they are submitted."""
 
     def shutdown(self) -> None:
         """Nothing to stop."""
+
+
+def run_in_this_thread(task: ChunkTask, propagate: tuple[type[BaseException], ...] = ()) -> ChunkDone:
+    """Run ``task`` in the calling thread (serial and thread backends): no pickling at all."""
+    job = task.job
+
+    def reporter(position: int, fraction: float) -> None:
+        job.deliver(ChunkProgress(task, position, fraction))
+
+    item_seconds: list[float] | None = [] if job.profile else None
+    values, errors, completed, compute = run_chunk(
+        job.function, task.indices, task.items, timeout=job.timeout, seed=job.seed, propagate=propagate,
+        reporter=reporter, item_seconds=item_seconds)
+    return ChunkDone(task, values, {position: error for position, (error, _) in errors.items()}, completed,
+                     compute, worker=threading.current_thread().name, item_seconds=item_seconds)
 
 
 backend_class = SerialBackend

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 
 from .._config import PoolConfig
 from ..errors import InitializerError, PoolClosedError, RemoteTraceback
-from . import Backend, ChunkDone, ChunkFailed, ChunkTask
-from ._worker import format_traceback, mark_worker_thread, run_chunk
+from . import Backend, ChunkFailed, ChunkTask
+from ._worker import format_traceback, mark_worker_thread
+from .serial import run_in_this_thread
 
 
 class ThreadBackend(Backend):
@@ -76,10 +78,8 @@ class ThreadBackend(Backend):
                 if self._stopping:
                     return
                 task = self._pending.popleft()
-            job = task.job
-            values, errors, completed, compute = run_chunk(
-                job.function, task.indices, task.items, timeout=job.timeout, seed=job.seed)
-            task.job.deliver(ChunkDone(task, values, {p: e for p, (e, _) in errors.items()}, completed, compute))
+            task.dispatched_at = time.monotonic()
+            task.job.deliver(run_in_this_thread(task))
 
 
 backend_class = ThreadBackend

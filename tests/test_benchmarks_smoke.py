@@ -1,0 +1,78 @@
+"""The benchmark harness runs end to end and writes well-formed reports (correctness only, no timings)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+VERDICTS = {"PASS", "MISS", "n/a"}
+
+
+def test_harness_writes_well_formed_reports(tmp_path: Path) -> None:
+    """Two workloads, two contenders, one round, tiny sizes: every file is produced and parses."""
+    command = [sys.executable, "-m", "benchmarks", "--only", "cpu,stream", "--contenders", "serial,parmap",
+               "--rounds", "1", "--scale", "0.002", "--output-dir", str(tmp_path)]
+    completed = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=50, check=False)
+    assert completed.returncode == 0, completed.stderr
+
+    data = json.loads((tmp_path / "benchmarks.json").read_text())
+    assert {"command", "python", "usable_cpus", "rounds", "versions"} <= set(data["meta"])
+    assert [workload["name"] for workload in data["workloads"]] == ["cpu", "stream"]
+    for workload in data["workloads"]:
+        by_name = {entry["name"]: entry for entry in workload["contenders"]}
+        assert set(by_name) == {"serial", "parmap"}
+        for entry in by_name.values():
+            assert entry["status"] == "ok", entry["reason"]
+            assert len(entry["samples"]) == 1
+            assert entry["min"] <= entry["median"] <= entry["max"]
+        assert workload["bars"]
+        assert {bar["verdict"] for bar in workload["bars"]} <= VERDICTS
+    stream = next(w for w in data["workloads"] if w["name"] == "stream")
+    parmap_stream = next(e for e in stream["contenders"] if e["name"] == "parmap")
+    assert {"rss_growth_mb", "readahead", "readahead_half", "readahead_growth"} <= set(parmap_stream["metrics"])
+
+    markdown = (tmp_path / "benchmarks.md").read_text()
+    for heading in ("# parmap benchmarks", "## Bars", "## parmap's ratios", "## cpu:", "## stream:"):
+        assert heading in markdown
+    assert "| **parmap** |" in markdown
+
+    if importlib.util.find_spec("matplotlib") is not None:
+        for name in ("cpu", "stream"):
+            assert (tmp_path / "img" / f"bench-{name}.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_bars_are_judged_on_medians() -> None:
+    """Made-up samples: the best peer excludes serial and parmap; a missing reference gives n/a."""
+    from benchmarks import bars, runner, summary
+
+    plan = runner.Plan(workloads=["tiny", "repeat", "payload"], contenders=["serial", "mp-pool", "ppe", "parmap"],
+                       rounds=3)
+
+    def record(name: str, seconds: list[float], **metrics: float) -> runner.Record:
+        samples = [runner.Sample(i + 1, runner.STATUS_OK, value, dict(metrics)) for i, value in enumerate(seconds)]
+        return runner.Record(name, samples=samples)
+
+    results: runner.Results = {
+        "tiny": {"serial": record("serial", [0.01, 0.02, 0.03]), "mp-pool": record("mp-pool", [1.0, 2.0, 9.0]),
+                 "ppe": record("ppe", [3.0, 3.0, 3.0]), "parmap": record("parmap", [1.5, 1.6, 0.1])},
+        "repeat": {"mp-pool": record("mp-pool", [0.2, 0.2, 0.2]),
+                   "parmap": record("parmap", [0.1, 0.1, 0.1], per_map_ms=0.4)},
+        "payload": {"mp-pool": runner.Record("mp-pool", runner.STATUS_MISSING, "not installed"),
+                    "parmap": record("parmap", [1.0])},
+    }
+    summaries = {s.name: s for s in summary.summarise(plan, results)}
+
+    tiny = summaries["tiny"]
+    assert tiny.best_peer == "mp-pool"
+    assert tiny.to_best_peer == pytest.approx(1.5 / 2.0)
+    assert tiny.ideal_seconds == pytest.approx(0.02 / 2)
+    assert [b.verdict for b in bars.evaluate(tiny)] == ["PASS"]
+    assert [b.verdict for b in bars.evaluate(summaries["repeat"])] == ["PASS", "PASS"]
+    assert [b.verdict for b in bars.evaluate(summaries["payload"])] == ["n/a"]
