@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from ._decorator import ParallelFunction, parallel
 from ._registry import shutdown
+from ._reporting import report_progress
 from ._result import AsyncResult
 from ._seeding import item_numpy_rng, item_rng
+from ._stats import RunStats, WorkerStats
 from .errors import (
     CheckpointMismatchError,
     InitializerError,
@@ -35,12 +37,15 @@ __all__ = [
     "ParmapError",
     "PoolClosedError",
     "RemoteTraceback",
+    "RunStats",
     "SerializationError",
     "TaskTimeoutError",
     "WorkerLostError",
+    "WorkerStats",
     "item_numpy_rng",
     "item_rng",
     "parallel",
+    "report_progress",
     "shutdown",
 ]
 
