@@ -11,11 +11,13 @@ import importlib.metadata
 import json
 import os
 import platform
+import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
 
 from . import plots
 from .bars import BarResult, evaluate
+from .runner import PROJECT_ROOT
 from .summary import SUBJECT, ContenderStats, WorkloadSummary, ratio
 
 if TYPE_CHECKING:
@@ -61,7 +63,20 @@ def machine_info(plan: Plan, command: str) -> dict[str, Any]:
         "scale": plan.scale,
         "cpu_loops": plan.cpu_loops,
         "versions": _versions(),
+        "revision": _revision(),
     }
+
+
+def _revision() -> str:
+    """The project's git commit, marked "+ local changes" when parmap/ differs from it."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        changes = subprocess.run(["git", "status", "--porcelain", "--", "parmap"], cwd=PROJECT_ROOT,
+                                 capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit} + local changes" if changes else commit
 
 
 def _load_average() -> float | None:
@@ -139,7 +154,7 @@ def to_markdown(report: Report, images: Sequence[Path], plot_note: str = "") -> 
     lines += [f"1-minute load average: {meta['load_average_start']} at the start, {meta['load_average_end']} "
               f"at the end; above {meta['usable_cpus']} (the usable CPUs), other work competed with the run.", ""]
     versions = ", ".join(f"{name} {version}" for name, version in meta["versions"].items())
-    lines += [f"Versions: {versions}.", ""]
+    lines += [f"Versions: {versions}; project revision {meta['revision']}.", ""]
     lines += ["## Bars", "", "| workload | bar | measured | result | basis |", "|---|---|---|---|---|"]
     for bar in report.bars:
         lines.append(f"| {bar.workload} | {_escape(bar.bar)} | {format_measured(bar)} | **{bar.verdict}** "

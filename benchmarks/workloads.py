@@ -109,8 +109,10 @@ WORKLOADS: dict[str, Workload] = {
                  (Bar("<= 0.8 x the fastest peer", "best_peer", 0.8),)),
         Workload("cpu", "~1 ms pure-Python loop, 2,000 items", 2, 2_000, 500, "serial",
                  (Bar("<= 1.03 x ideal (serial / workers)", "ideal", 1.03),)),
+        # The ideal of "uneven" is measured (serial / workers), not the exact total sleep: each
+        # sleep overshoots by the machine's timer slack (0.05-0.25 ms), 2-5 % of a 5 ms item.
         Workload("uneven", "sleep 0-10 ms per item (deterministic), 400 items, 4 workers", 4, 400, 200,
-                 "sleep", (Bar("<= 1.03 x ideal", "ideal", 1.03),)),
+                 "serial", (Bar("<= 1.03 x ideal (serial / workers)", "ideal", 1.03),)),
         Workload("seed", '40 items x 0.1 s sleep, 4 workers, "auto"', 4, 40, 40, "sleep",
                  (Bar("<= 1.02 x ideal (1.00 s)", "ideal", 1.02),)),
         Workload("repeat", "200 successive maps of 8 items", 2, 200, 100, "",
@@ -267,7 +269,8 @@ def _consume_stream(contender: Contender, size: int) -> tuple[int, int]:
     total = readahead = 0
     for consumed, value in enumerate(contender.imap(tasks.tiny, numbers(), STREAM_CHUNKSIZE), start=1):
         total += value
-        readahead = max(readahead, pulled - consumed)
+        if pulled - consumed > readahead:  # noqa: PLR1730 - a comparison per item costs less than max()
+            readahead = pulled - consumed
     return total, readahead
 
 

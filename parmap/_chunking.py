@@ -14,7 +14,8 @@ The policy, for ``"auto"``:
    Ctrl-C and timeouts to respond.
 3. *Guide.* With a known input length, a chunk never exceeds
    ``remaining / (workers * GUIDED_DIVISOR)`` items, so chunks shrink as the input runs out
-   and all workers finish together (guided self-scheduling).
+   and all workers finish together (guided self-scheduling), but never below
+   ``MIN_CHUNK_SECONDS`` of work, where a chunk's fixed cost would start to dominate.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ from typing import Any, Union
 #: work, and keeps a chunk short enough that progress updates several times a second.
 TARGET_CHUNK_SECONDS = 0.02
 
+#: Guided scheduling never shrinks a chunk below this much work: below it, the fixed cost of
+#: a chunk's round trip would dominate, and the finish is already even to within 2 ms.
+MIN_CHUNK_SECONDS = 0.002
+
 #: Guided scheduling: a chunk takes at most 1/(workers * GUIDED_DIVISOR) of what remains.
 #: 2 keeps at least two chunks per worker outstanding near the end, so an uneven chunk is
 #: absorbed by the others instead of becoming the tail.
@@ -37,9 +42,11 @@ GUIDED_DIVISOR = 2
 #: chunk and of one result message.
 MAX_CHUNKSIZE = 100_000
 
-#: Weight of the newest per-item cost in the running estimate. 0.5 follows a change in cost
-#: within a few chunks without letting one outlier chunk swing the size.
-COST_SMOOTHING = 0.5
+#: Each new chunk's measurement discounts the older ones by this factor. The estimate is
+#: time over items, both discounted, so a chunk weighs by its number of items: a one-item
+#: probe cannot skew the estimate once real chunks come in, and a change in cost shows
+#: within a few chunks.
+COST_DECAY = 0.7
 
 Requested = Union[int, str]
 
@@ -59,9 +66,13 @@ def resolve_chunksize(requested: Requested, *, workers: int, remaining: int | No
         return requested
     if seconds_per_item is None:
         return 1
-    size = MAX_CHUNKSIZE if seconds_per_item <= 0 else int(TARGET_CHUNK_SECONDS / seconds_per_item)
+    if seconds_per_item <= 0:
+        return MAX_CHUNKSIZE if remaining is None else max(1, min(MAX_CHUNKSIZE, remaining))
+    size = int(TARGET_CHUNK_SECONDS / seconds_per_item)
     if remaining is not None:
-        size = min(size, math.ceil(remaining / (workers * GUIDED_DIVISOR)))
+        guided = math.ceil(remaining / (workers * GUIDED_DIVISOR))
+        floor = int(MIN_CHUNK_SECONDS / seconds_per_item)
+        size = min(size, max(guided, floor))
     return max(1, min(size, MAX_CHUNKSIZE))
 
 
@@ -69,17 +80,20 @@ class CostEstimate:
     """Running per-item compute cost, fed with the durations the workers measured."""
 
     def __init__(self) -> None:
-        self.seconds_per_item: float | None = None
+        self._seconds = 0.0
+        self._items = 0.0
+
+    @property
+    def seconds_per_item(self) -> float | None:
+        """The estimate, or ``None`` before the first measurement."""
+        return self._seconds / self._items if self._items else None
 
     def record(self, n_items: int, compute_seconds: float) -> None:
         """Fold one chunk's measurement into the estimate."""
         if n_items <= 0:
             return
-        cost = compute_seconds / n_items
-        if self.seconds_per_item is None:
-            self.seconds_per_item = cost
-        else:
-            self.seconds_per_item += COST_SMOOTHING * (cost - self.seconds_per_item)
+        self._seconds = self._seconds * COST_DECAY + compute_seconds
+        self._items = self._items * COST_DECAY + n_items
 
 
 def iter_chunks(items: Iterable[Any], next_size: Callable[[], int]) -> Iterator[tuple[int, Sequence[Any]]]:

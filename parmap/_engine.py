@@ -109,7 +109,7 @@ class Job:
         self._input_done = False
         self._records: collections.deque[_Record] = collections.deque()
         self._completed: collections.deque[_Record] = collections.deque()
-        self._tasks: dict[int, tuple[_Record, list[int]]] = {}
+        self._tasks: dict[int, tuple[_Record, Sequence[int]]] = {}
         self._attempts: dict[int, int] = {}
         self._window = options.max_in_flight or IN_FLIGHT_PER_WORKER * workers
         self._measured = options.chunksize != "auto"
@@ -222,7 +222,7 @@ class Job:
         items = record.items if whole else [record.items[offset] for offset in offsets]
         task = ChunkTask(chunk_id=next(_chunk_ids), job=self._spec, indices=indices, items=items,
                          submitted_at=time.monotonic())
-        self._tasks[task.chunk_id] = (record, list(offsets))
+        self._tasks[task.chunk_id] = (record, offsets)
         self.stats.chunk_sizes.append(len(items))
         if self._backend is None:
             self._backend = self._pool()
@@ -278,7 +278,7 @@ class Job:
         self._progress.update(report.fraction - fractions.get(report.position, 0.0))
         fractions[report.position] = report.fraction
 
-    def _on_done(self, record: _Record, offsets: list[int], outcome: ChunkDone) -> None:
+    def _on_done(self, record: _Record, offsets: Sequence[int], outcome: ChunkDone) -> None:
         self._measured = True
         task = outcome.task
         self._cost.record(outcome.completed, outcome.compute_seconds)
@@ -315,7 +315,7 @@ class Job:
         if completed < len(offsets):  # the worker retired mid-chunk: the rest never ran
             self._submit(record, offsets[completed:])
 
-    def _on_lost(self, record: _Record, offsets: list[int], outcome: ChunkLost) -> None:
+    def _on_lost(self, record: _Record, offsets: Sequence[int], outcome: ChunkLost) -> None:
         error = outcome.error
         if isinstance(error, WorkerLostError):
             self.stats.lost_workers += 1
@@ -329,7 +329,7 @@ class Job:
             culprit = 0
         else:
             culprit = outcome.position
-        others = offsets[:culprit] + offsets[culprit + 1:]
+        others = [*offsets[:culprit], *offsets[culprit + 1:]]
         if others:
             self._submit(record, others)  # they did nothing wrong: not charged a retry
         self._item_failed(record, offsets[culprit], error, retriable=True)

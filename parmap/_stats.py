@@ -90,18 +90,15 @@ class StatsCollector:
         self.pickling_seconds += transport_seconds
         self.queue_seconds += max(0.0, queue_seconds)
         if item_seconds:
-            for index, seconds in zip(indices, item_seconds):
-                if len(self._slowest) < SLOWEST_KEPT:
-                    heapq.heappush(self._slowest, (seconds, index))
-                elif seconds > self._slowest[0][0]:
-                    heapq.heapreplace(self._slowest, (seconds, index))
+            candidates = heapq.nlargest(SLOWEST_KEPT, zip(item_seconds, indices))
+            self._slowest = heapq.nlargest(SLOWEST_KEPT, [*self._slowest, *candidates])
 
     def finish(self, wall_seconds: float) -> RunStats:
         workers = tuple(
             WorkerStats(worker=name, items=int(items), chunks=int(chunks), busy_seconds=busy,
                         utilisation=busy / wall_seconds if wall_seconds > 0 else 0.0)
             for name, (items, chunks, busy) in sorted(self._busy.items()))
-        slowest = tuple((index, seconds) for seconds, index in sorted(self._slowest, reverse=True))
+        slowest = tuple((index, seconds) for seconds, index in self._slowest)
         return RunStats(wall_seconds=wall_seconds, items=self.items, chunks=len(self.chunk_sizes),
                         chunk_sizes=tuple(self.chunk_sizes), workers=workers,
                         pickling_seconds=self.pickling_seconds, queue_seconds=self.queue_seconds,

@@ -76,3 +76,14 @@ def test_bars_are_judged_on_medians() -> None:
     assert [b.verdict for b in bars.evaluate(tiny)] == ["PASS"]
     assert [b.verdict for b in bars.evaluate(summaries["repeat"])] == ["PASS", "PASS"]
     assert [b.verdict for b in bars.evaluate(summaries["payload"])] == ["n/a"]
+
+
+def test_missing_package_is_reported_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A contender whose package is absent is reported as "not installed" and no process starts."""
+    from benchmarks import contenders, runner
+
+    monkeypatch.setattr(contenders.Pebble, "module", "parmap_benchmarks_no_such_package")
+    plan = runner.Plan(workloads=["cpu"], contenders=["pebble"], rounds=2)
+    record = runner.run(plan, log=lambda line: None)["cpu"]["pebble"]
+    assert (record.status, record.samples) == (runner.STATUS_MISSING, [])
+    assert "not installed" in record.reason

@@ -95,7 +95,7 @@ _INIT_FAILED = b"I"
 
 @dataclasses.dataclass(eq=False)
 class _Running:
-    """A chunk submitted to Dask: its task, its future, and any scattered chunk data."""
+    """A chunk submitted to Dask: its task, its future (once sent), and any scattered chunk data."""
 
     task: ChunkTask
     future: Any
@@ -113,6 +113,7 @@ class DaskBackend(Backend):
         self._running: dict[str, _Running] = {}
         self._jobs: dict[int, set[str]] = collections.defaultdict(set)
         self._scattered: collections.OrderedDict[bytes, Any] = collections.OrderedDict()
+        self._outbox: list[tuple[str, tuple[Any, ...]]] = []
         self._stopping = False
         self._broken: BaseException | None = None
         self._client: Any = None
@@ -216,13 +217,15 @@ class DaskBackend(Backend):
         function_data = self._function_data(key, payload)
         scattered = self._client.scatter(chunk, hash=False) if len(chunk) >= SCATTER_MIN_BYTES else None
         dask_key = f"parmap-chunk-{uuid.uuid4().hex}"
-        future = self._client.submit(
-            _run_task, key, function_data, chunk if scattered is None else scattered, job.timeout, job.seed,
-            self._initializer, self.config.depth, key=dask_key, pure=False)
+        arguments = (key, function_data, chunk if scattered is None else scattered, job.timeout, job.seed,
+                     self._initializer, self.config.depth)
         with self._lock:
-            self._running[dask_key] = _Running(task, future, scattered)
+            self._running[dask_key] = _Running(task, None, scattered)
             self._jobs[job.job_id].add(dask_key)
-        self._client.loop.add_callback(self._collect, future)
+            self._outbox.append((dask_key, arguments))
+            first = len(self._outbox) == 1
+        if first:
+            self._client.loop.add_callback(self._flush)
 
     def check_item(self, item: Any) -> None:
         """Raise ``SerializationError`` if ``item`` cannot be pickled (used to find the bad item)."""
@@ -292,6 +295,38 @@ class DaskBackend(Backend):
         if evicted is not None:
             _release_future(evicted)
         return future
+
+    def _flush(self) -> None:
+        """Runs on the client's event loop: send every chunk submitted since the last flush.
+
+        One ``client.map`` call makes one graph update for the whole batch: the engine
+        submits several chunks in a row, and Dask's scheduler spends far less per task on
+        one message of many tasks than on many messages of one.
+        """
+        with self._lock:
+            batch = [(key, arguments) for key, arguments in self._outbox if key in self._running]
+            self._outbox = []
+        if not batch:
+            return
+        keys = [key for key, _ in batch]
+        try:
+            futures = self._client.map(_run_task, *zip(*(arguments for _, arguments in batch)), key=keys,
+                                       pure=False)
+        except Exception as error:  # e.g. the client closed under us: fail these chunks, never hang
+            with self._lock:
+                failed = [self._running.pop(key) for key in keys if key in self._running]
+            for entry in failed:
+                _deliver(ChunkFailed(entry.task, PoolClosedError(f"could not submit to Dask: {error}")))
+            return
+        for key, future in zip(keys, futures):
+            with self._lock:
+                entry = self._running.get(key)
+                if entry is not None:
+                    entry.future = future
+            if entry is None:  # cancelled while being sent
+                _release_future(future)
+            else:
+                asyncio.ensure_future(self._collect(future))
 
     async def _collect(self, future: Any) -> None:
         """Runs on the client's event loop: wait for ``future``, fetch its result, deliver one outcome.
@@ -380,7 +415,8 @@ def _deliver(outcome: Outcome) -> None:
 
 def _release(entries: Sequence[_Running]) -> None:
     for entry in entries:
-        _release_future(entry.future)
+        if entry.future is not None:
+            _release_future(entry.future)
         if entry.scattered is not None:
             _release_future(entry.scattered)
 

@@ -102,6 +102,8 @@ class ProcessBackend(Backend):
         self._numbers = itertools.count()
         self._failed_starts = 0
         self._encode_seconds: dict[int, float] = {}
+        self._idle = 0  # workers ready and without a chunk, as the manager last counted them
+        self._woken = False  # a wake-up byte is on its way to the manager
         self._stopping = False
         self._broken: BaseException | None = None
         _live_backends.add(self)
@@ -136,7 +138,13 @@ class ProcessBackend(Backend):
                 _transport.discard(payload[1:])
                 raise self._broken or PoolClosedError("the pool was shut down")
             self._pending.append(_Pending(task, payload))
-        self._wake()
+            # Waking the manager costs a GIL hand-off; when no worker is idle it would find
+            # nothing to do, and it dispatches the pending chunk when a worker reports back.
+            wake = self._idle > 0 and not self._woken
+            if wake:
+                self._woken = True
+        if wake:
+            self._wake()
 
     def check_item(self, item: Any) -> None:
         """Raise ``SerializationError`` if ``item`` cannot be pickled (used to find the bad item)."""
@@ -214,6 +222,8 @@ class ProcessBackend(Backend):
                 sentinels = {w.process.sentinel: w for w in self._workers.values()}
                 ready = wait([self._wake_reader, *conns, *sentinels], self._seconds_to_next_deadline())
                 if self._wake_reader in ready:
+                    with self._lock:
+                        self._woken = False
                     os.read(self._wake_reader, 4096)
                 for obj in ready:
                     worker = conns.get(obj)
@@ -246,12 +256,14 @@ class ProcessBackend(Backend):
 
     def _dispatch(self) -> None:
         idle = [w for w in self._workers.values() if w.ready and w.task is None and not w.retiring]
-        for worker in idle:
+        while idle:
             with self._lock:
                 if not self._pending:
-                    return
+                    break
                 pending = self._pending.popleft()
-            self._send_chunk(worker, pending)
+            self._send_chunk(idle.pop(), pending)
+        with self._lock:
+            self._idle = len(idle)
 
     def _send_chunk(self, worker: _Worker, pending: _Pending) -> None:
         job = pending.task.job
