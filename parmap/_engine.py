@@ -296,6 +296,7 @@ class Job:
             return
         done = 0
         saved: list[tuple[int, Any]] = []
+        failed: list[tuple[int, BaseException]] = []
         for position in range(completed):
             offset = offsets[position]
             error = outcome.errors.get(position)
@@ -305,13 +306,16 @@ class Job:
                 done += 1
                 saved.append((record.start + offset, outcome.values[position]))
             else:
-                retriable = (isinstance(error, self._options.retry_on) and not isinstance(error, ParmapError)) \
-                    or isinstance(error, TaskTimeoutError)
-                self._item_failed(record, offset, error, retriable)
+                failed.append((offset, error))
+        # Keep the chunk's successes (checkpoint, bar) before a failure may end the job.
         if saved and self._store is not None:
             self._store.save(saved)
         if done:
             self._record_progress(record, done)
+        for offset, error in failed:
+            retriable = (isinstance(error, self._options.retry_on) and not isinstance(error, ParmapError)) \
+                or isinstance(error, TaskTimeoutError)
+            self._item_failed(record, offset, error, retriable)
         if completed < len(offsets):  # the worker retired mid-chunk: the rest never ran
             self._submit(record, offsets[completed:])
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import itertools
-import multiprocessing.util  # noqa: F401 - registers its exit hook first, so ours (below) runs before it
+import multiprocessing.util  # registers its exit hook first, so ours (below) runs before it
 import os
 import threading
 
@@ -33,7 +33,8 @@ def get_pool(config: PoolConfig) -> Backend:
     """
     depth = nesting_depth()
     if depth:
-        backend = "serial" if config.backend == "process" and in_worker_process() else config.backend
+        daemonic = in_worker_process() or multiprocessing.current_process().daemon  # e.g. a Dask worker
+        backend = "serial" if config.backend == "process" and daemonic else config.backend
         config = dataclasses.replace(config, backend=backend, depth=depth)
     with _lock:
         pool = _pools.get(config)

@@ -3,16 +3,18 @@
 The worker process talks to its pool's manager thread over one private duplex pipe::
 
     manager -> worker   b"F" function (key, payload, key to evict)   once per function
-                        b"C" chunk    (function key, indices, items, timeout, seed, budget)
+                        b"C" chunk id (8 bytes), then (function key, indices, items, timeout,
+                             seed, max tasks per worker, profile)
                         b"S" stop
     worker -> manager   b"R" ready    after the initializer ran
                         b"I" initializer failed (pickled traceback text)
                         b"D" done     (completed, compute seconds, values, errors, retiring)
 
-It also writes two numbers into a small shared array (``slot``) while it works: the
-position of the item it is running within its chunk, and (when a timeout is set) when that
-item started. The manager reads them when the worker dies or overruns, so it knows exactly
-which item to blame without any per-item message.
+It also writes three numbers into a small shared array (``slot``) while it works: the
+id of the chunk it started last, the position of the item it is running within that
+chunk, and (when a timeout is set) when that item started. The manager reads them when
+the worker dies or overruns, so it knows exactly which item to blame without any
+per-item message.
 
 This module must stay light: a spawned worker imports it, and neither tqdm nor the
 decorator machinery is needed here.
@@ -39,6 +41,7 @@ from ..errors import SerializationError, TaskTimeoutError
 #: Slot layout: [position of the running item (-1: reading the chunk), start time].
 SLOT_POSITION = 0
 SLOT_STARTED = 1
+SLOT_CHUNK = 2  # id of the chunk started last
 #: Position written while the results are being pickled (after the last item).
 POSITION_PICKLING = -2.0
 
@@ -207,8 +210,9 @@ def _serve(conn: Any, slot: Any, prefix: str) -> None:
                 functions.pop(evict, None)
             continue
         slot[SLOT_POSITION] = -1
+        (slot[SLOT_CHUNK],) = struct.unpack_from("<q", message, 1)
         decode_started = time.perf_counter()
-        key, indices, items, timeout, seed, max_tasks, profile = _transport.decode(memoryview(message)[1:])
+        key, indices, items, timeout, seed, max_tasks, profile = _transport.decode(memoryview(message)[9:])
         decode_seconds = time.perf_counter() - decode_started
         budget = None if max_tasks is None else max(max_tasks - items_run, 0)
         item_seconds: list[float] | None = [] if profile else None

@@ -51,6 +51,7 @@ import concurrent.futures
 import dataclasses
 import pickle
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -62,9 +63,17 @@ from distributed.scheduler import KilledWorker
 
 from .. import _transport
 from .._config import PoolConfig
-from ..errors import InitializerError, ParmapError, PoolClosedError, RemoteTraceback, SerializationError, WorkerLostError
+from ..errors import (
+    InitializerError,
+    ParmapError,
+    PoolClosedError,
+    RemoteTraceback,
+    SerializationError,
+    WorkerLostError,
+)
 from . import Backend, ChunkDone, ChunkFailed, ChunkLost, ChunkTask, Outcome
 from ._worker import _portable_error, format_traceback, mark_worker_thread, nesting_depth, run_chunk
+from .serial import run_in_this_thread
 
 #: Functions a worker process keeps unpickled, least recently used evicted first.
 MAX_CACHED_FUNCTIONS = 32
@@ -100,6 +109,8 @@ class _Running:
     task: ChunkTask
     future: Any
     scattered: Any = None
+    #: The asyncio task collecting the result; held here so it is not garbage-collected.
+    collector: Any = None
 
 
 class DaskBackend(Backend):
@@ -121,7 +132,8 @@ class DaskBackend(Backend):
         self._owns_client = False
         self._initializer: tuple[bytes, bytes] | None = None
         self._inline = config.depth > 0 or (
-            options.get("client") is None and self._address is None and _inside_dask_task())
+            options.get("client") is None and self._address is None and _inside_dask_task()
+        )
         if self._inline:
             self._run_initializer_here()
         else:
@@ -140,7 +152,7 @@ class DaskBackend(Backend):
             self._client = client
             return
         if self._address is not None:
-            self._client = distributed.Client(self._address, set_as_default=False)
+            self._client = distributed.Client(self._address, set_as_default=False)  # type: ignore[no-untyped-call]
             self._owns_client = True
             return
         try:
@@ -148,11 +160,15 @@ class DaskBackend(Backend):
             return
         except ValueError:  # no current client
             pass
-        self._cluster = distributed.LocalCluster(
-            n_workers=self.config.workers, threads_per_worker=1, processes=True,
-            host="127.0.0.1", dashboard_address=None)
+        self._cluster = distributed.LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=self.config.workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        )
         try:
-            self._client = distributed.Client(self._cluster, set_as_default=False)
+            self._client = distributed.Client(self._cluster, set_as_default=False)  # type: ignore[no-untyped-call]
         except BaseException:
             self._cluster.close()
             raise
@@ -217,8 +233,8 @@ class DaskBackend(Backend):
         function_data = self._function_data(key, payload)
         scattered = self._client.scatter(chunk, hash=False) if len(chunk) >= SCATTER_MIN_BYTES else None
         dask_key = f"parmap-chunk-{uuid.uuid4().hex}"
-        arguments = (key, function_data, chunk if scattered is None else scattered, job.timeout, job.seed,
-                     self._initializer, self.config.depth)
+        settings = (job.timeout, job.seed, job.profile, self._initializer, self.config.depth)
+        arguments = (key, function_data, chunk if scattered is None else scattered, settings)
         with self._lock:
             self._running[dask_key] = _Running(task, None, scattered)
             self._jobs[job.job_id].add(dask_key)
@@ -273,10 +289,8 @@ class DaskBackend(Backend):
     # ------------------------------------------------------------------ helpers
 
     def _run_inline(self, task: ChunkTask) -> None:
-        job = task.job
-        values, errors, completed, compute = run_chunk(
-            job.function, task.indices, task.items, timeout=job.timeout, seed=job.seed)
-        job.deliver(ChunkDone(task, values, {p: e for p, (e, _) in errors.items()}, completed, compute))
+        task.dispatched_at = task.submitted_at
+        task.job.deliver(run_in_this_thread(task))
 
     def _function_data(self, key: bytes, payload: bytes) -> Any:
         """What the task gets for the function: its pickle, or a future of it once scattered."""
@@ -290,8 +304,7 @@ class DaskBackend(Backend):
         future = self._client.scatter(payload, hash=False, broadcast=False)
         with self._lock:
             self._scattered[key] = future
-            evicted = self._scattered.popitem(last=False)[1] if len(self._scattered) > MAX_SCATTERED_FUNCTIONS \
-                else None
+            evicted = self._scattered.popitem(last=False)[1] if len(self._scattered) > MAX_SCATTERED_FUNCTIONS else None
         if evicted is not None:
             _release_future(evicted)
         return future
@@ -309,9 +322,9 @@ class DaskBackend(Backend):
         if not batch:
             return
         keys = [key for key, _ in batch]
+        sent_at = time.monotonic()
         try:
-            futures = self._client.map(_run_task, *zip(*(arguments for _, arguments in batch)), key=keys,
-                                       pure=False)
+            futures = self._client.map(_run_task, *zip(*(arguments for _, arguments in batch)), key=keys, pure=False)
         except Exception as error:  # e.g. the client closed under us: fail these chunks, never hang
             with self._lock:
                 failed = [self._running.pop(key) for key in keys if key in self._running]
@@ -320,13 +333,13 @@ class DaskBackend(Backend):
             return
         for key, future in zip(keys, futures):
             with self._lock:
-                entry = self._running.get(key)
-                if entry is not None:
-                    entry.future = future
-            if entry is None:  # cancelled while being sent
+                sent = self._running.get(key)
+                if sent is not None:
+                    sent.future = future
+                    sent.task.dispatched_at = sent_at  # refined from the worker's own timing later
+                    sent.collector = asyncio.ensure_future(self._collect(future))
+            if sent is None:  # cancelled while being sent
                 _release_future(future)
-            else:
-                asyncio.ensure_future(self._collect(future))
 
     async def _collect(self, future: Any) -> None:
         """Runs on the client's event loop: wait for ``future``, fetch its result, deliver one outcome.
@@ -368,15 +381,31 @@ class DaskBackend(Backend):
             if isinstance(error, _LOST_ERRORS):
                 return ChunkLost(task, None, _worker_lost(task, error))
             return ChunkFailed(task, error)
+        arrived = time.monotonic()
         tag, body = data[:1], data[1:]
         if tag == _DONE:
-            values, wire_errors, completed, compute = pickle.loads(body)
+            decode_started = time.perf_counter()
+            values, wire_errors, summary = pickle.loads(body)
+            completed, compute, worker, item_seconds, task_seconds, worker_transport = summary
             errors: dict[int, BaseException] = {}
             for position, (error, text) in wire_errors.items():
                 if text:
                     error.__cause__ = RemoteTraceback(text)
                 errors[position] = error
-            return ChunkDone(task, values, errors, completed, compute)
+            # The worker's clock is not ours: it started about ``task_seconds`` before the
+            # result arrived, which bounds the time the chunk waited in Dask's queues.
+            task.dispatched_at = min(arrived, max(task.dispatched_at, arrived - task_seconds))
+            transport = worker_transport + time.perf_counter() - decode_started
+            return ChunkDone(
+                task,
+                values,
+                errors,
+                completed,
+                compute,
+                worker=worker,
+                item_seconds=item_seconds,
+                transport_seconds=transport,
+            )
         text = pickle.loads(body)
         cannot_run: ParmapError
         if tag == _INIT_FAILED:
@@ -385,7 +414,8 @@ class DaskBackend(Backend):
         else:
             cannot_run = SerializationError(
                 "the function or the items of a chunk could not be unpickled on a Dask worker "
-                "(is every module they need installed there?)")
+                "(is every module they need installed there?)"
+            )
         cannot_run.__cause__ = RemoteTraceback(text)
         return ChunkFailed(task, cannot_run)
 
@@ -400,8 +430,9 @@ class DaskBackend(Backend):
 def _worker_lost(task: ChunkTask, error: BaseException) -> WorkerLostError:
     indices = list(task.indices)
     which = f"item {indices[0]}" if len(indices) == 1 else f"items {indices[0]}..{indices[-1]}"
-    lost = WorkerLostError(f"the Dask worker running {which} was lost: {type(error).__name__}: {error}",
-                           indices=indices)
+    lost = WorkerLostError(
+        f"the Dask worker running {which} was lost: {type(error).__name__}: {error}", indices=indices
+    )
     lost.__cause__ = error
     return lost
 
@@ -445,13 +476,20 @@ _functions: collections.OrderedDict[bytes, Any] = collections.OrderedDict()
 _initialized: set[bytes] = set()
 
 
-def _run_task(function_key: bytes, function_payload: bytes, chunk: bytes, timeout: float | None,
-              seed: int | None, initializer: tuple[bytes, bytes] | None, depth: int) -> bytes:
+def _run_task(
+    function_key: bytes,
+    function_payload: bytes,
+    chunk: bytes,
+    settings: tuple[float | None, int | None, bool, tuple[bytes, bytes] | None, int],
+) -> bytes:
     """The Dask task: run one chunk with :func:`run_chunk`; return tagged, pickled results.
 
-    Never raises for an item's error (that is part of the results); returns an
-    ``_UNLOADABLE`` or ``_INIT_FAILED`` tag with the traceback text when the chunk cannot run.
+    ``settings`` is ``(timeout, seed, profile, initializer, depth)``. Never raises for an
+    item's error (that is part of the results); returns an ``_UNLOADABLE`` or
+    ``_INIT_FAILED`` tag with the traceback text when the chunk cannot run at all.
     """
+    started = time.perf_counter()
+    timeout, seed, profile, initializer, depth = settings
     try:
         fn = _load_function(function_key, function_payload)
         indices, items = pickle.loads(chunk)
@@ -461,13 +499,47 @@ def _run_task(function_key: bytes, function_payload: bytes, chunk: bytes, timeou
         failure = _initialize_once(*initializer)
         if failure is not None:
             return _INIT_FAILED + pickle.dumps(failure)
+    item_seconds: list[float] | None = [] if profile else None
+    decoded = time.perf_counter()
     previous = nesting_depth()
     mark_worker_thread(depth + 1)  # maps called by the task nest (see the module docstring)
     try:
-        values, errors, completed, compute = run_chunk(fn, indices, items, timeout=timeout, seed=seed)
+        values, errors, completed, compute = run_chunk(
+            fn, indices, items, timeout=timeout, seed=seed, item_seconds=item_seconds
+        )
     finally:
         mark_worker_thread(previous)
-    return _DONE + _encode_results(indices, values, errors, completed, compute)
+    encode_started = time.perf_counter()
+    worker = distributed.get_worker().address
+    wire_errors = {
+        position: _portable_error(error, text, indices[position]) for position, (error, text) in errors.items()
+    }
+
+    def summary() -> tuple[Any, ...]:
+        now = time.perf_counter()
+        transport = (decoded - started) + (now - encode_started)
+        return completed, compute, worker, item_seconds, now - started, transport
+
+    try:
+        encoded: bytes = cloudpickle.dumps((values, wire_errors, summary()), protocol=_transport.PROTOCOL)
+        return _DONE + encoded
+    except Exception:
+        pass
+    for position, value in enumerate(values):  # find the results that cannot travel
+        if position in wire_errors:
+            continue
+        try:
+            cloudpickle.dumps(value, protocol=_transport.PROTOCOL)
+        except Exception as error:
+            values[position] = None
+            wire_errors[position] = (
+                SerializationError(
+                    f"the result of item {indices[position]} could not be pickled: {type(error).__name__}: {error}"
+                ),
+                format_traceback(error),
+            )
+    encoded = cloudpickle.dumps((values, wire_errors, summary()), protocol=_transport.PROTOCOL)
+    return _DONE + encoded
 
 
 def _load_function(key: bytes, payload: bytes) -> Any:
@@ -496,28 +568,6 @@ def _initialize_once(key: bytes, payload: bytes) -> str | None:
             return format_traceback(error)
         _initialized.add(key)
     return None
-
-
-def _encode_results(indices: Sequence[int], values: list[Any], errors: dict[int, tuple[BaseException, str]],
-                    completed: int, compute: float) -> bytes:
-    """Pickle a chunk's results; a value or exception that cannot travel becomes an item error."""
-    wire_errors = {position: _portable_error(error, text, indices[position])
-                   for position, (error, text) in errors.items()}
-    try:
-        return cloudpickle.dumps((values, wire_errors, completed, compute), protocol=_transport.PROTOCOL)
-    except Exception:
-        pass
-    for position, value in enumerate(values):
-        if position in wire_errors:
-            continue
-        try:
-            cloudpickle.dumps(value, protocol=_transport.PROTOCOL)
-        except Exception as error:
-            values[position] = None
-            wire_errors[position] = (SerializationError(
-                f"the result of item {indices[position]} could not be pickled: "
-                f"{type(error).__name__}: {error}"), format_traceback(error))
-    return cloudpickle.dumps((values, wire_errors, completed, compute), protocol=_transport.PROTOCOL)
 
 
 backend_class = DaskBackend

@@ -43,7 +43,7 @@ from .. import _transport
 from .._config import PoolConfig
 from ..errors import InitializerError, PoolClosedError, RemoteTraceback, SerializationError, WorkerLostError
 from . import Backend, ChunkDone, ChunkFailed, ChunkLost, ChunkProgress, ChunkTask, Outcome
-from ._worker import POSITION_PICKLING, SLOT_POSITION, SLOT_STARTED, timeout_error, worker_main
+from ._worker import POSITION_PICKLING, SLOT_CHUNK, SLOT_POSITION, SLOT_STARTED, timeout_error, worker_main
 
 #: Functions a worker keeps unpickled; the manager evicts the least recently used beyond it.
 MAX_CACHED_FUNCTIONS = 32
@@ -55,8 +55,22 @@ MAX_FAILED_STARTS = 3
 #: How long idle workers get to exit after ``b"S"`` before they are killed, at shutdown.
 STOP_GRACE_SECONDS = 1.0
 
+#: Chunks a worker may hold at once: one running and one waiting in its pipe, so a worker
+#: starts its next chunk without waiting for the manager thread.
+PREFETCH = 2
+
+#: Only chunks this small are sent ahead to a busy worker: a larger one could fill the
+#: socket buffer and block the manager until the worker finished its current chunk.
+PREFETCH_MAX_BYTES = 64 * 1024
+
 _pool_ids = itertools.count(1)
 _live_backends: weakref.WeakSet[ProcessBackend] = weakref.WeakSet()
+
+
+@dataclasses.dataclass(eq=False)
+class _Pending:
+    task: ChunkTask
+    payload: bytes
 
 
 @dataclasses.dataclass(eq=False)
@@ -68,19 +82,23 @@ class _Worker:
     conn: Any
     slot: Any
     ready: bool = False
-    task: ChunkTask | None = None
-    payload: bytes | None = None
+    #: Chunks sent and not yet answered, oldest first: the one running, and at most
+    #: ``PREFETCH - 1`` waiting in its pipe so it never idles between chunks.
+    held: collections.deque[_Pending] = dataclasses.field(default_factory=collections.deque)
     functions: collections.OrderedDict[bytes, None] = dataclasses.field(
         default_factory=collections.OrderedDict)
     retiring: bool = False
     kill_reason: str | None = None
+    kill_chunk: int | None = None
     kill_position: int | None = None
 
-
-@dataclasses.dataclass(eq=False)
-class _Pending:
-    task: ChunkTask
-    payload: bytes
+    def running(self) -> _Pending | None:
+        """The held chunk the worker has started (it writes the chunk id into its slot)."""
+        chunk_id = int(self.slot[SLOT_CHUNK])
+        for pending in self.held:
+            if pending.task.chunk_id == chunk_id:
+                return pending
+        return None
 
 
 class ProcessBackend(Backend):
@@ -102,7 +120,7 @@ class ProcessBackend(Backend):
         self._numbers = itertools.count()
         self._failed_starts = 0
         self._encode_seconds: dict[int, float] = {}
-        self._idle = 0  # workers ready and without a chunk, as the manager last counted them
+        self._capacity = 0  # chunks the workers could take now, as the manager last counted
         self._woken = False  # a wake-up byte is on its way to the manager
         self._stopping = False
         self._broken: BaseException | None = None
@@ -129,18 +147,18 @@ class ProcessBackend(Backend):
                    job.max_tasks_per_worker, job.profile)
         encode_started = time.perf_counter()
         try:
-            payload = b"C" + _transport.encode(message, self._prefix + "c-")
+            payload = b"C" + struct.pack("<q", task.chunk_id) + _transport.encode(message, self._prefix + "c-")
         except Exception as error:
             raise SerializationError(f"a chunk could not be pickled: {type(error).__name__}: {error}") from error
         self._encode_seconds[task.chunk_id] = time.perf_counter() - encode_started
         with self._lock:
             if not self.usable:
-                _transport.discard(payload[1:])
+                _transport.discard(payload[9:])
                 raise self._broken or PoolClosedError("the pool was shut down")
             self._pending.append(_Pending(task, payload))
             # Waking the manager costs a GIL hand-off; when no worker is idle it would find
             # nothing to do, and it dispatches the pending chunk when a worker reports back.
-            wake = self._idle > 0 and not self._woken
+            wake = self._capacity > 0 and not self._woken
             if wake:
                 self._woken = True
         if wake:
@@ -161,7 +179,7 @@ class ProcessBackend(Backend):
             if stop_running:
                 self._commands.append(("cancel", job_id))
         for pending in dropped:
-            _transport.discard(pending.payload[1:])
+            _transport.discard(pending.payload[9:])
         if stop_running:
             self._wake()
 
@@ -192,7 +210,8 @@ class ProcessBackend(Backend):
 
     def _start_worker(self) -> _Worker:
         parent_end, child_end = self._context.Pipe(duplex=True)
-        slot = RawArray("d", 2)
+        slot = RawArray("d", 3)
+        slot[SLOT_CHUNK] = -1
         number = next(self._numbers)
         process = self._context.Process(  # type: ignore[attr-defined]
             target=worker_main, name=f"parmap-worker-{self._pool_id}.{number}",
@@ -250,29 +269,34 @@ class ProcessBackend(Backend):
                 return True
             if command == "cancel":
                 for worker in self._workers.values():
-                    if worker.task is not None and worker.task.job.job_id == argument and not worker.kill_reason:
+                    if not worker.kill_reason and any(p.task.job.job_id == argument for p in worker.held):
                         worker.kill_reason = "cancel"
+                        worker.kill_chunk = argument  # here: the cancelled job's id
                         worker.process.kill()
 
     def _dispatch(self) -> None:
-        idle = [w for w in self._workers.values() if w.ready and w.task is None and not w.retiring]
-        while idle:
-            with self._lock:
-                if not self._pending:
-                    break
-                pending = self._pending.popleft()
-            self._send_chunk(idle.pop(), pending)
+        """Give pending chunks to idle workers first, then one more to each busy worker."""
+        ready = [w for w in self._workers.values() if w.ready and not w.retiring]
+        for depth in range(PREFETCH):
+            for worker in ready:
+                if len(worker.held) != depth:
+                    continue
+                with self._lock:
+                    if not self._pending:
+                        break
+                    if depth and len(self._pending[0].payload) > PREFETCH_MAX_BYTES:
+                        break
+                    pending = self._pending.popleft()
+                self._send_chunk(worker, pending)
         with self._lock:
-            self._idle = len(idle)
+            self._capacity = sum(PREFETCH - len(w.held) for w in ready)
 
     def _send_chunk(self, worker: _Worker, pending: _Pending) -> None:
         job = pending.task.job
         assert job.function_payload is not None
         key, function = job.function_payload
-        worker.task, worker.payload = pending.task, pending.payload
+        worker.held.append(pending)
         pending.task.dispatched_at = time.monotonic()
-        worker.slot[SLOT_POSITION] = -1
-        worker.slot[SLOT_STARTED] = 0.0
         try:
             if key in worker.functions:
                 worker.functions.move_to_end(key)
@@ -303,13 +327,14 @@ class ProcessBackend(Backend):
             self._broken = error
             self._fail_all(error)
         elif kind == b"P":
-            if worker.task is not None:
+            running = worker.running()
+            if running is not None:
                 position, fraction = struct.unpack_from("<id", message, 1)
-                self._deliver(ChunkProgress(worker.task, position, fraction))
+                self._deliver(ChunkProgress(running.task, position, fraction))
         elif kind == b"D":
-            task, worker.task, worker.payload = worker.task, None, None
-            if task is None:
+            if not worker.held:
                 return True
+            task = worker.held.popleft().task
             encode_seconds = self._encode_seconds.pop(task.chunk_id, 0.0)
             decode_started = time.perf_counter()
             try:
@@ -336,19 +361,26 @@ class ProcessBackend(Backend):
         return True
 
     def _on_exit(self, worker: _Worker) -> None:
-        """The worker's process ended: report the chunk it held, then replace it."""
+        """The worker's process ended: report the chunk it was running, re-queue the others."""
         while worker.conn.poll() and self._receive(worker):  # its last messages come first
             pass
         worker.process.join(timeout=1.0)
         del self._workers[worker.number]
         worker.conn.close()
         _transport.remove_segments(self._worker_prefix(worker))
-        task = worker.task
-        if task is not None:
-            self._encode_seconds.pop(task.chunk_id, None)
-            assert worker.payload is not None
-            _transport.discard(worker.payload[1:])
-            self._report_loss(worker, task)
+        running = worker.running()
+        untouched = []
+        for pending in worker.held:
+            self._encode_seconds.pop(pending.task.chunk_id, None)
+            if pending is running:
+                _transport.discard(pending.payload[9:])
+                self._report_loss(worker, pending.task)
+            elif worker.kill_reason == "cancel" and pending.task.job.job_id == worker.kill_chunk:
+                _transport.discard(pending.payload[9:])
+            else:
+                untouched.append(pending)  # never started: another worker runs it, uncharged
+        with self._lock:
+            self._pending.extendleft(reversed(untouched))
         if not worker.ready and worker.kill_reason is None:
             self._failed_starts += 1
             if self._failed_starts >= MAX_FAILED_STARTS:
@@ -369,13 +401,13 @@ class ProcessBackend(Backend):
                 self._fail_all(broken)
 
     def _report_loss(self, worker: _Worker, task: ChunkTask) -> None:
-        if worker.kill_reason == "cancel":
+        if worker.kill_reason == "cancel" and task.job.job_id == worker.kill_chunk:
             return  # the job is gone; nobody waits for this chunk
         raw = int(worker.slot[SLOT_POSITION])
         position: int | None = raw if 0 <= raw < len(task.items) else None
         exitcode = worker.process.exitcode
         error: BaseException
-        if worker.kill_reason == "timeout":
+        if worker.kill_reason == "timeout" and worker.kill_chunk == task.chunk_id:
             position = worker.kill_position
             assert position is not None
             error = timeout_error(task.indices[position], task.job.timeout)
@@ -398,34 +430,37 @@ class ProcessBackend(Backend):
             f"the worker process (pid {worker.process.pid}) running item {index}{phase} died: "
             f"{_describe_exit(exitcode)}", indices=[index], exitcode=exitcode, pid=worker.process.pid)
 
-    def _seconds_to_next_deadline(self) -> float | None:
-        now = time.monotonic()
-        soonest = None
-        for worker in self._workers.values():
-            deadline = self._deadline_of(worker)
-            if deadline is not None and (soonest is None or deadline < soonest):
-                soonest = deadline
-        return None if soonest is None else max(0.0, soonest - now)
-
     @staticmethod
-    def _deadline_of(worker: _Worker) -> float | None:
-        task = worker.task
-        if task is None or task.job.timeout is None or worker.kill_reason:
+    def _deadline_of(worker: _Worker) -> tuple[float, _Pending | None] | None:
+        """When the worker's running item overruns (with that chunk); ``None`` if never."""
+        if worker.kill_reason or not worker.held:
+            return None
+        running = worker.running()
+        if running is None:  # not started yet: look again within the shortest timeout held
+            timeouts = [p.task.job.timeout for p in worker.held if p.task.job.timeout is not None]
+            return (time.monotonic() + min(timeouts), None) if timeouts else None
+        timeout = running.task.job.timeout
+        if timeout is None:
             return None
         # The worker writes the start time before the position; reading in the opposite
         # order never pairs a new position with an old start time.
         position = worker.slot[SLOT_POSITION]
         started = worker.slot[SLOT_STARTED]
         if position < 0 or started <= 0:
-            return time.monotonic() + task.job.timeout  # between items: look again later
-        return float(started) + task.job.timeout
+            return time.monotonic() + timeout, None  # between items: look again
+        return float(started) + timeout, running
+
+    def _seconds_to_next_deadline(self) -> float | None:
+        deadlines = [found[0] for found in map(self._deadline_of, self._workers.values()) if found]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
     def _enforce_timeouts(self) -> None:
         now = time.monotonic()
         for worker in self._workers.values():
-            deadline = self._deadline_of(worker)
-            if deadline is not None and deadline <= now:
+            found = self._deadline_of(worker)
+            if found is not None and found[1] is not None and found[0] <= now:
                 worker.kill_reason = "timeout"
+                worker.kill_chunk = found[1].task.chunk_id
                 worker.kill_position = int(worker.slot[SLOT_POSITION])
                 worker.process.kill()
 
@@ -439,12 +474,11 @@ class ProcessBackend(Backend):
         with self._lock:
             pending, self._pending = list(self._pending), collections.deque()
         for item in pending:
-            _transport.discard(item.payload[1:])
+            _transport.discard(item.payload[9:])
             self._deliver(ChunkFailed(item.task, error))
         for worker in self._workers.values():
-            if worker.task is not None:
-                task, worker.task = worker.task, None
-                self._deliver(ChunkFailed(task, error))
+            while worker.held:
+                self._deliver(ChunkFailed(worker.held.popleft().task, error))
 
     def _close(self) -> None:
         """Stop every worker: idle ones are asked, busy ones killed; nothing is left running."""
@@ -453,7 +487,7 @@ class ProcessBackend(Backend):
         self._fail_all(closed)
         for worker in self._workers.values():
             try:
-                if worker.task is None and worker.ready:
+                if not worker.held and worker.ready:
                     worker.conn.send_bytes(b"S")
                 else:
                     worker.process.kill()
