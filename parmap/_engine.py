@@ -20,11 +20,13 @@ items are retried, which failures end the job, and cancelling what is left when 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, Union
 
 from ._chunking import CostEstimate, iter_chunks, resolve_chunksize
 from ._config import MapOptions
@@ -53,6 +55,24 @@ class ResultStore(Protocol):
 
     def save(self, results: Sequence[tuple[int, Any]]) -> None:
         """Store newly finished ``(index, result)`` pairs (the store batches its commits)."""
+
+
+@dataclasses.dataclass
+class _InputChunk:
+    """The feeder thread read a chunk of a lazy input."""
+
+    start: int
+    items: Sequence[Any]
+
+
+@dataclasses.dataclass
+class _InputEnd:
+    """The lazy input is exhausted (``error`` is None) or raised ``error``."""
+
+    error: BaseException | None
+
+
+_Event = Union[Outcome, _InputChunk, _InputEnd]
 
 
 class _Record:
@@ -95,8 +115,8 @@ class Job:
         self._options = options
         self._ordered = ordered
         self._progress = progress
-        self._outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
-        self._spec = JobSpec(job_id=next(_job_ids), function=function, deliver=self._outcomes.put,
+        self._outcomes: queue.SimpleQueue[_Event] = queue.SimpleQueue()
+        self._spec = JobSpec(job_id=next(_job_ids), function=function, deliver=self._deliver,
                              timeout=options.timeout, max_tasks_per_worker=options.max_tasks_per_worker,
                              seed=options.seed, profile=profile)
         self._store = store
@@ -107,15 +127,21 @@ class Job:
         self._cost = CostEstimate()
         self._chunks = iter_chunks(items, self._next_chunksize)
         self._input_done = False
+        # Sequences are sliced here; any other iterable may block (a socket, a queue), so a
+        # feeder thread reads it, a window ahead, while results keep flowing to the caller.
+        self._feeder: threading.Thread | None = None
+        self._lazy_input = self._length is None
         self._records: collections.deque[_Record] = collections.deque()
         self._completed: collections.deque[_Record] = collections.deque()
         self._tasks: dict[int, tuple[_Record, Sequence[int]]] = {}
         self._attempts: dict[int, int] = {}
         self._window = options.max_in_flight or IN_FLIGHT_PER_WORKER * workers
+        self._permits = threading.Semaphore(self._window)  # chunks the feeder may read ahead
         self._measured = options.chunksize != "auto"
         self._closed = False
         self.stats = StatsCollector()
         self._started = 0.0
+        self._thread: int | None = None  # the thread iterating the job
 
     # ---------------------------------------------------------------- public
 
@@ -131,6 +157,7 @@ class Job:
         """
         completed = False
         self._started = time.monotonic()
+        self._thread = threading.get_ident()
         try:
             while True:
                 self._fill()
@@ -139,7 +166,7 @@ class Job:
                     completed = True
                     self.close()
                     return
-                if not self._tasks:
+                if not self._tasks and not self._lazy_input:
                     continue  # all sent work is in (inline backends): yield it, send more
                 self._handle(self._outcomes.get())
                 while True:  # handle every outcome already there before submitting more
@@ -162,6 +189,7 @@ class Job:
         if self._tasks and self._backend is not None:
             self._backend.cancel(self._spec.job_id, stop_running=stop_running)
         self._tasks.clear()
+        self._permits.release()  # a feeder waiting for room wakes up, sees the job closed, ends
         if self._on_finish is not None:
             self._on_finish(self.stats.finish(time.monotonic() - self._started))
 
@@ -177,29 +205,53 @@ class Job:
 
     def _fill(self) -> None:
         """Submit new chunks while the window allows and the input lasts."""
+        if self._lazy_input:
+            if self._feeder is None:
+                self._feeder = threading.Thread(target=self._feed, name="parmap-feeder", daemon=True)
+                self._feeder.start()
+            return
         while not self._input_done:
             limit = self._window if self._measured else self._workers
             outstanding = len(self._records) if self._ordered else len(self._tasks)
             if outstanding >= limit or (not self._measured and len(self._tasks) >= limit):
                 return
-            waited = time.perf_counter()
             try:
                 start, items = next(self._chunks)
             except StopIteration:
                 self._input_done = True
                 return
-            finally:
-                self.stats.input_wait_seconds += time.perf_counter() - waited
-            self._sent_items += len(items)
-            record = _Record(start, items)
-            self._records.append(record)
-            offsets: Sequence[int] = range(len(items))
-            if self._store is not None:
-                offsets = self._resume(record)
-            if offsets:
-                self._submit(record, offsets)
-            elif not self._ordered:
-                self._completed.append(record)
+            self._add_record(start, items)
+
+    def _feed(self) -> None:
+        """Feeder thread: read the lazy input a chunk at a time, never more than the window ahead."""
+        try:
+            while True:
+                self._permits.acquire()
+                if self._closed:
+                    return
+                waited = time.perf_counter()
+                try:
+                    start, items = next(self._chunks)
+                except StopIteration:
+                    self._outcomes.put(_InputEnd(None))
+                    return
+                finally:
+                    self.stats.input_wait_seconds += time.perf_counter() - waited
+                self._outcomes.put(_InputChunk(start, items))
+        except BaseException as error:  # the user's iterable raised: the caller gets it
+            self._outcomes.put(_InputEnd(error))
+
+    def _add_record(self, start: int, items: Sequence[Any]) -> None:
+        self._sent_items += len(items)
+        record = _Record(start, items)
+        self._records.append(record)
+        offsets: Sequence[int] = range(len(items))
+        if self._store is not None:
+            offsets = self._resume(record)
+        if offsets:
+            self._submit(record, offsets)
+        elif not self._ordered:
+            self._completed.append(record)
 
     def _resume(self, record: _Record) -> list[int]:
         """Fill ``record`` from the store; return the offsets still to run."""
@@ -253,7 +305,26 @@ class Job:
 
     # ---------------------------------------------------------------- receiving
 
-    def _handle(self, outcome: Outcome) -> None:
+    def _deliver(self, outcome: Outcome) -> None:
+        """Queue an outcome for the job's thread; a report made *in* that thread is shown at once.
+
+        An inline backend (serial) runs tasks in the job's own thread, which cannot handle
+        its queue until the chunk ends: its reports would only reach the bar after the item.
+        """
+        if type(outcome) is ChunkProgress and threading.get_ident() == self._thread:
+            self._on_progress(outcome)
+        else:
+            self._outcomes.put(outcome)
+
+    def _handle(self, outcome: _Event) -> None:
+        if isinstance(outcome, _InputChunk):
+            self._add_record(outcome.start, outcome.items)
+            return
+        if isinstance(outcome, _InputEnd):
+            self._input_done = True
+            if outcome.error is not None:
+                raise outcome.error
+            return
         if isinstance(outcome, ChunkProgress):
             self._on_progress(outcome)
             return
@@ -366,9 +437,11 @@ class Job:
     def _ready_batches(self) -> Iterator[list[Any]]:
         if self._ordered:
             while self._records and self._records[0].missing == 0:
+                self._permits.release()
                 yield self._records.popleft().values
         else:
             while self._completed:
                 record = self._completed.popleft()
                 self._records.remove(record)
+                self._permits.release()
                 yield record.values
