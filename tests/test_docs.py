@@ -1,0 +1,234 @@
+"""The code in the README and the docs runs, and the docs cover the whole public API.
+
+Every ```` ```python ```` block of ``README.md`` and ``docs/*.md`` is executed: the blocks of
+one page run in order, in one fresh interpreter whose working directory is a temporary
+directory. They share the ``__main__`` namespace, which has no ``__file__``, as in a
+notebook: a page's snippets are short scripts whose calls are not all under the
+``if __name__ == "__main__":`` guard, and workers started with ``spawn`` or ``forkserver``
+must not import the whole page again. (The examples, run as real scripts, cover the guard.)
+A block may be marked by an HTML comment on the line just before it:
+
+* ``<!-- no-run -->``: never executed (needs a cluster, shows a mistake on purpose...);
+  keep these rare;
+* ``<!-- requires: joblib, mpire -->``: executed only when those modules are importable
+  (side-by-side snippets of other libraries on the migration page).
+
+Indented blocks (inside content tabs or admonitions) are found too, and a block's
+``--8<-- "path"`` lines (pymdownx.snippets, paths relative to the repository root) are
+replaced by that file, as the docs build does. Examples that simulate work with ``sleep``
+run with ``PARMAP_EXAMPLE_SLEEP_SCALE`` set, as in ``tests/test_examples.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import parmap
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+#: Seconds one page's blocks may take together; the slowest page (migration) needs ~20 s.
+PAGE_TIMEOUT = 150
+
+#: Runs the block files named in ``sys.argv[1:]`` one after another in ``__main__``. Each is
+#: compiled on its own (a block may start with ``from __future__ import ...``), under its
+#: file name, so tracebacks show the block's source.
+_RUNNER = ("import sys\n"
+           "for path in sys.argv[1:]:\n"
+           "    exec(compile(open(path, encoding='utf-8').read(), path, 'exec'), vars(sys.modules['__main__']))\n")
+
+_FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>python|py)[ \t]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$",
+                    re.MULTILINE | re.DOTALL)
+_INCLUDE = re.compile(r'^--8<--[ \t]+"(?P<path>[^"]+)"[ \t]*$', re.MULTILINE)
+_MARKER = re.compile(r"<!--\s*(?P<kind>no-run|requires:)(?P<argument>[^>]*?)\s*-->")
+
+
+@dataclasses.dataclass
+class Block:
+    """One python code block of a page."""
+
+    page: Path
+    line: int  # 1-based line of the opening fence
+    code: str
+    marker: str | None  # "no-run", "requires:" or None
+    argument: str
+
+
+def extract_blocks(page: Path) -> list[Block]:
+    """The python blocks of ``page``, in order, with the marker of the line before each."""
+    text = page.read_text(encoding="utf-8")
+    blocks = []
+    for match in _FENCE.finditer(text):
+        before = text[:match.start()].rstrip("\n").rsplit("\n", 1)[-1].strip()
+        marker = _MARKER.fullmatch(before)
+        blocks.append(Block(
+            page=page, line=text.count("\n", 0, match.start()) + 1,
+            code=_expand_includes(textwrap.dedent(match.group("body"))),
+            marker=marker.group("kind") if marker else None,
+            argument=marker.group("argument").strip() if marker else ""))
+    return blocks
+
+
+def _expand_includes(code: str) -> str:
+    """Replace each ``--8<-- "path"`` line by the text of that file, as pymdownx.snippets does."""
+    return _INCLUDE.sub(lambda match: (ROOT / match.group("path")).read_text(encoding="utf-8").rstrip("\n"), code)
+
+
+def missing_modules(block: Block) -> list[str]:
+    """Modules a ``requires:`` block names that are not importable here."""
+    if block.marker != "requires:":
+        return []
+    names = [name.strip() for name in block.argument.split(",") if name.strip()]
+    return [name for name in names if importlib.util.find_spec(name) is None]
+
+
+def runnable_blocks(page: Path) -> list[Block]:
+    return [b for b in extract_blocks(page) if b.marker != "no-run" and not missing_modules(b)]
+
+
+def write_block_files(blocks: list[Block], directory: Path) -> list[Path]:
+    """One file per block, named after its page and line, in the order they run."""
+    paths = []
+    for number, block in enumerate(blocks):
+        path = directory / f"{number:02}_{block.page.stem}_line{block.line}.py"
+        path.write_text(block.code, encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def _page_id(page: Path) -> str:
+    return page.relative_to(ROOT).as_posix()
+
+
+@pytest.mark.timeout(PAGE_TIMEOUT + 30)
+@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def test_page_code_blocks_run(page: Path, tmp_path: Path) -> None:
+    blocks = runnable_blocks(page)
+    if not blocks:
+        pytest.skip(f"{_page_id(page)} has no runnable python block")
+    block_files = write_block_files(blocks, tmp_path)
+    env = {**os.environ, "PARMAP_EXAMPLE_SLEEP_SCALE": "0.02",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    try:
+        process = subprocess.run([sys.executable, "-c", _RUNNER, *map(str, block_files)], cwd=tmp_path, env=env,
+                                 capture_output=True, text=True, timeout=PAGE_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired as expired:
+        pytest.fail(f"the code blocks of {_page_id(page)} ran longer than {PAGE_TIMEOUT} s; "
+                    f"output so far:\n{expired.stdout!r}\n{expired.stderr!r}")
+    assert process.returncode == 0, (
+        f"the code blocks of {_page_id(page)} failed (exit code {process.returncode}); "
+        f"each block ran from a file named after its page and line.\n"
+        f"--- stdout (tail)\n{process.stdout[-3000:]}\n--- stderr (tail)\n{process.stderr[-5000:]}")
+
+
+def test_markers_are_rare_and_well_formed() -> None:
+    """``no-run`` stays the exception; every ``requires:`` names at least one module."""
+    blocks = [block for page in PAGES for block in extract_blocks(page)]
+    no_run = [f"{b.page.name}:{b.line}" for b in blocks if b.marker == "no-run"]
+    assert len(blocks) >= 30
+    assert len(no_run) <= len(blocks) // 10, f"too many no-run blocks: {no_run}"
+    for block in blocks:
+        if block.marker == "requires:":
+            assert block.argument, f"{block.page.name}:{block.line}: 'requires:' names no module"
+
+
+def test_block_extraction_handles_markers_and_indentation(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(textwrap.dedent("""\
+        Text.
+
+        ```python
+        x = 1
+        ```
+
+        <!-- no-run -->
+        ```python
+        raise SystemExit("never runs")
+        ```
+
+        === "Tab"
+
+            <!-- requires: surely_not_a_module_name -->
+            ```python
+            import surely_not_a_module_name
+            ```
+
+            ```python
+            y = x + 1
+            ```
+
+        ```bash
+        echo not python
+        ```
+
+        ```python
+        --8<-- "examples/quickstart.py"
+        ```
+        """))
+    blocks = extract_blocks(page)
+    assert [(b.marker, b.code) for b in blocks[:4]] == [
+        (None, "x = 1\n"),
+        ("no-run", 'raise SystemExit("never runs")\n'),
+        ("requires:", "import surely_not_a_module_name\n"),
+        (None, "y = x + 1\n"),
+    ]
+    assert [b.code for b in runnable_blocks(page)][:2] == ["x = 1\n", "y = x + 1\n"]
+    assert blocks[-1].code.strip() == (ROOT / "examples" / "quickstart.py").read_text(encoding="utf-8").strip()
+
+
+def test_reference_page_covers_the_public_api() -> None:
+    """Each public name is rendered by mkdocstrings: ``::: parmap`` or its own ``::: parmap.NAME``."""
+    reference = (ROOT / "docs" / "reference.md").read_text(encoding="utf-8")
+    directives = set(re.findall(r"^::: (\S+)", reference, re.MULTILINE))
+    missing = [name for name in parmap.__all__ if "parmap" not in directives and f"parmap.{name}" not in directives]
+    assert not missing, f"docs/reference.md does not render: {missing}"
+
+
+def test_every_option_is_documented() -> None:
+    """Every decorator and per-call option appears in the README and in the user guide."""
+    from parmap._decorator import ParallelOptions
+
+    options = sorted(ParallelOptions.__annotations__)
+    for name in ("README.md", "docs/user-guide.md"):
+        text = (ROOT / name).read_text(encoding="utf-8")
+        missing = [option for option in options if f"`{option}`" not in text and f"{option}=" not in text]
+        assert not missing, f"{name} does not mention the option(s) {missing}"
+
+
+def test_every_map_method_is_documented() -> None:
+    """Every public method of a decorated function appears in the README and in the user guide."""
+    from parmap._decorator import _MapMethods
+
+    methods = sorted(name for name in vars(_MapMethods) if not name.startswith("_"))
+    assert "map" in methods
+    for name in ("README.md", "docs/user-guide.md"):
+        text = (ROOT / name).read_text(encoding="utf-8")
+        missing = [method for method in methods if f".{method}(" not in text and f"`{method}`" not in text]
+        assert not missing, f"{name} does not mention the method(s) {missing}"
+
+
+def test_readme_links_point_to_files() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(((?!https?://|#)[^)#\s]+)", readme)
+    assert targets
+    missing = [target for target in targets if not (ROOT / target).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
+
+
+def test_readme_shows_the_two_setup_commands() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert ("python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/python examples/quickstart.py"
+            in readme)
+    assert "\nscripts/test\n" in readme
+    assert (ROOT / "examples" / "quickstart.py").exists()
+    assert os.access(ROOT / "scripts" / "test", os.X_OK)
