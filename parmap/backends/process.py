@@ -241,9 +241,11 @@ class ProcessBackend(Backend):
                 sentinels = {w.process.sentinel: w for w in self._workers.values()}
                 ready = wait([self._wake_reader, *conns, *sentinels], self._seconds_to_next_deadline())
                 if self._wake_reader in ready:
+                    # Drain first, then re-arm: a submit between the two finds the flag
+                    # still set and skips its byte, and its chunk is dispatched below anyway.
+                    os.read(self._wake_reader, 4096)
                     with self._lock:
                         self._woken = False
-                    os.read(self._wake_reader, 4096)
                 for obj in ready:
                     worker = conns.get(obj)
                     if worker is not None and worker.number in self._workers:
@@ -502,6 +504,9 @@ class ProcessBackend(Backend):
             worker.conn.close()
         self._workers.clear()
         _transport.remove_segments(self._prefix)
+        # Leave the fork handler's list first: a child forked later must not close these
+        # fd numbers, which the parent may by then have reused (e.g. for a new worker's pipes).
+        _live_backends.discard(self)
         os.close(self._wake_reader)
         os.close(self._wake_writer)
 
