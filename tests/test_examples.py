@@ -37,7 +37,8 @@ def _run(example: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_the_examples_are_there() -> None:
     names = {example.name for example in EXAMPLES}
     assert {"quickstart.py", "seed_map_with_results.py", "seed_map_no_results.py", "seed_chunksize.py",
-            "progress_batch_loop.py", "decorate_library_function.py", "methods.py"} <= names
+            "progress_batch_loop.py", "decorate_library_function.py", "methods.py", "reproducible_randomness.py",
+            "resumable_map.py", "progress_from_tasks.py", "run_insights.py"} <= names
 
 
 @pytest.mark.timeout(EXAMPLE_TIMEOUT + 30)

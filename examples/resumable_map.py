@@ -1,0 +1,59 @@
+"""A resumable map: killed with SIGKILL in the middle of a run, then resumed from its checkpoint.
+
+The example runs itself in a child process that maps a slow function over 200 items with
+``checkpoint=``, kills that child with ``kill -9`` part-way through, then runs the same
+call here: the items the child finished come from the checkpoint file, the others run
+now, and the result list is complete.
+
+Run it with ``python examples/resumable_map.py``. Set the environment variable
+``PARMAP_EXAMPLE_SLEEP_SCALE`` (default 1) to shorten the simulated work, e.g. ``0.05``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from parmap import parallel
+
+#: Multiplies every simulated sleep; 1 makes the first run last about five seconds.
+SLEEP_SCALE = float(os.environ.get("PARMAP_EXAMPLE_SLEEP_SCALE", "1"))
+
+ITEMS = range(200)
+
+
+@parallel(workers=2)
+def slow_square(x: int) -> int:
+    time.sleep(0.05 * SLEEP_SCALE)  # stands in for real work
+    return x * x
+
+
+def run(checkpoint: Path) -> None:
+    """The map both runs make: same function, same input, same checkpoint file."""
+    results = slow_square.map(ITEMS, checkpoint=checkpoint, stats=True)
+    assert results == [x * x for x in ITEMS]
+    print(f"complete: {len(results)} results; {results.stats.resumed_items} came from the checkpoint", flush=True)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint = Path(directory, "squares.sqlite")
+        child = subprocess.Popen([sys.executable, __file__, "--run", str(checkpoint)])
+        time.sleep(2.0 * SLEEP_SCALE)  # let it finish some of the items
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)  # no cleanup, no chance to save anything more
+            print("killed the first run with SIGKILL", flush=True)
+        child.wait()
+        run(checkpoint)  # the second run skips what the first one saved
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--run"]:
+        run(Path(sys.argv[2]))
+    else:
+        main()
