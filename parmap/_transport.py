@@ -48,6 +48,11 @@ def segment_prefix(owner_pid: int, tag: str) -> str:
 def encode(obj: Any, prefix: str) -> bytes:
     """Pickle ``obj``; buffers of ``OUT_OF_BAND_MIN_BYTES`` or more go to shared-memory files.
 
+    NumPy arrays (and anything else exposing ``PickleBuffer``) go out of band directly.
+    ``bytes``, ``bytearray`` and ``memoryview`` have no out-of-band form of their own, so
+    when a message turns out large (or holds a memoryview, which cannot be pickled at all)
+    the large ones among its items or results are wrapped and the message pickled again.
+
     Raises whatever pickling raises (the caller turns it into a ``SerializationError``).
     """
     segments: list[str] = []
@@ -60,7 +65,18 @@ def encode(obj: Any, prefix: str) -> bytes:
         return False
 
     try:
-        body: bytes = cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=keep_out_of_band)
+        try:
+            body: bytes = cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=keep_out_of_band)
+        except TypeError:
+            wrapped = _wrap_large_buffers(obj, depth=3)
+            if wrapped is obj:
+                raise
+            body = cloudpickle.dumps(wrapped, protocol=PROTOCOL, buffer_callback=keep_out_of_band)
+        else:
+            if len(body) >= OUT_OF_BAND_MIN_BYTES:
+                wrapped = _wrap_large_buffers(obj, depth=3)
+                if wrapped is not obj:
+                    body = cloudpickle.dumps(wrapped, protocol=PROTOCOL, buffer_callback=keep_out_of_band)
     except BaseException:
         _unlink_all(segments)
         raise
@@ -68,6 +84,39 @@ def encode(obj: Any, prefix: str) -> bytes:
         return _IN_BAND + body
     names = "\0".join(segments).encode()
     return _OUT_OF_BAND + struct.pack("<I", len(names)) + names + body
+
+
+_BUFFER_TYPES = (bytes, bytearray, memoryview)
+
+
+class _OutOfBand:
+    """Carries a large ``bytes``/``bytearray``/``memoryview`` as a protocol-5 ``PickleBuffer``."""
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        self.data = data
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        return (_rebuild_buffer, (type(self.data).__name__, pickle.PickleBuffer(self.data)))
+
+
+def _rebuild_buffer(kind: str, buffer: Any) -> bytes | bytearray | memoryview:
+    view = memoryview(buffer)
+    if kind == "memoryview":
+        return view  # backed by the mapped segment: no copy at all
+    return bytearray(view) if kind == "bytearray" else bytes(view)
+
+
+def _wrap_large_buffers(obj: Any, depth: int) -> Any:
+    """``obj`` with large buffers among its (nested) list and tuple elements wrapped."""
+    if type(obj) in _BUFFER_TYPES:
+        size = obj.nbytes if type(obj) is memoryview else len(obj)
+        return _OutOfBand(obj) if size >= OUT_OF_BAND_MIN_BYTES or type(obj) is memoryview else obj
+    if depth == 0 or type(obj) not in (list, tuple):
+        return obj
+    wrapped = [_wrap_large_buffers(element, depth - 1) for element in obj]
+    if all(new is old for new, old in zip(wrapped, obj)):
+        return obj
+    return wrapped if type(obj) is list else tuple(wrapped)
 
 
 def decode(data: bytes | memoryview) -> Any:
