@@ -177,9 +177,12 @@ class _MapMethods(Generic[T, R]):
 
     def _run_to_list(self, job: Job, options: MapOptions, total: int | None) -> list[R]:
         progress = make_progress(options.progress, total, self._settings()[2])
-        job._progress = progress
+        job.progress = progress
         try:
             results: list[R] = list(itertools.chain.from_iterable(job.batches()))
+        except KeyboardInterrupt:
+            job.close(stop_running=True)  # Ctrl-C may land outside the job's own frame
+            raise
         finally:
             progress.close()
         if options.stats:
@@ -199,10 +202,13 @@ class _MapMethods(Generic[T, R]):
 
 def _iterate(job: Job, progress: Any) -> Iterator[Any]:
     """Results of ``job`` one by one; the bar closes however the loop ends."""
-    job._progress = progress
+    job.progress = progress
     try:
         for batch in job.batches():
             yield from batch
+    except KeyboardInterrupt:
+        job.close(stop_running=True)
+        raise
     finally:
         progress.close()
 

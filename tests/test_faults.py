@@ -360,14 +360,27 @@ def test_ctrl_c_reaches_the_caller_within_a_second(method: str, tmp_path: Path) 
                 {call}
             except KeyboardInterrupt:
                 print("interrupted after", time.monotonic() - sent, flush=True)
+            running = [int(p.read_text()) for p in Path(directory).glob("started-*")]
             Path(directory, "go").write_text("")
             print("next call", task.map([(directory, 7)]), flush=True)
+            # The workers that ran the interrupted tasks were stopped, not left to finish.
+            def gone(pid):
+                try:
+                    state = Path(f"/proc/{{pid}}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                except FileNotFoundError:
+                    return True
+                return state == "Z"
+            deadline = time.monotonic() + 5
+            while not all(gone(pid) for pid in running) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            print("running tasks stopped", all(gone(pid) for pid in running), flush=True)
     """
     process = _run_script(code)
     assert "interrupted after" in process.stdout, process.stderr
     delay = float(process.stdout.split("interrupted after")[1].split()[0])
     assert delay < 1.0
     assert "next call [7]" in process.stdout
+    assert "running tasks stopped True" in process.stdout
     if method == "progress":
         assert "0/6" in process.stderr or "1/6" in process.stderr
 
