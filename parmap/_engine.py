@@ -39,6 +39,9 @@ from .errors import ParmapError, SerializationError, TaskTimeoutError, WorkerLos
 #: the memory of a stream to a few chunks per worker, whatever the input's length.
 IN_FLIGHT_PER_WORKER = 4
 
+#: In-task progress reports are rounded to this many steps per item (see ``_on_progress``).
+_FRACTION_STEPS = 1024
+
 _job_ids = itertools.count(1)
 _chunk_ids = itertools.count(1)
 
@@ -114,7 +117,7 @@ class Job:
         self._workers = workers
         self._options = options
         self._ordered = ordered
-        self._progress = progress
+        self.progress = progress
         self._outcomes: queue.SimpleQueue[_Event] = queue.SimpleQueue()
         self._spec = JobSpec(job_id=next(_job_ids), function=function, deliver=self._deliver,
                              timeout=options.timeout, max_tasks_per_worker=options.max_tasks_per_worker,
@@ -261,8 +264,8 @@ class Job:
             record.values[index - record.start] = value
         record.missing -= len(stored)
         self.stats.resumed_items += len(stored)
-        if stored and self._progress is not None:
-            self._progress.update(len(stored))
+        if stored and self.progress is not None:
+            self.progress.update(len(stored))
         return [offset for offset in range(len(record.items)) if record.start + offset not in stored]
 
     def _submit(self, record: _Record, offsets: Sequence[int]) -> None:
@@ -332,8 +335,8 @@ class Job:
         if entry is None:
             return  # cancelled, or a job already closed
         reported = self._partial.pop(outcome.task.chunk_id, None)
-        if reported and self._progress is not None:
-            self._progress.update(-sum(reported.values()))  # the item counts replace the fractions
+        if reported and self.progress is not None:
+            self.progress.update(-sum(reported.values()))  # the item counts replace the fractions
         record, offsets = entry
         if isinstance(outcome, ChunkDone):
             self._on_done(record, offsets, outcome)
@@ -343,11 +346,14 @@ class Job:
             raise outcome.error
 
     def _on_progress(self, report: ChunkProgress) -> None:
-        if report.task.chunk_id not in self._tasks or self._progress is None:
+        if report.task.chunk_id not in self._tasks or self.progress is None:
             return
         fractions = self._partial.setdefault(report.task.chunk_id, {})
-        self._progress.update(report.fraction - fractions.get(report.position, 0.0))
-        fractions[report.position] = report.fraction
+        # Multiples of 1/1024 add and subtract exactly in binary floating point, so the bar
+        # lands on the exact item count once the fractions are taken back.
+        fraction = round(report.fraction * _FRACTION_STEPS) / _FRACTION_STEPS
+        self.progress.update(fraction - fractions.get(report.position, 0.0))
+        fractions[report.position] = fraction
 
     def _on_done(self, record: _Record, offsets: Sequence[int], outcome: ChunkDone) -> None:
         self._measured = True
@@ -429,8 +435,8 @@ class Job:
 
     def _record_progress(self, record: _Record, count: int) -> None:
         self.stats.items += count
-        if self._progress is not None:
-            self._progress.update(count)
+        if self.progress is not None:
+            self.progress.update(count)
         if record.missing == 0 and not self._ordered:
             self._completed.append(record)
 

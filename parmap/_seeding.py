@@ -36,6 +36,15 @@ def seed_item(seed: int | None, index: int) -> None:
         numpy.random.seed(item_seed % (1 << 32))
 
 
+def current_context() -> tuple[int | None, int]:
+    """This thread's ``(seed, index)`` of the running item, to restore after a nested chunk."""
+    return getattr(_current, "seed", None), getattr(_current, "index", 0)
+
+
+def restore_context(context: tuple[int | None, int]) -> None:
+    _current.seed, _current.index = context
+
+
 def reseed_worker() -> None:
     """Give a new worker fresh random state, so forked workers never share their parent's."""
     fresh = int.from_bytes(os.urandom(8), "little")

@@ -89,6 +89,9 @@ def run_chunk(fn: Callable[[Any], Any], indices: Sequence[int], items: Sequence[
     count = len(items) if budget is None else min(budget, len(items))
     plain = timeout is None and seed is None and reporter is None and item_seconds is None
     _reporting.install(reporter)
+    # A seeded chunk's item seed must not outlive it: a later unseeded job on this worker
+    # (or the caller, after a serial map) would get item_rng() instead of RuntimeError.
+    outer_seed = _seeding.current_context() if seed is not None else None
     started = time.perf_counter()
     while len(values) < count:
         # Each pass runs items until one raises; ``len(values)`` is always the position
@@ -104,6 +107,8 @@ def run_chunk(fn: Callable[[Any], Any], indices: Sequence[int], items: Sequence[
         except BaseException as error:  # a task's SystemExit/KeyboardInterrupt is its own error
             errors[len(values)] = (error, format_traceback(error))
             values.append(None)
+    if outer_seed is not None:
+        _seeding.restore_context(outer_seed)
     _reporting.install(None)
     return values, errors, count, time.perf_counter() - started
 
