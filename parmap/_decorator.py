@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, Uni
 import wrapt
 
 from . import _registry
+from ._chunking import CostEstimate
 from ._config import MapOptions, PoolConfig, validate_map_options
 from ._engine import Job
 from ._progress import make_progress
@@ -172,7 +173,8 @@ class _MapMethods(Generic[T, R]):
                 store.close()
 
         job = Job(lambda: _registry.get_pool(config), workers, function, items, options, ordered=ordered,
-                  store=store, profile=options.stats, on_finish=remember)
+                  store=store, profile=options.stats, on_finish=remember,
+                  cost=owner._self_costs.setdefault(star, CostEstimate()))
         return job, options, total
 
     def _run_to_list(self, job: Job, options: MapOptions, total: int | None) -> list[R]:
@@ -239,6 +241,7 @@ class ParallelFunction(_MapMethods[T, R], wrapt.FunctionWrapper):  # type: ignor
         self._self_options = options
         self._self_settings = dict(settings)
         self._self_last_stats: RunStats | None = None
+        self._self_costs: dict[bool, CostEstimate] = {}  # per calling convention (map / starmap)
         target = getattr(function, "__func__", function)  # staticmethod / classmethod
         self._self_label = str(getattr(target, "__qualname__", None) or getattr(target, "__name__", "task"))
 

@@ -111,7 +111,8 @@ class Job:
     def __init__(self, pool: Callable[[], Backend], workers: int, function: Callable[[Any], Any],
                  items: Iterable[Any], options: MapOptions, *, ordered: bool,
                  progress: ProgressSink | None = None, store: ResultStore | None = None,
-                 profile: bool = False, on_finish: Callable[[RunStats], None] | None = None) -> None:
+                 profile: bool = False, on_finish: Callable[[RunStats], None] | None = None,
+                 cost: CostEstimate | None = None) -> None:
         self._pool = pool
         self._backend: Backend | None = None  # obtained with the first chunk: empty input starts nothing
         self._workers = workers
@@ -127,7 +128,9 @@ class Job:
         self._partial: dict[int, dict[int, float]] = {}  # chunk id -> position -> reported fraction
         self._length = len(items) if type(items) in (list, tuple, range) else None  # type: ignore[arg-type]
         self._sent_items = 0
-        self._cost = CostEstimate()
+        # The function's cost estimate outlives the job: the next call starts with chunks of
+        # the right size instead of probing again.
+        self._cost = cost if cost is not None else CostEstimate()
         self._chunks = iter_chunks(items, self._next_chunksize)
         self._input_done = False
         # Sequences are sliced here; any other iterable may block (a socket, a queue), so a
@@ -140,7 +143,7 @@ class Job:
         self._attempts: dict[int, int] = {}
         self._window = options.max_in_flight or IN_FLIGHT_PER_WORKER * workers
         self._permits = threading.Semaphore(self._window)  # chunks the feeder may read ahead
-        self._measured = options.chunksize != "auto"
+        self._measured = options.chunksize != "auto" or self._cost.seconds_per_item is not None
         self._closed = False
         self.stats = StatsCollector()
         self._started = 0.0
