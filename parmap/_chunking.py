@@ -52,7 +52,7 @@ Requested = Union[int, str]
 
 
 def resolve_chunksize(requested: Requested, *, workers: int, remaining: int | None,
-                      seconds_per_item: float | None) -> int:
+                      seconds_per_item: float | None, target_seconds: float | None = None) -> int:
     """Return the size of the next chunk.
 
     Args:
@@ -61,6 +61,7 @@ def resolve_chunksize(requested: Requested, *, workers: int, remaining: int | No
         remaining: items not yet sent, or ``None`` when the input length is unknown.
         seconds_per_item: measured compute cost per item, or ``None`` before the first
             measurement.
+        target_seconds: compute time to aim for per chunk (default ``TARGET_CHUNK_SECONDS``).
     """
     if isinstance(requested, int):
         return requested
@@ -68,7 +69,7 @@ def resolve_chunksize(requested: Requested, *, workers: int, remaining: int | No
         return 1
     if seconds_per_item <= 0:
         return MAX_CHUNKSIZE if remaining is None else max(1, min(MAX_CHUNKSIZE, remaining))
-    size = int(TARGET_CHUNK_SECONDS / seconds_per_item)
+    size = int((target_seconds or TARGET_CHUNK_SECONDS) / seconds_per_item)
     if remaining is not None:
         guided = math.ceil(remaining / (workers * GUIDED_DIVISOR))
         floor = int(MIN_CHUNK_SECONDS / seconds_per_item)

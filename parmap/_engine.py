@@ -203,8 +203,9 @@ class Job:
 
     def _next_chunksize(self) -> int:
         remaining = None if self._length is None else self._length - self._sent_items
-        size = resolve_chunksize(self._options.chunksize, workers=self._workers,
-                                 remaining=remaining, seconds_per_item=self._cost.seconds_per_item)
+        target = None if self._backend is None else self._backend.target_chunk_seconds
+        size = resolve_chunksize(self._options.chunksize, workers=self._workers, remaining=remaining,
+                                 seconds_per_item=self._cost.seconds_per_item, target_seconds=target)
         if self._options.max_tasks_per_worker is not None:
             size = min(size, self._options.max_tasks_per_worker)
         return size
@@ -227,6 +228,17 @@ class Job:
                 self._input_done = True
                 return
             self._add_record(start, items)
+
+    def _adopt_pool_size(self, workers: int) -> None:
+        """Size chunks and the window by the pool's real parallelism (a Dask cluster's threads)."""
+        if workers == self._workers:
+            return
+        self._workers = workers
+        if self._options.max_in_flight is None:
+            window = IN_FLIGHT_PER_WORKER * workers
+            for _ in range(window - self._window):
+                self._permits.release()
+            self._window = window
 
     def _feed(self) -> None:
         """Feeder thread: read the lazy input a chunk at a time, never more than the window ahead."""
@@ -284,6 +296,7 @@ class Job:
         self.stats.chunk_sizes.append(len(items))
         if self._backend is None:
             self._backend = self._pool()
+            self._adopt_pool_size(self._backend.workers)
         try:
             self._backend.submit(task)
         except SerializationError as error:

@@ -28,12 +28,15 @@ _generation = itertools.count(1)
 def get_pool(config: PoolConfig) -> Backend:
     """The live pool for ``config``, creating (or replacing a broken) one as needed.
 
-    Inside a worker, maps nest: a worker process runs an inner process-backend map serially
-    (daemonic processes may not have children), and each nesting depth gets pools of its own.
+    Inside a worker, maps nest: a worker process (or any daemonic process) runs an inner
+    process-backend map serially, since daemonic processes may not have children, and each
+    nesting depth gets pools of its own.
     """
     depth = nesting_depth()
-    if depth:
-        daemonic = in_worker_process() or multiprocessing.current_process().daemon  # e.g. a Dask worker
+    # A daemonic process (a parmap or Dask worker, a multiprocessing.Pool worker) may not
+    # have children: there a process-backend map runs serially instead of failing.
+    daemonic = in_worker_process() or multiprocessing.current_process().daemon
+    if depth or (daemonic and config.backend == "process"):
         backend = "serial" if config.backend == "process" and daemonic else config.backend
         config = dataclasses.replace(config, backend=backend, depth=depth)
     with _lock:

@@ -128,3 +128,10 @@ def inner_sum(n: int) -> int:
 def count_init(path: str) -> None:
     with open(path, "a") as handle:
         handle.write(f"{os.getpid()}\n")
+
+
+def map_inside(n: int) -> list[int]:
+    """Run a parmap map from wherever this is called (e.g. a daemonic Pool worker)."""
+    from parmap import parallel
+
+    return parallel(square, workers=2).map(range(n))

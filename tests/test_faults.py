@@ -424,3 +424,10 @@ def test_soak_kills_and_timeouts_leak_nothing(tmp_path: Path) -> None:
     from tests.conftest import worker_processes
 
     assert len([p for p in worker_processes() if not _zombie(p)]) == 2
+
+
+def test_map_inside_a_daemonic_process_runs_serially() -> None:
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.map(tasks.map_inside, [3]) == [[0, 1, 4]]

@@ -107,6 +107,10 @@ class Backend(abc.ABC):
     #: True when ``submit`` runs the chunk before returning (the serial backend).
     runs_inline = False
 
+    #: Compute time "auto" chunking aims for per chunk on this backend; ``None`` keeps the
+    #: policy's default. A backend with a costly per-chunk round trip (dask) asks for more.
+    target_chunk_seconds: float | None = None
+
     def __init__(self, config: PoolConfig) -> None:
         self.config = config
 
