@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import pickle
 import sqlite3
 import threading
 import time
@@ -142,7 +143,7 @@ class CheckpointStore:
             if _row_digest(payload) != digest:
                 continue
             try:
-                found[index] = cloudpickle.loads(payload)
+                found[index] = pickle.loads(payload)
             except Exception:
                 continue
         return found
@@ -150,20 +151,15 @@ class CheckpointStore:
     def save(self, results: Sequence[tuple[int, Any]]) -> None:
         """Buffer newly finished ``(index, result)`` pairs; commit once a batch is full.
 
-        Each result is pickled now, so a result the caller mutates later is stored as it
-        was returned.
+        Each result is pickled now (plain pickle, or cloudpickle for what it cannot do), so
+        a result the caller mutates later is stored as it was returned.
 
         Raises:
             SerializationError: a result cannot be pickled (the message names its index).
         """
         rows = []
         for index, value in results:
-            try:
-                payload = cloudpickle.dumps(value, protocol=5)
-            except Exception as error:
-                raise SerializationError(
-                    f"the result of item {index} could not be pickled into the checkpoint "
-                    f"{self.path!r}: {type(error).__name__}: {error}") from error
+            payload = _dumps_result(index, value, self.path)
             rows.append((index, _row_digest(payload), payload))
         with self._lock:
             self._require_open()
@@ -231,7 +227,7 @@ def stored_results(path: str | os.PathLike[str]) -> dict[int, Any]:
             raise CheckpointMismatchError(f"{os.fspath(path)!r} is not a parmap checkpoint: {error}") from error
     finally:
         connection.close()
-    return {index: cloudpickle.loads(payload) for index, digest, payload in rows
+    return {index: pickle.loads(payload) for index, digest, payload in rows
             if _row_digest(payload) == digest}
 
 
@@ -324,6 +320,25 @@ def _check_same_job(path: str, stored: dict[str, str], expected: dict[str, str])
     if problems:
         raise CheckpointMismatchError(
             f"the checkpoint {path!r} belongs to a different job: {'; and '.join(problems)}. {_OVERWRITE_HINT}")
+
+
+def _dumps_result(index: int, value: Any, path: str) -> bytes:
+    """Pickle one result: plain pickle when it can (ten times faster), else cloudpickle.
+
+    Plain pickle stores classes and functions by reference, which suits a file read back
+    by a later run of the same program; cloudpickle handles lambdas and local classes.
+    """
+    try:
+        return pickle.dumps(value, protocol=5)
+    except Exception:
+        pass
+    try:
+        payload: bytes = cloudpickle.dumps(value, protocol=5)
+    except Exception as error:
+        raise SerializationError(
+            f"the result of item {index} could not be pickled into the checkpoint {path!r}: "
+            f"{type(error).__name__}: {error}") from error
+    return payload
 
 
 def _row_digest(payload: bytes) -> bytes:
