@@ -58,7 +58,8 @@ def _measure(summary: WorkloadSummary, bar: Bar) -> tuple[float | None, str]:
         metric = subject.metrics.get(bar.reference)
         if metric is None:
             return None, f"metric {bar.reference} missing"
-        related = [f"{name} {stats.worst:.4g}" for name, stats in sorted(subject.metrics.items())
+        value = metric.median if bar.statistic == "median" else metric.worst
+        related = [f"{name} {stats.median:.4g}" for name, stats in sorted(subject.metrics.items())
                    if name != bar.reference and name.split("_")[0] == bar.reference.split("_")[0]]
-        return metric.worst, "; ".join([f"worst of {len(metric.samples)} round(s)", *related])
+        return value, "; ".join([f"{bar.statistic} of {len(metric.samples)} round(s)", *related])
     raise ValueError(f"unknown bar quantity {bar.quantity!r}")

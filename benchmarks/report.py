@@ -198,7 +198,7 @@ def ratio_rows(summaries: Sequence[WorkloadSummary]) -> list[list[str]]:
 def _workload_section(summary: WorkloadSummary, image: Path | None) -> list[str]:
     subject = summary.stats(SUBJECT)
     metric_names = sorted({name for entry in summary.contenders for name in entry.metrics})
-    header = ["contender", "median", "min", "max", "vs parmap", *metric_names, "note"]
+    header = ["contender", "median", "min", "max", "vs parmap", *(f"{name} (worst)" for name in metric_names), "note"]
     lines = [f"## {summary.name}: {_escape(summary.title)}", "",
              f"{summary.workers} workers, size {summary.size:,}; timed: {summary.timed}. "
              f"Ideal: {format_seconds(summary.ideal_seconds)} ({summary.ideal_basis or 'none defined'}).", "",
