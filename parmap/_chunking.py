@@ -7,7 +7,9 @@ tested with made-up numbers.
 The policy, for ``"auto"``:
 
 1. *Probe.* Until a duration has been measured, chunks hold one item each and the engine
-   sends only one per worker, so a slow task (0.1 s) is never batched blindly.
+   sends only one per worker, so a slow task (0.1 s) is never batched blindly; it sizes
+   chunks only once every probe has come back, so one unusually cheap first item cannot
+   fill the window with oversized chunks.
 2. *Amortise.* Once the compute cost per item ``c`` is known, a chunk holds
    ``TARGET_CHUNK_SECONDS / c`` items, so the fixed cost of a chunk's round trip (about
    0.2 ms) stays near 1 % of its work, while a chunk stays short enough for progress bars,
@@ -42,6 +44,10 @@ GUIDED_DIVISOR = 2
 #: chunk and of one result message.
 MAX_CHUNKSIZE = 100_000
 
+#: Upper bound for inputs of unknown length (streams): the window of chunks in flight then
+#: holds at most a few tens of thousands of items, so a stream runs in constant memory.
+MAX_STREAM_CHUNKSIZE = 4_096
+
 #: Each new chunk's measurement discounts the older ones by this factor. The estimate is
 #: time over items, both discounted, so a chunk weighs by its number of items: a one-item
 #: probe cannot skew the estimate once real chunks come in, and a change in cost shows
@@ -67,14 +73,15 @@ def resolve_chunksize(requested: Requested, *, workers: int, remaining: int | No
         return requested
     if seconds_per_item is None:
         return 1
+    limit = MAX_STREAM_CHUNKSIZE if remaining is None else max(1, min(MAX_CHUNKSIZE, remaining))
     if seconds_per_item <= 0:
-        return MAX_CHUNKSIZE if remaining is None else max(1, min(MAX_CHUNKSIZE, remaining))
+        return limit
     size = int((target_seconds or TARGET_CHUNK_SECONDS) / seconds_per_item)
     if remaining is not None:
         guided = math.ceil(remaining / (workers * GUIDED_DIVISOR))
         floor = int(MIN_CHUNK_SECONDS / seconds_per_item)
         size = min(size, max(guided, floor))
-    return max(1, min(size, MAX_CHUNKSIZE))
+    return max(1, min(size, limit))
 
 
 class CostEstimate:

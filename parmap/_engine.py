@@ -144,6 +144,7 @@ class Job:
         self._window = options.max_in_flight or IN_FLIGHT_PER_WORKER * workers
         self._permits = threading.Semaphore(self._window)  # chunks the feeder may read ahead
         self._measured = options.chunksize != "auto" or self._cost.seconds_per_item is not None
+        self._probes_missing = workers  # "auto" sizes chunks once one probe per worker is back
         self._closed = False
         self.stats = StatsCollector()
         self._started = 0.0
@@ -204,8 +205,9 @@ class Job:
     def _next_chunksize(self) -> int:
         remaining = None if self._length is None else self._length - self._sent_items
         target = None if self._backend is None else self._backend.target_chunk_seconds
+        cost = self._cost.seconds_per_item if self._measured else None
         size = resolve_chunksize(self._options.chunksize, workers=self._workers, remaining=remaining,
-                                 seconds_per_item=self._cost.seconds_per_item, target_seconds=target)
+                                 seconds_per_item=cost, target_seconds=target)
         if self._options.max_tasks_per_worker is not None:
             size = min(size, self._options.max_tasks_per_worker)
         return size
@@ -372,7 +374,9 @@ class Job:
         fractions[report.position] = fraction
 
     def _on_done(self, record: _Record, offsets: Sequence[int], outcome: ChunkDone) -> None:
-        self._measured = True
+        if not self._measured:
+            self._probes_missing -= 1
+            self._measured = self._probes_missing <= 0 or (self._input_done and not self._tasks)
         task = outcome.task
         self._cost.record(outcome.completed, outcome.compute_seconds)
         self.stats.chunk_done(outcome.worker, completed=outcome.completed, compute_seconds=outcome.compute_seconds,

@@ -7,7 +7,10 @@ counts, chunk sizes, backends and start methods.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
+import importlib.util
 import os
 import random
 import sys
@@ -31,7 +34,7 @@ def seed_item(seed: int | None, index: int) -> None:
         return
     item_seed = derive_seed(seed, index)
     random.seed(item_seed)
-    numpy = sys.modules.get("numpy")
+    numpy = _numpy()
     if numpy is not None:
         numpy.random.seed(item_seed % (1 << 32))
 
@@ -43,6 +46,15 @@ def current_context() -> tuple[int | None, int]:
 
 def restore_context(context: tuple[int | None, int]) -> None:
     _current.seed, _current.index = context
+
+
+@functools.lru_cache(maxsize=1)
+def _numpy() -> Any:
+    """NumPy if installed, imported on the first seeded item: a task that imports NumPy
+    itself must find its global generator already seeded."""
+    if importlib.util.find_spec("numpy") is None:
+        return None
+    return importlib.import_module("numpy")
 
 
 def reseed_worker() -> None:

@@ -23,7 +23,6 @@ import os
 import pickle
 import struct
 import tempfile
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -146,13 +145,16 @@ def remove_segments(prefix: str) -> None:
 
 
 def _write_segment(prefix: str, raw: memoryview) -> str:
-    name = f"{prefix}{uuid.uuid4().hex}"
+    # os.write into a fresh tmpfs file lets the kernel copy straight into new pages: about
+    # twice as fast as ftruncate + mmap + copy, which faults every page in first.
+    name = f"{prefix}{os.urandom(12).hex()}"
     path = os.path.join(_SEGMENT_DIR, name)
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     try:
-        os.ftruncate(fd, raw.nbytes)
-        with mmap.mmap(fd, raw.nbytes) as mapped:
-            mapped[:] = raw.cast("B")
+        view = raw.cast("B")
+        written = 0
+        while written < len(view):
+            written += os.write(fd, view[written:])
     except BaseException:
         os.unlink(path)
         raise

@@ -8,8 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from parmap._chunking import (MAX_CHUNKSIZE, MIN_CHUNK_SECONDS, TARGET_CHUNK_SECONDS, CostEstimate, iter_chunks,
-                              resolve_chunksize)
+from parmap._chunking import (
+    MAX_CHUNKSIZE,
+    MAX_STREAM_CHUNKSIZE,
+    MIN_CHUNK_SECONDS,
+    TARGET_CHUNK_SECONDS,
+    CostEstimate,
+    iter_chunks,
+    resolve_chunksize,
+)
 
 
 def test_fixed_chunksize_is_used_as_is() -> None:
@@ -26,8 +33,15 @@ def test_slow_items_go_one_by_one() -> None:
 
 
 def test_tiny_items_are_amortised_up_to_the_target_duration() -> None:
-    size = resolve_chunksize("auto", workers=2, remaining=None, seconds_per_item=1e-6)
+    size = resolve_chunksize("auto", workers=2, remaining=10**7, seconds_per_item=1e-6)
     assert size == int(TARGET_CHUNK_SECONDS / 1e-6)
+    assert resolve_chunksize("auto", workers=2, remaining=10**7, seconds_per_item=1e-6,
+                             target_seconds=0.1) == int(0.1 / 1e-6)
+
+
+def test_streams_of_unknown_length_keep_chunks_small() -> None:
+    assert resolve_chunksize("auto", workers=2, remaining=None, seconds_per_item=1e-9) == MAX_STREAM_CHUNKSIZE
+    assert resolve_chunksize("auto", workers=2, remaining=None, seconds_per_item=0.01) == 2
 
 
 def test_chunks_shrink_as_the_input_runs_out_but_not_below_the_floor() -> None:
@@ -45,8 +59,8 @@ def test_chunks_shrink_as_the_input_runs_out_but_not_below_the_floor() -> None:
 
 
 def test_upper_bound() -> None:
-    assert resolve_chunksize("auto", workers=1, remaining=None, seconds_per_item=1e-12) == MAX_CHUNKSIZE
-    assert resolve_chunksize("auto", workers=1, remaining=None, seconds_per_item=0.0) == MAX_CHUNKSIZE
+    assert resolve_chunksize("auto", workers=1, remaining=10**9, seconds_per_item=1e-12) == MAX_CHUNKSIZE
+    assert resolve_chunksize("auto", workers=1, remaining=10**9, seconds_per_item=0.0) == MAX_CHUNKSIZE
     assert resolve_chunksize("auto", workers=1, remaining=5, seconds_per_item=0.0) == 5
 
 
@@ -82,7 +96,7 @@ def test_iter_chunks_covers_the_input_in_order(items: list[int], sizes: list[int
 
 def test_iter_chunks_slices_ranges_into_ranges() -> None:
     chunks = list(iter_chunks(range(10), lambda: 4))
-    assert chunks == [(0, range(0, 4)), (4, range(4, 8)), (8, range(8, 10))]
+    assert chunks == [(0, range(4)), (4, range(4, 8)), (8, range(8, 10))]
 
 
 def test_iter_chunks_reads_lazily() -> None:
