@@ -89,8 +89,9 @@ class CheckpointStore:
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, function: Callable[..., Any], length: int | None,
-             mode: str = "resume") -> CheckpointStore:
+    def open(
+        cls, path: str | os.PathLike[str], *, function: Callable[..., Any], length: int | None, mode: str = "resume"
+    ) -> CheckpointStore:
         """Open (or create) the checkpoint at ``path`` for ``function`` over ``length`` items.
 
         ``length`` is ``None`` for an input of unknown length (a generator); it is then not
@@ -113,8 +114,12 @@ class CheckpointStore:
         if mode not in ("resume", "overwrite"):
             raise ValueError(f"checkpoint_mode must be 'resume' or 'overwrite', got {mode!r}")
         description, fingerprint = function_fingerprint(function)
-        expected = {"format": FORMAT_VERSION, "fingerprint": fingerprint, "function": description,
-                    "length": "unknown" if length is None else str(length)}
+        expected = {
+            "format": FORMAT_VERSION,
+            "fingerprint": fingerprint,
+            "function": description,
+            "length": "unknown" if length is None else str(length),
+        }
         connection = _connect(text)
         try:
             has_rows = _prepare_file(connection, text, expected, overwrite=mode == "overwrite")
@@ -136,8 +141,8 @@ class CheckpointStore:
         with self._lock:
             connection = self._require_open()
             rows = connection.execute(
-                "SELECT idx, digest, payload FROM parmap_results WHERE idx >= ? AND idx < ?",
-                (start, stop)).fetchall()
+                "SELECT idx, digest, payload FROM parmap_results WHERE idx >= ? AND idx < ?", (start, stop)
+            ).fetchall()
         found: dict[int, Any] = {}
         for index, digest, payload in rows:
             if _row_digest(payload) != digest:
@@ -167,8 +172,7 @@ class CheckpointStore:
             if len(self._pending) >= COMMIT_ROWS:
                 self._commit_locked()
             elif self._pending and self._timer is None:
-                self._timer = threading.Thread(target=self._commit_periodically, name="parmap-checkpoint",
-                                               daemon=True)
+                self._timer = threading.Thread(target=self._commit_periodically, name="parmap-checkpoint", daemon=True)
                 self._timer.start()
 
     def close(self) -> None:
@@ -200,7 +204,8 @@ class CheckpointStore:
         rows, self._pending = self._pending, []
         with _transaction(self._connection):
             self._connection.executemany(
-                "INSERT OR REPLACE INTO parmap_results (idx, digest, payload) VALUES (?, ?, ?)", rows)
+                "INSERT OR REPLACE INTO parmap_results (idx, digest, payload) VALUES (?, ?, ?)", rows
+            )
 
     def _commit_periodically(self) -> None:
         """Timer thread: commit buffered rows every ``COMMIT_SECONDS`` until the store closes."""
@@ -227,8 +232,7 @@ def stored_results(path: str | os.PathLike[str]) -> dict[int, Any]:
             raise CheckpointMismatchError(f"{os.fspath(path)!r} is not a parmap checkpoint: {error}") from error
     finally:
         connection.close()
-    return {index: pickle.loads(payload) for index, digest, payload in rows
-            if _row_digest(payload) == digest}
+    return {index: pickle.loads(payload) for index, digest, payload in rows if _row_digest(payload) == digest}
 
 
 # --------------------------------------------------------------------------- the file
@@ -261,8 +265,7 @@ class _transaction:
             self._connection.execute("ROLLBACK")
 
 
-def _prepare_file(connection: sqlite3.Connection, path: str, expected: dict[str, str], *,
-                  overwrite: bool) -> bool:
+def _prepare_file(connection: sqlite3.Connection, path: str, expected: dict[str, str], *, overwrite: bool) -> bool:
     """Create or check the checkpoint's tables; return whether it already holds results."""
     try:
         # WAL: a committed transaction is complete on disk even if this process is killed a
@@ -276,7 +279,8 @@ def _prepare_file(connection: sqlite3.Connection, path: str, expected: dict[str,
                 if tables:
                     raise CheckpointMismatchError(
                         f"{path!r} is an SQLite database but not a parmap checkpoint (it has the tables "
-                        f"{', '.join(sorted(tables))}); choose another file")
+                        f"{', '.join(sorted(tables))}); choose another file"
+                    )
                 for statement in _SCHEMA:
                     connection.execute(statement)
                 _write_meta(connection, expected)
@@ -305,7 +309,8 @@ def _check_same_job(path: str, stored: dict[str, str], expected: dict[str, str])
     if stored.get("format") != FORMAT_VERSION:
         raise CheckpointMismatchError(
             f"the checkpoint {path!r} has format {stored.get('format')!r}, this parmap writes format "
-            f"{FORMAT_VERSION!r}. {_OVERWRITE_HINT}")
+            f"{FORMAT_VERSION!r}. {_OVERWRITE_HINT}"
+        )
     problems = []
     if stored.get("fingerprint") != expected["fingerprint"]:
         before, now = stored.get("function", "?"), expected["function"]
@@ -315,11 +320,11 @@ def _check_same_job(path: str, stored: dict[str, str], expected: dict[str, str])
             problems.append(f"it was written by the function {before}, this call runs {now}")
     known = "unknown" not in (stored.get("length"), expected["length"])
     if known and stored.get("length") != expected["length"]:
-        problems.append(f"it was written for {stored.get('length')} input items, this call has "
-                        f"{expected['length']}")
+        problems.append(f"it was written for {stored.get('length')} input items, this call has {expected['length']}")
     if problems:
         raise CheckpointMismatchError(
-            f"the checkpoint {path!r} belongs to a different job: {'; and '.join(problems)}. {_OVERWRITE_HINT}")
+            f"the checkpoint {path!r} belongs to a different job: {'; and '.join(problems)}. {_OVERWRITE_HINT}"
+        )
 
 
 def _dumps_result(index: int, value: Any, path: str) -> bytes:
@@ -337,7 +342,8 @@ def _dumps_result(index: int, value: Any, path: str) -> bytes:
     except Exception as error:
         raise SerializationError(
             f"the result of item {index} could not be pickled into the checkpoint {path!r}: "
-            f"{type(error).__name__}: {error}") from error
+            f"{type(error).__name__}: {error}"
+        ) from error
     return payload
 
 
@@ -407,9 +413,14 @@ def _feed_callable(digest: Any, function: Any, seen: set[int]) -> None:
     seen.add(id(function))
     code = getattr(function, "__code__", None)
     if isinstance(code, types.CodeType):
-        _feed(digest, "function", _describe(function), _code_token(code, seen),
-              _value_token(getattr(function, "__defaults__", None), seen),
-              _value_token(getattr(function, "__kwdefaults__", None), seen))
+        _feed(
+            digest,
+            "function",
+            _describe(function),
+            _code_token(code, seen),
+            _value_token(getattr(function, "__defaults__", None), seen),
+            _value_token(getattr(function, "__kwdefaults__", None), seen),
+        )
         for cell in getattr(function, "__closure__", None) or ():
             try:
                 contents = cell.cell_contents
@@ -420,7 +431,8 @@ def _feed_callable(digest: Any, function: Any, seen: set[int]) -> None:
         return
     owner = getattr(function, "__self__", None)
     if isinstance(function, type) or (
-            isinstance(function, types.BuiltinFunctionType) and (owner is None or isinstance(owner, types.ModuleType))):
+        isinstance(function, types.BuiltinFunctionType) and (owner is None or isinstance(owner, types.ModuleType))
+    ):
         _feed(digest, "named", _describe(function))  # a class or a module's builtin: its name says it all
         return
     _feed(digest, "object", _pickle_token(function))  # a callable object: its state matters too
@@ -473,4 +485,3 @@ def _pickle_token(value: Any) -> str:
     except Exception:
         return f"unpicklable:{type(value).__module__}.{type(value).__qualname__}"
     return "pickle:" + hashlib.blake2b(data, digest_size=16).hexdigest()
-

@@ -57,8 +57,14 @@ COST_DECAY = 0.7
 Requested = Union[int, str]
 
 
-def resolve_chunksize(requested: Requested, *, workers: int, remaining: int | None,
-                      seconds_per_item: float | None, target_seconds: float | None = None) -> int:
+def resolve_chunksize(
+    requested: Requested,
+    *,
+    workers: int,
+    remaining: int | None,
+    seconds_per_item: float | None,
+    target_seconds: float | None = None,
+) -> int:
     """Return the size of the next chunk.
 
     Args:

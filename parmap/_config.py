@@ -56,9 +56,16 @@ class PoolConfig:
     depth: int = 0
 
     @classmethod
-    def build(cls, *, backend: object, workers: object, start_method: object,
-              initializer: object, initargs: object,
-              backend_options: Mapping[str, Any] | None = None) -> PoolConfig:
+    def build(
+        cls,
+        *,
+        backend: object,
+        workers: object,
+        start_method: object,
+        initializer: object,
+        initargs: object,
+        backend_options: Mapping[str, Any] | None = None,
+    ) -> PoolConfig:
         """Validate the pool-level options and return the config that names the pool.
 
         Raises:
@@ -69,8 +76,9 @@ class PoolConfig:
         n_workers = default_workers() if workers is None else validate_positive_int("workers", workers)
         if start_method is not None:
             if not isinstance(start_method, str):
-                raise TypeError(f"start_method must be None or one of {START_METHODS}, "
-                                f"got {type(start_method).__name__}")
+                raise TypeError(
+                    f"start_method must be None or one of {START_METHODS}, got {type(start_method).__name__}"
+                )
             if start_method not in START_METHODS:
                 raise ValueError(f"start_method must be None or one of {START_METHODS}, got {start_method!r}")
         if initializer is not None and not callable(initializer):
@@ -81,9 +89,15 @@ class PoolConfig:
             else:
                 raise TypeError(f"initargs must be a tuple, got {type(initargs).__name__}")
         options = dict(backend_options or {})
-        return cls(backend=backend_name, workers=n_workers, start_method=start_method,
-                   initializer=initializer, initargs=initargs, backend_options=options,
-                   identity=_identity_of(initializer, initargs, options))
+        return cls(
+            backend=backend_name,
+            workers=n_workers,
+            start_method=start_method,
+            initializer=initializer,
+            initargs=initargs,
+            backend_options=options,
+            identity=_identity_of(initializer, initargs, options),
+        )
 
 
 def _identity_of(initializer: object, initargs: tuple[Any, ...], options: Mapping[str, Any]) -> object:

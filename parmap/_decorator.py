@@ -79,17 +79,20 @@ def _split_settings(settings: Mapping[str, Any]) -> tuple[PoolConfig, MapOptions
         raise TypeError(f"parallel() got unexpected option(s): {', '.join(sorted(unknown))}")
     backend_options = {key: settings[key] for key in _BACKEND_KEYS if settings.get(key) is not None}
     config = PoolConfig.build(
-        backend=settings.get("backend", "process"), workers=settings.get("workers"),
-        start_method=settings.get("start_method"), initializer=settings.get("initializer"),
-        initargs=settings.get("initargs", ()), backend_options=backend_options)
+        backend=settings.get("backend", "process"),
+        workers=settings.get("workers"),
+        start_method=settings.get("start_method"),
+        initializer=settings.get("initializer"),
+        initargs=settings.get("initargs", ()),
+        backend_options=backend_options,
+    )
     if backend_options and config.backend != "dask":
         raise ValueError(f"{', '.join(backend_options)} only apply to backend='dask'")
     job_settings = {key: value for key, value in settings.items() if key in MapOverrides.__annotations__}
     return config, MapOptions(**validate_map_options(job_settings))
 
 
-def _call_through(wrapped: Callable[..., Any], instance: object, args: tuple[Any, ...],
-                  kwargs: dict[str, Any]) -> Any:
+def _call_through(wrapped: Callable[..., Any], instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """A plain call runs the function here, unchanged."""
     return wrapped(*args, **kwargs)
 
@@ -132,24 +135,33 @@ class _MapMethods(Generic[T, R]):
         """Like :meth:`imap`, yielding results in the order they complete."""
         return self._stream(items, overrides, ordered=False, star=False)
 
-    def map_async(self, items: Iterable[T], callback: Callable[[list[R]], object] | None = None,
-                  error_callback: Callable[[BaseException], object] | None = None,
-                  **overrides: Unpack[MapOverrides]) -> AsyncResult[list[R]]:
+    def map_async(
+        self,
+        items: Iterable[T],
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+        **overrides: Unpack[MapOverrides],
+    ) -> AsyncResult[list[R]]:
         """Start :meth:`map` in the background; return an :class:`AsyncResult` at once."""
         job = self._prepare(items, overrides, ordered=True, star=False)
         return AsyncResult(lambda: self._run_to_list(*job), callback, error_callback)
 
-    def starmap_async(self, items: Iterable[Iterable[Any]], callback: Callable[[list[R]], object] | None = None,
-                      error_callback: Callable[[BaseException], object] | None = None,
-                      **overrides: Unpack[MapOverrides]) -> AsyncResult[list[R]]:
+    def starmap_async(
+        self,
+        items: Iterable[Iterable[Any]],
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+        **overrides: Unpack[MapOverrides],
+    ) -> AsyncResult[list[R]]:
         """Start :meth:`starmap` in the background; return an :class:`AsyncResult` at once."""
         job = self._prepare(items, overrides, ordered=True, star=True)
         return AsyncResult(lambda: self._run_to_list(*job), callback, error_callback)
 
     # ------------------------------------------------------------------ plumbing
 
-    def _prepare(self, items: Iterable[Any], overrides: Mapping[str, Any], *, ordered: bool,
-                 star: bool) -> tuple[Job, MapOptions, int | None]:
+    def _prepare(
+        self, items: Iterable[Any], overrides: Mapping[str, Any], *, ordered: bool, star: bool
+    ) -> tuple[Job, MapOptions, int | None]:
         config, defaults, name = self._settings()
         options = defaults.replace(overrides)
         try:
@@ -163,8 +175,9 @@ class _MapMethods(Generic[T, R]):
         if options.checkpoint is not None:
             from ._checkpoint import CheckpointStore
 
-            store = CheckpointStore.open(options.checkpoint, function=function, length=total,
-                                         mode=options.checkpoint_mode)
+            store = CheckpointStore.open(
+                options.checkpoint, function=function, length=total, mode=options.checkpoint_mode
+            )
         owner = self._owner()
 
         def remember(stats: RunStats) -> None:
@@ -172,9 +185,18 @@ class _MapMethods(Generic[T, R]):
             if store is not None:
                 store.close()
 
-        job = Job(lambda: _registry.get_pool(config), workers, function, items, options, ordered=ordered,
-                  store=store, profile=options.stats, on_finish=remember,
-                  cost=owner._self_costs.setdefault(star, CostEstimate()))
+        job = Job(
+            lambda: _registry.get_pool(config),
+            workers,
+            function,
+            items,
+            options,
+            ordered=ordered,
+            store=store,
+            profile=options.stats,
+            on_finish=remember,
+            cost=owner._self_costs.setdefault(star, CostEstimate()),
+        )
         return job, options, total
 
     def _run_to_list(self, job: Job, options: MapOptions, total: int | None) -> list[R]:
@@ -196,8 +218,7 @@ class _MapMethods(Generic[T, R]):
     def _collect(self, items: Iterable[Any], overrides: Mapping[str, Any], *, star: bool) -> list[R]:
         return self._run_to_list(*self._prepare(items, overrides, ordered=True, star=star))
 
-    def _stream(self, items: Iterable[Any], overrides: Mapping[str, Any], *, ordered: bool,
-                star: bool) -> Iterator[R]:
+    def _stream(self, items: Iterable[Any], overrides: Mapping[str, Any], *, ordered: bool, star: bool) -> Iterator[R]:
         job, options, total = self._prepare(items, overrides, ordered=ordered, star=star)
         return _iterate(job, make_progress(options.progress, total, self._settings()[2]))
 
@@ -311,8 +332,9 @@ def parallel(function: Callable[..., R], /, **settings: Unpack[ParallelOptions])
 def parallel(function: None = None, /, **settings: Unpack[ParallelOptions]) -> _Decorator: ...
 
 
-def parallel(function: Callable[..., Any] | None = None, /,
-             **settings: Unpack[ParallelOptions]) -> ParallelFunction[Any, Any] | _Decorator:
+def parallel(
+    function: Callable[..., Any] | None = None, /, **settings: Unpack[ParallelOptions]
+) -> ParallelFunction[Any, Any] | _Decorator:
     """Make ``function`` runnable in parallel: ``@parallel``, ``@parallel(...)`` or ``parallel(fn, ...)``.
 
     Options (all keyword-only; every map method also takes the per-call ones):

@@ -108,11 +108,21 @@ def add_index_note(error: BaseException, index: int) -> None:
 class Job:
     """One map call: iterate it for results; ``close()`` cancels what is outstanding."""
 
-    def __init__(self, pool: Callable[[], Backend], workers: int, function: Callable[[Any], Any],
-                 items: Iterable[Any], options: MapOptions, *, ordered: bool,
-                 progress: ProgressSink | None = None, store: ResultStore | None = None,
-                 profile: bool = False, on_finish: Callable[[RunStats], None] | None = None,
-                 cost: CostEstimate | None = None) -> None:
+    def __init__(
+        self,
+        pool: Callable[[], Backend],
+        workers: int,
+        function: Callable[[Any], Any],
+        items: Iterable[Any],
+        options: MapOptions,
+        *,
+        ordered: bool,
+        progress: ProgressSink | None = None,
+        store: ResultStore | None = None,
+        profile: bool = False,
+        on_finish: Callable[[RunStats], None] | None = None,
+        cost: CostEstimate | None = None,
+    ) -> None:
         self._pool = pool
         self._backend: Backend | None = None  # obtained with the first chunk: empty input starts nothing
         self._workers = workers
@@ -120,9 +130,15 @@ class Job:
         self._ordered = ordered
         self.progress = progress
         self._outcomes: queue.SimpleQueue[_Event] = queue.SimpleQueue()
-        self._spec = JobSpec(job_id=next(_job_ids), function=function, deliver=self._deliver,
-                             timeout=options.timeout, max_tasks_per_worker=options.max_tasks_per_worker,
-                             seed=options.seed, profile=profile)
+        self._spec = JobSpec(
+            job_id=next(_job_ids),
+            function=function,
+            deliver=self._deliver,
+            timeout=options.timeout,
+            max_tasks_per_worker=options.max_tasks_per_worker,
+            seed=options.seed,
+            profile=profile,
+        )
         self._store = store
         self._on_finish = on_finish
         self._partial: dict[int, dict[int, float]] = {}  # chunk id -> position -> reported fraction
@@ -206,8 +222,13 @@ class Job:
         remaining = None if self._length is None else self._length - self._sent_items
         target = None if self._backend is None else self._backend.target_chunk_seconds
         cost = self._cost.seconds_per_item if self._measured else None
-        size = resolve_chunksize(self._options.chunksize, workers=self._workers, remaining=remaining,
-                                 seconds_per_item=cost, target_seconds=target)
+        size = resolve_chunksize(
+            self._options.chunksize,
+            workers=self._workers,
+            remaining=remaining,
+            seconds_per_item=cost,
+            target_seconds=target,
+        )
         if self._options.max_tasks_per_worker is not None:
             size = min(size, self._options.max_tasks_per_worker)
         return size
@@ -285,15 +306,24 @@ class Job:
             self.progress.update(len(stored))
         return [offset for offset in range(len(record.items)) if record.start + offset not in stored]
 
-    def _submit(self, record: _Record, offsets: Sequence[int]) -> None:
+    def _submit(self, record: _Record, offsets: Sequence[int], *, careful: bool = False) -> None:
         if self._closed:
             return
         whole = len(offsets) == len(record.items)
-        indices: Sequence[int] = range(record.start, record.start + len(record.items)) if whole \
+        indices: Sequence[int] = (
+            range(record.start, record.start + len(record.items))
+            if whole
             else [record.start + offset for offset in offsets]
+        )
         items = record.items if whole else [record.items[offset] for offset in offsets]
-        task = ChunkTask(chunk_id=next(_chunk_ids), job=self._spec, indices=indices, items=items,
-                         submitted_at=time.monotonic())
+        task = ChunkTask(
+            chunk_id=next(_chunk_ids),
+            job=self._spec,
+            indices=indices,
+            items=items,
+            careful=careful,
+            submitted_at=time.monotonic(),
+        )
         self._tasks[task.chunk_id] = (record, offsets)
         self.stats.chunk_sizes.append(len(items))
         if self._backend is None:
@@ -379,10 +409,15 @@ class Job:
             self._measured = self._probes_missing <= 0 or (self._input_done and not self._tasks)
         task = outcome.task
         self._cost.record(outcome.completed, outcome.compute_seconds)
-        self.stats.chunk_done(outcome.worker, completed=outcome.completed, compute_seconds=outcome.compute_seconds,
-                              transport_seconds=outcome.transport_seconds,
-                              queue_seconds=task.dispatched_at - task.submitted_at,
-                              indices=task.indices, item_seconds=outcome.item_seconds)
+        self.stats.chunk_done(
+            outcome.worker,
+            completed=outcome.completed,
+            compute_seconds=outcome.compute_seconds,
+            transport_seconds=outcome.transport_seconds,
+            queue_seconds=task.dispatched_at - task.submitted_at,
+            indices=task.indices,
+            item_seconds=outcome.item_seconds,
+        )
         completed = outcome.completed
         if completed == len(record.items) and not outcome.errors and len(offsets) == completed:
             record.values = outcome.values  # the common case: a whole record, no errors
@@ -410,8 +445,9 @@ class Job:
         if done:
             self._record_progress(record, done)
         for offset, error in failed:
-            retriable = (isinstance(error, self._options.retry_on) and not isinstance(error, ParmapError)) \
-                or isinstance(error, TaskTimeoutError)
+            retriable = (
+                isinstance(error, self._options.retry_on) and not isinstance(error, ParmapError)
+            ) or isinstance(error, TaskTimeoutError)
             self._item_failed(record, offset, error, retriable)
         if completed < len(offsets):  # the worker retired mid-chunk: the rest never ran
             self._submit(record, offsets[completed:])
@@ -423,14 +459,17 @@ class Job:
         else:
             self.stats.timeouts += 1
         if outcome.position is None:
-            if len(offsets) > 1:  # cannot tell which item: run each alone to find out
-                for offset in offsets:
-                    self._submit(record, [offset])
+            if len(offsets) > 1:  # cannot tell which item: run them again, recording positions
+                if outcome.task.careful:  # it died before any item (unpickling): one by one
+                    for offset in offsets:
+                        self._submit(record, [offset])
+                else:
+                    self._submit(record, offsets, careful=True)
                 return
             culprit = 0
         else:
             culprit = outcome.position
-        others = [*offsets[:culprit], *offsets[culprit + 1:]]
+        others = [*offsets[:culprit], *offsets[culprit + 1 :]]
         if others:
             self._submit(record, others)  # they did nothing wrong: not charged a retry
         self._item_failed(record, offsets[culprit], error, retriable=True)

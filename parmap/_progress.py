@@ -40,7 +40,6 @@ class TqdmProgress:
         self._bar.close()
 
 
-
 def make_progress(option: ProgressOption, total: int | None, description: str) -> NullProgress | TqdmProgress:
     """A bar for ``option`` (False, True, or a dict of tqdm keyword arguments)."""
     if option is False:

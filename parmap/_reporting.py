@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any, Optional
 
 #: Minimum seconds between two reports of one worker: 10 updates a second is smooth for a
 #: person watching and negligible for the pipe.
@@ -19,15 +20,25 @@ Reporter = Callable[[int, float], None]
 
 _current = threading.local()
 
+#: What ``install`` replaced, for ``restore`` (a nested map's chunk runs inside a task).
+Installed = tuple[Optional[Reporter], Optional[list[Any]]]
 
-def install(reporter: Reporter | None) -> None:
-    """Set (or clear) the reporter of the chunk running in this thread."""
+
+def install(reporter: Reporter | None, values: list[Any] | None) -> Installed:
+    """Set the reporter of the chunk running in this thread; return what was there.
+
+    ``values`` is the chunk's growing result list: its length is the position of the item
+    running, so the hot loop need not record positions for ``report_progress``.
+    """
+    previous: Installed = (getattr(_current, "reporter", None), getattr(_current, "values", None))
     _current.reporter = reporter
+    _current.values = values
     _current.last = 0.0
+    return previous
 
 
-def set_position(position: int) -> None:
-    _current.position = position
+def restore(previous: Installed) -> None:
+    _current.reporter, _current.values = previous
 
 
 def report_progress(done: float, total: float | None = None) -> None:
@@ -55,4 +66,4 @@ def report_progress(done: float, total: float | None = None) -> None:
     if now - _current.last < REPORT_INTERVAL:
         return
     _current.last = now
-    reporter(_current.position, fraction)
+    reporter(len(_current.values), fraction)

@@ -23,8 +23,12 @@ class AsyncResult(Generic[R]):
     ``multiprocessing.pool.AsyncResult``.
     """
 
-    def __init__(self, run: Callable[[], R], callback: Callable[[R], object] | None = None,
-                 error_callback: Callable[[BaseException], object] | None = None) -> None:
+    def __init__(
+        self,
+        run: Callable[[], R],
+        callback: Callable[[R], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> None:
         for name, function in (("callback", callback), ("error_callback", error_callback)):
             if function is not None and not callable(function):
                 raise TypeError(f"{name} must be callable or None, got {type(function).__name__}")

@@ -57,8 +57,10 @@ class RunStats:
         if self.workers:
             width = max(len("worker"), *(len(w.worker) for w in self.workers))
             lines.append(f"  {'worker':<{width}}  {'items':>8}  {'chunks':>6}  {'busy s':>8}  {'util':>5}")
-            lines.extend(f"  {w.worker:<{width}}  {w.items:>8}  {w.chunks:>6}  {w.busy_seconds:>8.3f}  "
-                         f"{w.utilisation:>5.0%}" for w in self.workers)
+            lines.extend(
+                f"  {w.worker:<{width}}  {w.items:>8}  {w.chunks:>6}  {w.busy_seconds:>8.3f}  {w.utilisation:>5.0%}"
+                for w in self.workers
+            )
         if self.slowest_items:
             slowest = ", ".join(f"#{index} {seconds:.3f} s" for index, seconds in self.slowest_items)
             lines.append(f"  slowest items: {slowest}")
@@ -81,8 +83,17 @@ class StatsCollector:
         self._busy: dict[str, list[float]] = {}  # worker -> [items, chunks, busy seconds]
         self._slowest: list[tuple[float, int]] = []
 
-    def chunk_done(self, worker: object, *, completed: int, compute_seconds: float, transport_seconds: float,
-                   queue_seconds: float, indices: Sequence[int], item_seconds: Sequence[float] | None) -> None:
+    def chunk_done(
+        self,
+        worker: object,
+        *,
+        completed: int,
+        compute_seconds: float,
+        transport_seconds: float,
+        queue_seconds: float,
+        indices: Sequence[int],
+        item_seconds: Sequence[float] | None,
+    ) -> None:
         entry = self._busy.setdefault(str(worker), [0, 0, 0.0])
         entry[0] += completed
         entry[1] += 1
@@ -95,13 +106,28 @@ class StatsCollector:
 
     def finish(self, wall_seconds: float) -> RunStats:
         workers = tuple(
-            WorkerStats(worker=name, items=int(items), chunks=int(chunks), busy_seconds=busy,
-                        utilisation=busy / wall_seconds if wall_seconds > 0 else 0.0)
-            for name, (items, chunks, busy) in sorted(self._busy.items()))
+            WorkerStats(
+                worker=name,
+                items=int(items),
+                chunks=int(chunks),
+                busy_seconds=busy,
+                utilisation=busy / wall_seconds if wall_seconds > 0 else 0.0,
+            )
+            for name, (items, chunks, busy) in sorted(self._busy.items())
+        )
         slowest = tuple((index, seconds) for seconds, index in self._slowest)
-        return RunStats(wall_seconds=wall_seconds, items=self.items, chunks=len(self.chunk_sizes),
-                        chunk_sizes=tuple(self.chunk_sizes), workers=workers,
-                        pickling_seconds=self.pickling_seconds, queue_seconds=self.queue_seconds,
-                        input_wait_seconds=self.input_wait_seconds, retries=self.retries,
-                        lost_workers=self.lost_workers, timeouts=self.timeouts,
-                        resumed_items=self.resumed_items, slowest_items=slowest)
+        return RunStats(
+            wall_seconds=wall_seconds,
+            items=self.items,
+            chunks=len(self.chunk_sizes),
+            chunk_sizes=tuple(self.chunk_sizes),
+            workers=workers,
+            pickling_seconds=self.pickling_seconds,
+            queue_seconds=self.queue_seconds,
+            input_wait_seconds=self.input_wait_seconds,
+            retries=self.retries,
+            lost_workers=self.lost_workers,
+            timeouts=self.timeouts,
+            resumed_items=self.resumed_items,
+            slowest_items=slowest,
+        )

@@ -123,16 +123,16 @@ def decode(data: bytes | memoryview) -> Any:
     if data[:1] == _IN_BAND:
         return pickle.loads(memoryview(data)[1:])
     (names_length,) = struct.unpack_from("<I", data, 1)
-    names = bytes(data[5:5 + names_length]).decode().split("\0")
+    names = bytes(data[5 : 5 + names_length]).decode().split("\0")
     buffers = [_map_segment(name) for name in names]
-    return pickle.loads(memoryview(data)[5 + names_length:], buffers=buffers)
+    return pickle.loads(memoryview(data)[5 + names_length :], buffers=buffers)
 
 
 def discard(data: bytes | memoryview) -> None:
     """Release the shared-memory segments of an encoded message that will never be decoded."""
     if data[:1] == _OUT_OF_BAND:
         (names_length,) = struct.unpack_from("<I", data, 1)
-        _unlink_all(bytes(data[5:5 + names_length]).decode().split("\0"))
+        _unlink_all(bytes(data[5 : 5 + names_length]).decode().split("\0"))
 
 
 def remove_segments(prefix: str) -> None:
@@ -169,8 +169,11 @@ def _map_segment(name: str) -> memoryview:
     try:
         size = os.fstat(fd).st_size
         # Copy-on-write: the receiver may write to its array without touching the sender's.
-        mapped = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE) \
-            if size else mmap.mmap(-1, 1)
+        mapped = (
+            mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            if size
+            else mmap.mmap(-1, 1)
+        )
     finally:
         os.close(fd)
         os.unlink(path)

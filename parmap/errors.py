@@ -43,8 +43,9 @@ class WorkerLostError(ParmapError):
         pid: the lost worker's process id.
     """
 
-    def __init__(self, message: str, *, indices: Sequence[int] = (), exitcode: int | None = None,
-                 pid: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, indices: Sequence[int] = (), exitcode: int | None = None, pid: int | None = None
+    ) -> None:
         super().__init__(message)
         self.indices = list(indices)
         self.exitcode = exitcode
@@ -54,8 +55,7 @@ class WorkerLostError(ParmapError):
         return (_rebuild_worker_lost, (self.args[0], self.indices, self.exitcode, self.pid))
 
 
-def _rebuild_worker_lost(message: str, indices: list[int], exitcode: int | None,
-                         pid: int | None) -> WorkerLostError:
+def _rebuild_worker_lost(message: str, indices: list[int], exitcode: int | None, pid: int | None) -> WorkerLostError:
     return WorkerLostError(message, indices=indices, exitcode=exitcode, pid=pid)
 
 

@@ -231,7 +231,7 @@ def test_worker_killed_while_unpickling_its_chunk(process_backend: Decorate) -> 
 def test_sigkill_from_outside_while_task_waits(process_backend: Decorate, tmp_path: Path) -> None:
     task = process_backend(tasks.wait_for_file)
     result = task.map_async([(str(tmp_path), i) for i in range(4)], chunksize=1)
-    wait_until(lambda: (tmp_path / "started-0").exists())
+    wait_until((tmp_path / "started-0").exists)
     os.kill(int((tmp_path / "started-0").read_text()), signal.SIGKILL)
     (tmp_path / "go").write_text("")
     with pytest.raises(WorkerLostError, match="SIGKILL") as info:
@@ -262,7 +262,9 @@ def test_forked_child_gets_fresh_pools() -> None:
     os.close(read)
     os.waitpid(pid, 0)
     assert answer == b"1"
-    assert set(task.map(range(10), chunksize=1)) <= parent_workers | set(task.map(range(10)))
+    pool = parmap._registry._pools[task._self_config]
+    assert pool.usable  # the child never touched the parent's pool
+    assert set(task.map(range(20), chunksize=1)) <= {w.process.pid for w in pool._workers.values()}
 
 
 def test_fork_pool_created_while_a_thread_is_busy() -> None:

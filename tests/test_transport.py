@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import pytest
 
-from parmap import WorkerLostError, _transport, parallel
+from parmap import WorkerLostError, _transport
 from tests import tasks
 
 Decorate = Callable[..., Any]

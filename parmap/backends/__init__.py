@@ -56,6 +56,10 @@ class ChunkTask:
     job: JobSpec
     indices: Sequence[int]
     items: Sequence[Any]
+    #: Record each item's position as it runs, so that a crash can be blamed on one item.
+    #: Off by default (the fast path runs items in C); set when a chunk is re-run after its
+    #: worker died somewhere inside it.
+    careful: bool = False
     #: ``time.monotonic()`` when the engine submitted it and when a worker received it.
     submitted_at: float = 0.0
     dispatched_at: float = 0.0

@@ -23,6 +23,7 @@ decorator machinery is needed here.
 from __future__ import annotations
 
 import collections
+import itertools
 import os
 import pickle
 import signal
@@ -42,7 +43,10 @@ from ..errors import SerializationError, TaskTimeoutError
 SLOT_POSITION = 0
 SLOT_STARTED = 1
 SLOT_CHUNK = 2  # id of the chunk started last
-#: Position written while the results are being pickled (after the last item).
+#: Positions written outside any single item: reading the chunk, running it in the fast
+#: path (which records no per-item position), and pickling its results.
+POSITION_READING = -1.0
+POSITION_RUNNING = -3.0
 POSITION_PICKLING = -2.0
 
 _nested = threading.local()
@@ -67,12 +71,20 @@ def mark_worker_thread(depth: int) -> None:
 ErrorInfo = tuple[BaseException, str]
 
 
-def run_chunk(fn: Callable[[Any], Any], indices: Sequence[int], items: Sequence[Any], *,
-              timeout: float | None = None, seed: int | None = None,
-              slot: Any = None, budget: int | None = None,
-              propagate: tuple[type[BaseException], ...] = (),
-              reporter: _reporting.Reporter | None = None,
-              item_seconds: list[float] | None = None) -> tuple[list[Any], dict[int, ErrorInfo], int, float]:
+def run_chunk(
+    fn: Callable[[Any], Any],
+    indices: Sequence[int],
+    items: Sequence[Any],
+    *,
+    timeout: float | None = None,
+    seed: int | None = None,
+    slot: Any = None,
+    careful: bool = False,
+    budget: int | None = None,
+    propagate: tuple[type[BaseException], ...] = (),
+    reporter: _reporting.Reporter | None = None,
+    item_seconds: list[float] | None = None,
+) -> tuple[list[Any], dict[int, ErrorInfo], int, float]:
     """Run ``fn`` on each item; return ``(values, errors, completed, compute_seconds)``.
 
     A failing item becomes an entry ``position -> (exception, traceback text)`` in
@@ -83,25 +95,40 @@ def run_chunk(fn: Callable[[Any], Any], indices: Sequence[int], items: Sequence[
     serial backends, which cannot kill a task), an item that overran is reported as a
     :class:`TaskTimeoutError` once it returns. ``reporter`` receives the task's
     ``report_progress`` calls; ``item_seconds``, when given, receives each item's duration.
+
+    Items run in C (``list.extend(map(...))``) unless something is needed per item: a seed,
+    a timeout, durations, or ``careful``, which writes each item's position into ``slot``
+    so that a worker's death can be blamed on one item (see ``ChunkTask.careful``).
     """
     values: list[Any] = []
     errors: dict[int, ErrorInfo] = {}
     count = len(items) if budget is None else min(budget, len(items))
-    plain = timeout is None and seed is None and reporter is None and item_seconds is None
-    _reporting.install(reporter)
+    plain = timeout is None and seed is None and item_seconds is None and not (careful and slot is not None)
+    outer_reporter = _reporting.install(reporter, values)
     # A seeded chunk's item seed must not outlive it: a later unseeded job on this worker
     # (or the caller, after a serial map) would get item_rng() instead of RuntimeError.
     outer_seed = _seeding.current_context() if seed is not None else None
     started = time.perf_counter()
     while len(values) < count:
         # Each pass runs items until one raises; ``len(values)`` is always the position
-        # of the item running, since every finished item appends exactly one entry.
+        # of the item running, since every finished item appends exactly one entry (and
+        # ``list.extend`` keeps what it appended before an exception).
         try:
             if plain:
-                _run_plain(fn, items, count, slot, values)
+                values.extend(map(fn, itertools.islice(items, len(values), count)))
             else:
-                _run_instrumented(fn, indices, items, count=count, slot=slot, values=values, errors=errors,
-                                  timeout=timeout, seed=seed, item_seconds=item_seconds)
+                _run_instrumented(
+                    fn,
+                    indices,
+                    items,
+                    count=count,
+                    slot=slot,
+                    values=values,
+                    errors=errors,
+                    timeout=timeout,
+                    seed=seed,
+                    item_seconds=item_seconds,
+                )
         except propagate:
             raise
         except BaseException as error:  # a task's SystemExit/KeyboardInterrupt is its own error
@@ -109,31 +136,28 @@ def run_chunk(fn: Callable[[Any], Any], indices: Sequence[int], items: Sequence[
             values.append(None)
     if outer_seed is not None:
         _seeding.restore_context(outer_seed)
-    _reporting.install(None)
+    _reporting.restore(outer_reporter)
     return values, errors, count, time.perf_counter() - started
 
 
-def _run_plain(fn: Callable[[Any], Any], items: Sequence[Any], count: int, slot: Any, values: list[Any]) -> None:
-    """The hot loop: nothing per item but the call and, in a process, the position."""
-    append = values.append
-    if slot is None:
-        for position in range(len(values), count):
-            append(fn(items[position]))
-    else:
-        for position in range(len(values), count):
-            slot[SLOT_POSITION] = position
-            append(fn(items[position]))
-
-
-def _run_instrumented(fn: Callable[[Any], Any], indices: Sequence[int], items: Sequence[Any], *, count: int,
-                      slot: Any, values: list[Any], errors: dict[int, ErrorInfo], timeout: float | None,
-                      seed: int | None, item_seconds: list[float] | None) -> None:
+def _run_instrumented(
+    fn: Callable[[Any], Any],
+    indices: Sequence[int],
+    items: Sequence[Any],
+    *,
+    count: int,
+    slot: Any,
+    values: list[Any],
+    errors: dict[int, ErrorInfo],
+    timeout: float | None,
+    seed: int | None,
+    item_seconds: list[float] | None,
+) -> None:
     """Items with seeding, progress reports, timing or timeouts."""
     clock = time.monotonic
     for position in range(len(values), count):
         if seed is not None:
             _seeding.seed_item(seed, indices[position])
-        _reporting.set_position(position)
         item_started = clock()
         if slot is not None:
             slot[SLOT_STARTED] = item_started  # written before the position: see process.py
@@ -150,8 +174,7 @@ def _run_instrumented(fn: Callable[[Any], Any], indices: Sequence[int], items: S
 
 
 def timeout_error(index: int, timeout: float | None) -> TaskTimeoutError:
-    return TaskTimeoutError(f"item {index} ran longer than its timeout of {timeout} s",
-                            index=index, timeout=timeout)
+    return TaskTimeoutError(f"item {index} ran longer than its timeout of {timeout} s", index=index, timeout=timeout)
 
 
 def format_traceback(error: BaseException) -> str:
@@ -214,16 +237,26 @@ def _serve(conn: Any, slot: Any, prefix: str) -> None:
             if evict is not None:
                 functions.pop(evict, None)
             continue
-        slot[SLOT_POSITION] = -1
+        slot[SLOT_POSITION] = POSITION_READING
         (slot[SLOT_CHUNK],) = struct.unpack_from("<q", message, 1)
         decode_started = time.perf_counter()
-        key, indices, items, timeout, seed, max_tasks, profile = _transport.decode(memoryview(message)[9:])
+        key, indices, items, timeout, seed, max_tasks, profile, careful = _transport.decode(memoryview(message)[9:])
         decode_seconds = time.perf_counter() - decode_started
         budget = None if max_tasks is None else max(max_tasks - items_run, 0)
+        slot[SLOT_POSITION] = POSITION_RUNNING
         item_seconds: list[float] | None = [] if profile else None
         values, errors, completed, compute = run_chunk(
-            functions[key], indices, items, timeout=timeout, seed=seed, slot=slot, budget=budget,
-            reporter=reporter, item_seconds=item_seconds)
+            functions[key],
+            indices,
+            items,
+            timeout=timeout,
+            seed=seed,
+            slot=slot,
+            careful=careful,
+            budget=budget,
+            reporter=reporter,
+            item_seconds=item_seconds,
+        )
         items_run += completed
         retiring = max_tasks is not None and items_run >= max_tasks
         slot[SLOT_POSITION] = POSITION_PICKLING
@@ -233,11 +266,13 @@ def _serve(conn: Any, slot: Any, prefix: str) -> None:
             return
 
 
-def _encode_results(indices: Sequence[int], values: list[Any], errors: dict[int, ErrorInfo],
-                    summary: tuple[Any, ...], prefix: str) -> bytes:
+def _encode_results(
+    indices: Sequence[int], values: list[Any], errors: dict[int, ErrorInfo], summary: tuple[Any, ...], prefix: str
+) -> bytes:
     """Pickle a chunk's results; a value or exception that cannot travel becomes an error entry."""
-    wire_errors = {position: _portable_error(error, text, indices[position])
-                   for position, (error, text) in errors.items()}
+    wire_errors = {
+        position: _portable_error(error, text, indices[position]) for position, (error, text) in errors.items()
+    }
     try:
         return _transport.encode((summary, values, wire_errors), prefix)
     except Exception:
@@ -249,9 +284,12 @@ def _encode_results(indices: Sequence[int], values: list[Any], errors: dict[int,
             _transport.encode(value, prefix)  # out-of-band segments are released with the chunk
         except Exception as error:
             values[position] = None
-            wire_errors[position] = (SerializationError(
-                f"the result of item {indices[position]} could not be pickled: "
-                f"{type(error).__name__}: {error}"), format_traceback(error))
+            wire_errors[position] = (
+                SerializationError(
+                    f"the result of item {indices[position]} could not be pickled: {type(error).__name__}: {error}"
+                ),
+                format_traceback(error),
+            )
     return _transport.encode((summary, values, wire_errors), prefix)
 
 
@@ -263,7 +301,8 @@ def _portable_error(error: BaseException, text: str, index: int) -> tuple[BaseEx
     except Exception as failure:
         replacement = SerializationError(
             f"item {index} raised {type(error).__qualname__}: {error}, which could not be pickled "
-            f"back to the caller ({type(failure).__name__}: {failure})")
+            f"back to the caller ({type(failure).__name__}: {failure})"
+        )
         return replacement, text
 
 
@@ -294,4 +333,3 @@ def _watch_parent(prefix: str) -> None:
         os._exit(0)
 
     threading.Thread(target=watch, name="parmap-parent-watch", daemon=True).start()
-

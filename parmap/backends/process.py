@@ -43,7 +43,15 @@ from .. import _transport
 from .._config import PoolConfig
 from ..errors import InitializerError, PoolClosedError, RemoteTraceback, SerializationError, WorkerLostError
 from . import Backend, ChunkDone, ChunkFailed, ChunkLost, ChunkProgress, ChunkTask, Outcome
-from ._worker import POSITION_PICKLING, SLOT_CHUNK, SLOT_POSITION, SLOT_STARTED, timeout_error, worker_main
+from ._worker import (
+    POSITION_PICKLING,
+    POSITION_READING,
+    SLOT_CHUNK,
+    SLOT_POSITION,
+    SLOT_STARTED,
+    timeout_error,
+    worker_main,
+)
 
 #: Functions a worker keeps unpickled; the manager evicts the least recently used beyond it.
 MAX_CACHED_FUNCTIONS = 32
@@ -85,8 +93,7 @@ class _Worker:
     #: Chunks sent and not yet answered, oldest first: the one running, and at most
     #: ``PREFETCH - 1`` waiting in its pipe so it never idles between chunks.
     held: collections.deque[_Pending] = dataclasses.field(default_factory=collections.deque)
-    functions: collections.OrderedDict[bytes, None] = dataclasses.field(
-        default_factory=collections.OrderedDict)
+    functions: collections.OrderedDict[bytes, None] = dataclasses.field(default_factory=collections.OrderedDict)
     retiring: bool = False
     kill_reason: str | None = None
     kill_chunk: int | None = None
@@ -143,8 +150,16 @@ class ProcessBackend(Backend):
                 job.function_payload = _transport.dumps_function(job.function)
             except Exception as error:
                 raise SerializationError(f"the function {job.function!r} could not be pickled: {error}") from error
-        message = (job.function_payload[0], task.indices, task.items, job.timeout, job.seed,
-                   job.max_tasks_per_worker, job.profile)
+        message = (
+            job.function_payload[0],
+            task.indices,
+            task.items,
+            job.timeout,
+            job.seed,
+            job.max_tasks_per_worker,
+            job.profile,
+            task.careful,
+        )
         encode_started = time.perf_counter()
         try:
             payload = b"C" + struct.pack("<q", task.chunk_id) + _transport.encode(message, self._prefix + "c-")
@@ -214,8 +229,11 @@ class ProcessBackend(Backend):
         slot[SLOT_CHUNK] = -1
         number = next(self._numbers)
         process = self._context.Process(  # type: ignore[attr-defined]
-            target=worker_main, name=f"parmap-worker-{self._pool_id}.{number}",
-            args=(child_end, slot, self._init_payload, f"{self._prefix}w{number}-"), daemon=True)
+            target=worker_main,
+            name=f"parmap-worker-{self._pool_id}.{number}",
+            args=(child_end, slot, self._init_payload, f"{self._prefix}w{number}-"),
+            daemon=True,
+        )
         worker = _Worker(number=number, process=process, conn=parent_end, slot=slot)
         self._workers[number] = worker
         try:
@@ -343,11 +361,18 @@ class ProcessBackend(Backend):
                 summary, values, wire_errors = _transport.decode(memoryview(message)[1:])
             except Exception as error:
                 failure = SerializationError(
-                    f"the results of items {list(task.indices)} could not be unpickled: "
-                    f"{type(error).__name__}: {error}")
+                    f"the results of items {list(task.indices)} could not be unpickled: {type(error).__name__}: {error}"
+                )
                 failure.__cause__ = error
-                self._deliver(ChunkDone(task, [None] * len(task.items),
-                                        dict.fromkeys(range(len(task.items)), failure), len(task.items), 0.0))
+                self._deliver(
+                    ChunkDone(
+                        task,
+                        [None] * len(task.items),
+                        dict.fromkeys(range(len(task.items)), failure),
+                        len(task.items),
+                        0.0,
+                    )
+                )
                 return True
             completed, compute, retiring, worker_decode_seconds, item_seconds = summary
             transport = encode_seconds + worker_decode_seconds + time.perf_counter() - decode_started
@@ -358,8 +383,18 @@ class ProcessBackend(Backend):
                 if text:
                     task_error.__cause__ = RemoteTraceback(text)
                 errors[position] = task_error
-            self._deliver(ChunkDone(task, values, errors, completed, compute, worker=worker.process.pid,
-                                    item_seconds=item_seconds, transport_seconds=transport))
+            self._deliver(
+                ChunkDone(
+                    task,
+                    values,
+                    errors,
+                    completed,
+                    compute,
+                    worker=worker.process.pid,
+                    item_seconds=item_seconds,
+                    transport_seconds=transport,
+                )
+            )
         return True
 
     def _on_exit(self, worker: _Worker) -> None:
@@ -389,7 +424,9 @@ class ProcessBackend(Backend):
                 error = WorkerLostError(
                     f"worker processes exit before becoming ready ({_describe_exit(worker.process.exitcode)}); "
                     "under spawn or forkserver, is the main module importable and guarded by "
-                    "if __name__ == '__main__'?", exitcode=worker.process.exitcode)
+                    "if __name__ == '__main__'?",
+                    exitcode=worker.process.exitcode,
+                )
                 self._broken = error
                 self._fail_all(error)
                 return
@@ -415,22 +452,30 @@ class ProcessBackend(Backend):
             error = timeout_error(task.indices[position], task.job.timeout)
         elif position is None and len(task.items) == 1:
             position = 0
-            error = self._lost_error(worker, task, 0, exitcode, " while unpickling it or pickling its result"
-                                     if raw in (-1, POSITION_PICKLING) else "")
+            phase = {POSITION_READING: " while unpickling it", POSITION_PICKLING: " while pickling its result"}
+            error = self._lost_error(worker, task, 0, exitcode, phase.get(raw, ""))
         elif position is None:
-            error = WorkerLostError(f"a worker died before its chunk's items could be told apart "
-                                    f"({_describe_exit(exitcode)})", exitcode=exitcode, pid=worker.process.pid)
+            error = WorkerLostError(
+                f"a worker died before its chunk's items could be told apart ({_describe_exit(exitcode)})",
+                exitcode=exitcode,
+                pid=worker.process.pid,
+            )
         else:
             error = self._lost_error(worker, task, position, exitcode, "")
         self._deliver(ChunkLost(task, position, error))
 
     @staticmethod
-    def _lost_error(worker: _Worker, task: ChunkTask, position: int, exitcode: int | None,
-                    phase: str) -> WorkerLostError:
+    def _lost_error(
+        worker: _Worker, task: ChunkTask, position: int, exitcode: int | None, phase: str
+    ) -> WorkerLostError:
         index = task.indices[position]
         return WorkerLostError(
             f"the worker process (pid {worker.process.pid}) running item {index}{phase} died: "
-            f"{_describe_exit(exitcode)}", indices=[index], exitcode=exitcode, pid=worker.process.pid)
+            f"{_describe_exit(exitcode)}",
+            indices=[index],
+            exitcode=exitcode,
+            pid=worker.process.pid,
+        )
 
     @staticmethod
     def _deadline_of(worker: _Worker) -> tuple[float, _Pending | None] | None:

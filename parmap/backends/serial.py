@@ -54,10 +54,24 @@ def run_in_this_thread(task: ChunkTask, propagate: tuple[type[BaseException], ..
 
     item_seconds: list[float] | None = [] if job.profile else None
     values, errors, completed, compute = run_chunk(
-        job.function, task.indices, task.items, timeout=job.timeout, seed=job.seed, propagate=propagate,
-        reporter=reporter, item_seconds=item_seconds)
-    return ChunkDone(task, values, {position: error for position, (error, _) in errors.items()}, completed,
-                     compute, worker=threading.current_thread().name, item_seconds=item_seconds)
+        job.function,
+        task.indices,
+        task.items,
+        timeout=job.timeout,
+        seed=job.seed,
+        propagate=propagate,
+        reporter=reporter,
+        item_seconds=item_seconds,
+    )
+    return ChunkDone(
+        task,
+        values,
+        {position: error for position, (error, _) in errors.items()},
+        completed,
+        compute,
+        worker=threading.current_thread().name,
+        item_seconds=item_seconds,
+    )
 
 
 backend_class = SerialBackend

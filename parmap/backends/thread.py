@@ -25,8 +25,10 @@ class ThreadBackend(Backend):
         self._pending: collections.deque[ChunkTask] = collections.deque()
         self._stopping = False
         self._broken: BaseException | None = None
-        self._threads = [threading.Thread(target=self._serve, name=f"parmap-thread-{number}", daemon=True)
-                         for number in range(config.workers)]
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"parmap-thread-{number}", daemon=True)
+            for number in range(config.workers)
+        ]
         for thread in self._threads:
             thread.start()
 
