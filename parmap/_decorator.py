@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, Uni
 
 import wrapt
 
-from . import _registry
+from . import _registry, _transport
 from ._chunking import CostEstimate
 from ._config import MapOptions, PoolConfig, validate_map_options
 from ._engine import Job
@@ -290,6 +290,9 @@ class ParallelFunction(_MapMethods[T, R], wrapt.FunctionWrapper):  # type: ignor
 
     def __repr__(self) -> str:
         return f"<parallel {self._self_label}>"
+
+
+_transport.PICKLED_BY_OWN_REDUCE.update((ParallelFunction, _BoundParallelFunction))
 
 
 def _import_by_name(module: str, qualname: str) -> Any:

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import io
 import mmap
 import os
 import pickle
+import random
 import struct
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import cloudpickle
@@ -37,6 +40,47 @@ OUT_OF_BAND_MIN_BYTES = 1 << 20
 _IN_BAND = b"\x00"
 _OUT_OF_BAND = b"\x01"
 _SEGMENT_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+
+
+#: Types whose instances must be pickled by their own ``__reduce_ex__``. wrapt proxies (the
+#: decorated function) pose as the function they wrap, so cloudpickle would otherwise copy
+#: the bare function and the copy would lose its map methods.
+PICKLED_BY_OWN_REDUCE: set[type] = set()
+
+
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle, plus: decorated functions keep their type, and the global random
+    generators travel by reference, so a task written ``from random import random`` draws
+    from its worker's own generator instead of a copy of the caller's (every worker would
+    otherwise draw the same numbers)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind in PICKLED_BY_OWN_REDUCE:
+            return obj.__reduce_ex__(PROTOCOL)
+        if obj is random._inst:
+            return (_global_random, ())
+        if kind.__name__ == "RandomState" and obj is _numpy_global_state():
+            return (_numpy_global_state, ())
+        return super().reducer_override(obj)
+
+
+def _global_random() -> random.Random:
+    return random._inst
+
+
+def _numpy_global_state() -> Any:
+    numpy = sys.modules.get("numpy")
+    if numpy is None:
+        return None
+    return numpy.random.mtrand._rand
+
+
+def dumps(obj: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any] | None = None) -> bytes:
+    """Pickle ``obj`` with parmap's cloudpickle subclass (protocol 5)."""
+    with io.BytesIO() as file:
+        _Pickler(file, protocol=PROTOCOL, buffer_callback=buffer_callback).dump(obj)
+        return file.getvalue()
 
 
 def segment_prefix(owner_pid: int, tag: str) -> str:
@@ -65,17 +109,17 @@ def encode(obj: Any, prefix: str) -> bytes:
 
     try:
         try:
-            body: bytes = cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=keep_out_of_band)
+            body: bytes = dumps(obj, keep_out_of_band)
         except TypeError:
             wrapped = _wrap_large_buffers(obj, depth=3)
             if wrapped is obj:
                 raise
-            body = cloudpickle.dumps(wrapped, protocol=PROTOCOL, buffer_callback=keep_out_of_band)
+            body = dumps(wrapped, keep_out_of_band)
         else:
             if len(body) >= OUT_OF_BAND_MIN_BYTES:
                 wrapped = _wrap_large_buffers(obj, depth=3)
                 if wrapped is not obj:
-                    body = cloudpickle.dumps(wrapped, protocol=PROTOCOL, buffer_callback=keep_out_of_band)
+                    body = dumps(wrapped, keep_out_of_band)
     except BaseException:
         _unlink_all(segments)
         raise
@@ -195,7 +239,7 @@ def dumps_function(fn: Any) -> tuple[bytes, bytes]:
     worker that already holds it, while a redefined one (new code or new closure values)
     gets a new key.
     """
-    payload: bytes = cloudpickle.dumps(fn, protocol=PROTOCOL)
+    payload = dumps(fn)
     return function_key(payload), payload
 
 

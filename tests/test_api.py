@@ -13,7 +13,7 @@ import cloudpickle
 import pytest
 
 import parmap
-from parmap import AsyncResult, ParallelFunction, parallel
+from parmap import AsyncResult, ParallelFunction, _transport, parallel
 from tests import tasks
 from tests.conftest import wait_until
 from tests.tasks_nested import inner_square
@@ -205,9 +205,30 @@ def test_decorated_module_function_pickles_and_still_works() -> None:
     assert restored is inner_square
     assert restored.map([1, 2, 3]) == [1, 4, 9]
     assert cloudpickle.loads(cloudpickle.dumps(inner_square)) is inner_square
-    # A decorated lambda has no importable name: it travels by value and stays callable.
-    by_value = cloudpickle.loads(cloudpickle.dumps(parallel(lambda x: x - 1, workers=2)))
+    # A decorated lambda has no importable name: it travels by value, still decorated.
+    by_value = _transport.decode(_transport.encode(parallel(lambda x: x - 1, workers=2), "parmap-test-"))
+    assert isinstance(by_value, ParallelFunction)
     assert by_value(3) == 2
+    assert by_value.map([1, 2]) == [0, 1]
+
+
+def test_inner_decorated_function_defined_in_the_caller_travels_decorated(backend: Decorate) -> None:
+    @parallel(workers=2)
+    def inner(x: int) -> int:
+        return x + 1
+
+    def outer(n: int) -> list[int]:
+        return inner.map(range(n))  # `inner` reaches the worker by value, map methods intact
+
+    assert backend(outer).map([2, 3]) == [[1, 2], [1, 2, 3]]
+
+
+def test_global_random_generator_is_the_workers_own() -> None:
+    import random
+
+    draw = random.random  # what `from random import random` binds: a method of random._inst
+    values = parallel(draw, workers=2).starmap([()] * 40, chunksize=1)
+    assert len(set(values)) == 40  # a copy of the caller's generator would repeat its draws
 
 
 def test_decorated_function_sent_to_another_process_still_works() -> None:

@@ -7,6 +7,7 @@ signal sent to a pid the task reported while it waits on a file: never from timi
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -202,9 +203,17 @@ def test_unpicklable_result_names_its_index(process_backend: Decorate) -> None:
 
 @pytest.mark.parametrize("function", [tasks.raise_unpicklable, tasks.raise_odd])
 def test_exception_that_cannot_travel_is_described(process_backend: Decorate, function: Any) -> None:
-    with pytest.raises(SerializationError, match=r"item \d raised") as info:
+    with pytest.raises(Exception) as info:
         process_backend(function).map(range(4))
-    assert "Traceback" in str(info.value.__cause__)
+    error = info.value
+    if isinstance(error, SerializationError):
+        assert re.search(r"item \d raised", str(error))
+    else:
+        # Where the parent's pickling was extended (tblib, as installed by some libraries,
+        # teaches pickle every exception), the original travels: same type, index noted.
+        assert type(error).__name__ in ("UnpicklableError", "OddError")
+        assert any("input index" in note for note in getattr(error, "__notes__", []))
+    assert "Traceback" in str(error.__cause__)
     assert process_backend(tasks.square).map([3]) == [9]
 
 

@@ -34,8 +34,6 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import cloudpickle
-
 from .. import _reporting, _seeding, _transport
 from ..errors import SerializationError, TaskTimeoutError
 
@@ -307,7 +305,7 @@ def _portable_error(error: BaseException, text: str, index: int) -> tuple[BaseEx
 
 
 def _round_trip(error: BaseException) -> None:
-    pickle.loads(cloudpickle.dumps(error, protocol=_transport.PROTOCOL))
+    pickle.loads(_transport.dumps(error))
 
 
 def _send(conn: Any, data: bytes) -> None:

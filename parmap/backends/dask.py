@@ -65,7 +65,6 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import cloudpickle
 import distributed
 from distributed.comm.core import CommClosedError
 from distributed.scheduler import KilledWorker
@@ -244,7 +243,7 @@ class DaskBackend(Backend):
             except Exception as error:
                 raise SerializationError(f"the function {job.function!r} could not be pickled: {error}") from error
         try:
-            chunk = cloudpickle.dumps((task.indices, task.items), protocol=_transport.PROTOCOL)
+            chunk = _transport.dumps((task.indices, task.items))
         except Exception as error:
             raise SerializationError(f"a chunk could not be pickled: {type(error).__name__}: {error}") from error
         if not self.usable:
@@ -266,7 +265,7 @@ class DaskBackend(Backend):
     def check_item(self, item: Any) -> None:
         """Raise ``SerializationError`` if ``item`` cannot be pickled (used to find the bad item)."""
         try:
-            cloudpickle.dumps(item, protocol=_transport.PROTOCOL)
+            _transport.dumps(item)
         except Exception as error:
             raise SerializationError(f"{type(error).__name__}: {error}") from error
 
@@ -550,7 +549,7 @@ def _run_task(
         return completed, compute, worker, item_seconds, now - started, transport
 
     try:
-        encoded: bytes = cloudpickle.dumps((values, wire_errors, summary()), protocol=_transport.PROTOCOL)
+        encoded: bytes = _transport.dumps((values, wire_errors, summary()))
         return _DONE + encoded
     except Exception:
         pass
@@ -558,7 +557,7 @@ def _run_task(
         if position in wire_errors:
             continue
         try:
-            cloudpickle.dumps(value, protocol=_transport.PROTOCOL)
+            _transport.dumps(value)
         except Exception as error:
             values[position] = None
             wire_errors[position] = (
@@ -567,7 +566,7 @@ def _run_task(
                 ),
                 format_traceback(error),
             )
-    encoded = cloudpickle.dumps((values, wire_errors, summary()), protocol=_transport.PROTOCOL)
+    encoded = _transport.dumps((values, wire_errors, summary()))
     return _DONE + encoded
 
 

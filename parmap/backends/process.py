@@ -37,8 +37,6 @@ from multiprocessing.connection import wait
 from multiprocessing.sharedctypes import RawArray
 from typing import Any
 
-import cloudpickle
-
 from .. import _transport
 from .._config import PoolConfig
 from ..errors import InitializerError, PoolClosedError, RemoteTraceback, SerializationError, WorkerLostError
@@ -118,7 +116,7 @@ class ProcessBackend(Backend):
         self._prefix = _transport.segment_prefix(os.getpid(), f"p{self._pool_id}")
         self._init_payload: bytes | None = None
         if config.initializer is not None:
-            self._init_payload = cloudpickle.dumps((config.initializer, config.initargs))
+            self._init_payload = _transport.dumps((config.initializer, config.initargs))
         self._lock = threading.Lock()
         self._pending: collections.deque[_Pending] = collections.deque()
         self._commands: collections.deque[tuple[str, Any]] = collections.deque()
