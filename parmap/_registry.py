@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import itertools
 import multiprocessing.util  # registers its exit hook first, so ours (below) runs before it
 import os
 import threading
@@ -21,8 +20,6 @@ from .backends._worker import in_worker_process, nesting_depth
 
 _lock = threading.RLock()
 _pools: dict[PoolConfig, Backend] = {}
-_pool_ids: dict[PoolConfig, int] = {}
-_generation = itertools.count(1)
 
 
 def get_pool(config: PoolConfig) -> Backend:
@@ -47,14 +44,7 @@ def get_pool(config: PoolConfig) -> Backend:
             pool.shutdown()
         pool = get_backend(config.backend)(config)
         _pools[config] = pool
-        _pool_ids[config] = next(_generation)
         return pool
-
-
-def pool_id(config: PoolConfig) -> int | None:
-    """A number that changes whenever the pool for ``config`` is rebuilt (for tests and stats)."""
-    with _lock:
-        return _pool_ids.get(config)
 
 
 def shutdown() -> None:
@@ -65,17 +55,15 @@ def shutdown() -> None:
     with _lock:
         pools = list(_pools.values())
         _pools.clear()
-        _pool_ids.clear()
     for pool in pools:
         pool.shutdown()
 
 
 def _forget_in_child() -> None:
     """After ``os.fork``: the parent's pools belong to the parent; start afresh, touch nothing."""
-    global _lock, _pools, _pool_ids
+    global _lock, _pools
     _lock = threading.RLock()
     _pools = {}
-    _pool_ids = {}
 
 
 # atexit runs hooks last-registered first: pools close before multiprocessing's own hook

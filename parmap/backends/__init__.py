@@ -25,7 +25,9 @@ import importlib
 from collections.abc import Callable, Sequence
 from typing import Any, Union
 
+from .. import _transport
 from .._config import PoolConfig
+from ..errors import SerializationError
 
 _INSTALL_HINTS = {
     "dask": 'the dask backend needs dask.distributed: pip install "parmap-decorator[dask]"',
@@ -46,6 +48,19 @@ class JobSpec:
     profile: bool = False
     #: Filled by a backend that ships functions: ``(key, pickled function)``, computed once.
     function_payload: tuple[bytes, bytes] | None = None
+
+    def pickle_function(self) -> tuple[bytes, bytes]:
+        """``(key, pickled function)``, pickled on the first call only.
+
+        Raises:
+            SerializationError: the function cannot be pickled.
+        """
+        if self.function_payload is None:
+            try:
+                self.function_payload = _transport.dumps_function(self.function)
+            except Exception as error:
+                raise SerializationError(f"the function {self.function!r} could not be pickled: {error}") from error
+        return self.function_payload
 
 
 @dataclasses.dataclass(eq=False)
@@ -107,9 +122,6 @@ Outcome = Union[ChunkDone, ChunkLost, ChunkFailed, ChunkProgress]
 
 class Backend(abc.ABC):
     """A pool of workers of one kind, shared by every job with the same :class:`PoolConfig`."""
-
-    #: True when ``submit`` runs the chunk before returning (the serial backend).
-    runs_inline = False
 
     #: Compute time "auto" chunking aims for per chunk on this backend; ``None`` keeps the
     #: policy's default. A backend with a costly per-chunk round trip (dask) asks for more.

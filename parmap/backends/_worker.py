@@ -269,17 +269,27 @@ def _encode_results(
 ) -> bytes:
     """Pickle a chunk's results; a value or exception that cannot travel becomes an error entry."""
     wire_errors = {
-        position: _portable_error(error, text, indices[position]) for position, (error, text) in errors.items()
+        position: portable_error(error, text, indices[position]) for position, (error, text) in errors.items()
     }
     try:
         return _transport.encode((summary, values, wire_errors), prefix)
     except Exception:
         pass
+    replace_unpicklable(
+        indices, values, wire_errors, lambda value: _transport.discard(_transport.encode(value, prefix))
+    )
+    return _transport.encode((summary, values, wire_errors), prefix)
+
+
+def replace_unpicklable(
+    indices: Sequence[int], values: list[Any], wire_errors: dict[int, ErrorInfo], check: Callable[[Any], object]
+) -> None:
+    """Turn each value that ``check`` cannot pickle into a ``SerializationError`` entry."""
     for position, value in enumerate(values):
         if position in wire_errors:
             continue
         try:
-            _transport.encode(value, prefix)  # out-of-band segments are released with the chunk
+            check(value)
         except Exception as error:
             values[position] = None
             wire_errors[position] = (
@@ -288,10 +298,9 @@ def _encode_results(
                 ),
                 format_traceback(error),
             )
-    return _transport.encode((summary, values, wire_errors), prefix)
 
 
-def _portable_error(error: BaseException, text: str, index: int) -> tuple[BaseException, str]:
+def portable_error(error: BaseException, text: str, index: int) -> tuple[BaseException, str]:
     """``error`` if it survives a pickle round trip, else a ``SerializationError`` that describes it."""
     try:
         _round_trip(error)

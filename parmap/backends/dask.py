@@ -80,7 +80,7 @@ from ..errors import (
     WorkerLostError,
 )
 from . import Backend, ChunkDone, ChunkFailed, ChunkLost, ChunkTask, Outcome
-from ._worker import _portable_error, format_traceback, mark_worker_thread, nesting_depth, run_chunk
+from ._worker import format_traceback, mark_worker_thread, nesting_depth, portable_error, replace_unpicklable, run_chunk
 from .serial import run_in_this_thread
 
 #: Functions a worker process keeps unpickled, least recently used evicted first.
@@ -237,18 +237,13 @@ class DaskBackend(Backend):
             self._run_inline(task)
             return
         job = task.job
-        if job.function_payload is None:
-            try:
-                job.function_payload = _transport.dumps_function(job.function)
-            except Exception as error:
-                raise SerializationError(f"the function {job.function!r} could not be pickled: {error}") from error
+        key, payload = job.pickle_function()
         try:
             chunk = _transport.dumps((task.indices, task.items))
         except Exception as error:
             raise SerializationError(f"a chunk could not be pickled: {type(error).__name__}: {error}") from error
         if not self.usable:
             raise PoolClosedError("the Dask pool was shut down or lost its scheduler") from self._broken
-        key, payload = job.function_payload
         function_data = self._function_data(key, payload)
         scattered = self._client.scatter(chunk, hash=False) if len(chunk) >= SCATTER_MIN_BYTES else None
         dask_key = f"parmap-chunk-{uuid.uuid4().hex}"
@@ -540,7 +535,7 @@ def _run_task(
     encode_started = time.perf_counter()
     worker = distributed.get_worker().address
     wire_errors = {
-        position: _portable_error(error, text, indices[position]) for position, (error, text) in errors.items()
+        position: portable_error(error, text, indices[position]) for position, (error, text) in errors.items()
     }
 
     def summary() -> tuple[Any, ...]:
@@ -553,19 +548,7 @@ def _run_task(
         return _DONE + encoded
     except Exception:
         pass
-    for position, value in enumerate(values):  # find the results that cannot travel
-        if position in wire_errors:
-            continue
-        try:
-            _transport.dumps(value)
-        except Exception as error:
-            values[position] = None
-            wire_errors[position] = (
-                SerializationError(
-                    f"the result of item {indices[position]} could not be pickled: {type(error).__name__}: {error}"
-                ),
-                format_traceback(error),
-            )
+    replace_unpicklable(indices, values, wire_errors, _transport.dumps)  # find the results that cannot travel
     encoded = _transport.dumps((values, wire_errors, summary()))
     return _DONE + encoded
 

@@ -143,13 +143,9 @@ class ProcessBackend(Backend):
 
     def submit(self, task: ChunkTask) -> None:
         job = task.job
-        if job.function_payload is None:
-            try:
-                job.function_payload = _transport.dumps_function(job.function)
-            except Exception as error:
-                raise SerializationError(f"the function {job.function!r} could not be pickled: {error}") from error
+        key, _ = job.pickle_function()
         message = (
-            job.function_payload[0],
+            key,
             task.indices,
             task.items,
             job.timeout,

@@ -16,8 +16,6 @@ from ._worker import run_chunk
 
 
 class SerialBackend(Backend):
-    runs_inline = True
-
     def __init__(self, config: PoolConfig) -> None:
         super().__init__(config)
         if config.initializer is not None:
