@@ -36,6 +36,7 @@ import dask  # noqa: E402 - only once distributed is known to be installed
 import parmap  # noqa: E402
 from parmap import RemoteTraceback, TaskTimeoutError, WorkerLostError, parallel  # noqa: E402
 from tests.conftest import _children, _is_zombie, wait_until, worker_processes  # noqa: E402
+from tests.tasks import add, fail_on_three, pid_of, square  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,25 +45,8 @@ WAIT_SECONDS = 30
 
 
 # --------------------------------------------------------------------------- tasks
-# Module level, so workers import them (as ``tests.test_dask``) instead of unpickling code.
-
-
-def square(x: int) -> int:
-    return x * x
-
-
-def add(a: int, b: int) -> int:
-    return a + b
-
-
-def pid_of(_: object) -> int:
-    return os.getpid()
-
-
-def fail_on_three(x: int) -> int:
-    if x == 3:
-        raise ValueError(f"bad item {x}")
-    return x
+# Module level, so workers import them (as ``tests.test_dask``) instead of unpickling code;
+# the shared ones (square, add, pid_of, fail_on_three) come from ``tests.tasks``.
 
 
 def exit_on_three(x: int) -> int:
