@@ -16,6 +16,7 @@ Nothing here blocks on a queue or a pipe.
 
 from __future__ import annotations
 
+import concurrent.futures
 import glob
 import hashlib
 import io
@@ -26,6 +27,7 @@ import random
 import struct
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -98,31 +100,30 @@ def encode(obj: Any, prefix: str) -> bytes:
 
     Raises whatever pickling raises (the caller turns it into a ``SerializationError``).
     """
-    segments: list[str] = []
+    large: list[memoryview] = []
 
     def keep_out_of_band(buffer: pickle.PickleBuffer) -> bool:
         raw = buffer.raw()
         if raw.nbytes < OUT_OF_BAND_MIN_BYTES:
             return True  # small: stays in the pickle stream
-        segments.append(_write_segment(prefix, raw))
+        large.append(raw)
         return False
 
     try:
-        try:
-            body: bytes = dumps(obj, keep_out_of_band)
-        except TypeError:
+        body: bytes = dumps(obj, keep_out_of_band)
+    except TypeError:
+        wrapped = _wrap_large_buffers(obj, depth=3)
+        if wrapped is obj:
+            raise
+        large.clear()
+        body = dumps(wrapped, keep_out_of_band)
+    else:
+        if len(body) >= OUT_OF_BAND_MIN_BYTES:
             wrapped = _wrap_large_buffers(obj, depth=3)
-            if wrapped is obj:
-                raise
-            body = dumps(wrapped, keep_out_of_band)
-        else:
-            if len(body) >= OUT_OF_BAND_MIN_BYTES:
-                wrapped = _wrap_large_buffers(obj, depth=3)
-                if wrapped is not obj:
-                    body = dumps(wrapped, keep_out_of_band)
-    except BaseException:
-        _unlink_all(segments)
-        raise
+            if wrapped is not obj:
+                large.clear()  # the second pickle names every buffer again, in its own order
+                body = dumps(wrapped, keep_out_of_band)
+    segments = _write_segments(prefix, large)
     if not segments:
         return _IN_BAND + body
     names = "\0".join(segments).encode()
@@ -186,6 +187,44 @@ def remove_segments(prefix: str) -> None:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+
+#: Threads that write the segments of one message side by side: the cost of a segment is
+#: the kernel allocating its pages, which runs without the GIL and on every core.
+SEGMENT_WRITERS = 4
+
+_writers: concurrent.futures.ThreadPoolExecutor | None = None
+_writers_lock = threading.Lock()
+
+
+def _write_segments(prefix: str, buffers: list[memoryview]) -> list[str]:
+    """Write each buffer to a new segment (several at once); return their names in order."""
+    if len(buffers) <= 1:
+        return [_write_segment(prefix, raw) for raw in buffers]
+    global _writers
+    with _writers_lock:
+        if _writers is None:
+            _writers = concurrent.futures.ThreadPoolExecutor(SEGMENT_WRITERS, thread_name_prefix="parmap-shm")
+        futures = [_writers.submit(_write_segment, prefix, raw) for raw in buffers]
+    names: list[str] = []
+    failure: BaseException | None = None
+    for future in futures:
+        try:
+            names.append(future.result())
+        except BaseException as error:
+            failure = failure or error
+    if failure is not None:
+        _unlink_all(names)
+        raise failure
+    return names
+
+
+def _forget_writers_in_child() -> None:
+    global _writers, _writers_lock
+    _writers, _writers_lock = None, threading.Lock()  # the parent's threads do not exist here
+
+
+os.register_at_fork(after_in_child=_forget_writers_in_child)
 
 
 def _write_segment(prefix: str, raw: memoryview) -> str:

@@ -97,3 +97,15 @@ def test_every_buffer_type_travels_out_of_band(kind: Any) -> None:
 def test_small_memoryview_is_pickled_in_band() -> None:
     restored = _transport.decode(_transport.encode([memoryview(b"abc")], "parmap-test-"))
     assert bytes(restored[0]) == b"abc"
+
+
+def test_array_and_large_bytes_in_one_message_keep_their_own_buffers() -> None:
+    numpy = pytest.importorskip("numpy")
+    array = numpy.arange(BIG // 8, dtype="float64")
+    blob = os.urandom(BIG)
+    prefix = _transport.segment_prefix(os.getpid(), "unit")
+    restored = _transport.decode(_transport.encode([array, blob, array * 2], prefix))
+    assert numpy.array_equal(restored[0], array)
+    assert restored[1] == blob
+    assert numpy.array_equal(restored[2], array * 2)
+    assert segments() == []
