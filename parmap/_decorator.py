@@ -170,7 +170,6 @@ class _MapMethods(Generic[T, R]):
             raise TypeError(f"{name}() needs an iterable of items, got {type(items).__name__}") from None
         total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
         function: Callable[[Any], Any] = StarCall(self.__wrapped__) if star else self.__wrapped__
-        workers = 1 if config.backend == "serial" else config.workers
         store = None
         if options.checkpoint is not None:
             from ._checkpoint import CheckpointStore
@@ -187,7 +186,7 @@ class _MapMethods(Generic[T, R]):
 
         job = Job(
             lambda: _registry.get_pool(config),
-            workers,
+            config.workers,
             function,
             items,
             options,

@@ -72,13 +72,18 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.01)
 
 
+def shutdown_promptly() -> None:
+    """``parmap.shutdown()``, asserting it takes under 10 s."""
+    started = time.monotonic()
+    parmap.shutdown()
+    assert time.monotonic() - started < 10, "parmap.shutdown() took 10 s or more"
+
+
 @pytest.fixture(autouse=True)
 def _no_leftovers() -> Iterator[None]:
     """After each test: shutdown is prompt and leaves no worker process behind."""
     yield
-    started = time.monotonic()
-    parmap.shutdown()
-    assert time.monotonic() - started < 10, "parmap.shutdown() took 10 s or more"
+    shutdown_promptly()
     wait_until(lambda: not [pid for pid in worker_processes() if not _is_zombie(pid)], timeout=10)
     assert not [pid for pid in worker_processes() if _is_zombie(pid)], "zombie worker processes left"
 

@@ -35,8 +35,8 @@ import dask  # noqa: E402 - only once distributed is known to be installed
 
 import parmap  # noqa: E402
 from parmap import RemoteTraceback, TaskTimeoutError, WorkerLostError, parallel  # noqa: E402
-from tests.conftest import _children, _is_zombie, wait_until, worker_processes  # noqa: E402
-from tests.tasks import add, fail_on_three, pid_of, square  # noqa: E402
+from tests.conftest import _children, _is_zombie, shutdown_promptly, wait_until, worker_processes  # noqa: E402
+from tests.tasks import add, fail_on_three, pid_of, square, wait_for_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +46,7 @@ WAIT_SECONDS = 30
 
 # --------------------------------------------------------------------------- tasks
 # Module level, so workers import them (as ``tests.test_dask``) instead of unpickling code;
-# the shared ones (square, add, pid_of, fail_on_three) come from ``tests.tasks``.
+# the shared ones (square, add, pid_of, fail_on_three, wait_for_file) come from ``tests.tasks``.
 
 
 def exit_on_three(x: int) -> int:
@@ -62,15 +62,6 @@ def fail_first_time(args: tuple[str, int]) -> int:
     if not marker.exists():
         marker.touch()
         raise OSError(f"transient failure of item {x}")
-    return x
-
-
-def wait_for_file(args: tuple[str, int]) -> int:
-    """Report our pid in ``<dir>/started-<x>``, then wait until ``<dir>/go`` exists."""
-    directory, x = args
-    Path(directory, f"started-{x}").write_text(str(os.getpid()))
-    while not Path(directory, "go").exists():
-        time.sleep(0.005)
     return x
 
 
@@ -256,9 +247,7 @@ def _owned_by_clusters() -> set[int]:
 def _no_leftovers() -> Iterator[None]:
     """After each test: shutdown is prompt and leaves no process but the clusters' own."""
     yield
-    started = time.monotonic()
-    parmap.shutdown()
-    assert time.monotonic() - started < 10, "parmap.shutdown() took 10 s or more"
+    shutdown_promptly()
 
     def strays() -> list[int]:
         owned = _owned_by_clusters()
