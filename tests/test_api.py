@@ -305,3 +305,61 @@ def test_version_and_public_surface() -> None:
         assert getattr(parmap, name).__module__ == "parmap", name
     assert issubclass(parmap.WorkerLostError, parmap.ParmapError)
     assert issubclass(parmap.TaskTimeoutError, TimeoutError)
+
+
+BAD_DECORATOR_OPTIONS = [
+    ({"workers": 0}, ValueError, "workers must be an int >= 1"),
+    ({"workers": "4"}, TypeError, "workers must be an int >= 1"),
+    ({"workers": True}, TypeError, "workers must be an int >= 1"),
+    ({"chunksize": 0}, ValueError, "chunksize"),
+    ({"chunksize": "fast"}, ValueError, "chunksize"),
+    ({"chunksize": 2.5}, TypeError, "chunksize"),
+    ({"backend": "gpu"}, ValueError, "backend must be one of"),
+    ({"backend": 3}, TypeError, "backend must be one of"),
+    ({"start_method": "vfork"}, ValueError, "start_method"),
+    ({"initializer": 42}, TypeError, "initializer must be callable"),
+    ({"initargs": 5}, TypeError, "initargs must be a tuple"),
+    ({"timeout": -1}, ValueError, "timeout must be > 0"),
+    ({"timeout": "1"}, TypeError, "timeout"),
+    ({"retries": -1}, ValueError, "retries must be an int >= 0"),
+    ({"retry_on": "ValueError"}, TypeError, "retry_on"),
+    ({"return_exceptions": 1}, TypeError, "return_exceptions must be True or False"),
+    ({"progress": "yes"}, TypeError, "progress must be a bool or a dict"),
+    ({"max_tasks_per_worker": 0}, ValueError, "max_tasks_per_worker"),
+    ({"max_in_flight": 0}, ValueError, "max_in_flight"),
+    ({"address": "tcp://x:1"}, ValueError, "only apply to backend='dask'"),
+    ({"no_such_option": 1}, TypeError, "unexpected option"),
+]
+
+
+@pytest.mark.parametrize(("options", "error", "match"), BAD_DECORATOR_OPTIONS)
+def test_bad_options_fail_at_decoration(options: dict[str, Any], error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        parallel(tasks.square, **options)
+    with pytest.raises(error, match=match):
+        parallel(**options)  # the decorator form fails before it is applied
+
+
+@pytest.mark.parametrize(("options", "error", "match"),
+                         [case for case in BAD_DECORATOR_OPTIONS
+                          if set(case[0]) <= set(parmap._decorator.MapOverrides.__annotations__)])
+def test_bad_per_call_options_fail_at_call_time_and_the_pool_stays_usable(
+        options: dict[str, Any], error: type[Exception], match: str) -> None:
+    task = parallel(tasks.square, workers=2)
+    assert task.map([1]) == [1]
+    with pytest.raises(error, match=match):
+        task.map([1, 2], **options)
+    assert task.map([2, 3]) == [4, 9]
+
+
+@pytest.mark.parametrize("call", ["map", "imap", "imap_unordered", "map_async", "starmap"])
+def test_non_iterable_input_is_a_type_error(call: str) -> None:
+    task = parallel(tasks.square, workers=2)
+    with pytest.raises(TypeError, match="needs an iterable of items, got int"):
+        getattr(task, call)(5)
+    assert task.map([3]) == [9]
+
+
+def test_decorating_a_non_callable_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="needs a callable"):
+        parallel(42)  # type: ignore[call-overload]
