@@ -37,7 +37,9 @@ def exit_on_seven(x: int) -> int:
 def segfault_on_five(x: int) -> int:
     if x == 5:
         import ctypes
+        import faulthandler
 
+        faulthandler.disable()  # pytest's faulthandler would print every thread's stack to the log
         ctypes.string_at(0)
     return x
 
@@ -51,7 +53,9 @@ def sigkill_self_on_two(x: int) -> int:
 def wait_for_file(args: tuple[str, int]) -> int:
     """Report our pid in ``<dir>/started-<x>``, then wait until ``<dir>/go`` exists."""
     directory, x = args
-    Path(directory, f"started-{x}").write_text(str(os.getpid()))
+    # Written whole, then renamed: a test that sees the file can read the pid at once.
+    Path(directory, f".started-{x}").write_text(str(os.getpid()))
+    os.replace(Path(directory, f".started-{x}"), Path(directory, f"started-{x}"))
     while not Path(directory, "go").exists():
         time.sleep(0.005)
     return x

@@ -42,8 +42,10 @@ PAGE_TIMEOUT = 150
 
 #: Runs the block files named in ``sys.argv[1:]`` one after another in ``__main__``. Each is
 #: compiled on its own (a block may start with ``from __future__ import ...``), under its
-#: file name, so tracebacks show the block's source.
-_RUNNER = ("import sys\n"
+#: file name, so tracebacks show the block's source. Ctrl-C raises KeyboardInterrupt as in a
+#: terminal, even when this test run was started in the background (which ignores SIGINT).
+_RUNNER = ("import signal, sys\n"
+           "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
            "for path in sys.argv[1:]:\n"
            "    exec(compile(open(path, encoding='utf-8').read(), path, 'exec'), vars(sys.modules['__main__']))\n")
 
