@@ -15,8 +15,6 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, Union, overload
 
-import wrapt
-
 from . import _registry, _transport
 from ._chunking import CostEstimate
 from ._config import MapOptions, PoolConfig, validate_map_options
@@ -28,6 +26,25 @@ from .backends._worker import StarCall
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+    class _FunctionWrapper:
+        """What the type checker sees of wrapt's proxies, the same under wrapt 1 and 2.
+
+        wrapt 1 ships no type information; this keeps ``mypy --strict`` (ours and our
+        users') exact whichever wrapt is installed.
+        """
+
+        __wrapped__: Any
+        __name__: str
+        _self_parent: Any
+        _self_instance: Any
+
+        def __init__(self, wrapped: Any, wrapper: Callable[..., Any]) -> None: ...
+
+    _BoundFunctionWrapper = _FunctionWrapper
+else:
+    from wrapt import BoundFunctionWrapper as _BoundFunctionWrapper
+    from wrapt import FunctionWrapper as _FunctionWrapper
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -235,7 +252,7 @@ def _iterate(job: Job, progress: Any) -> Iterator[Any]:
         progress.close()
 
 
-class _BoundParallelFunction(_MapMethods[T, R], wrapt.BoundFunctionWrapper):  # type: ignore[type-arg]
+class _BoundParallelFunction(_MapMethods[T, R], _BoundFunctionWrapper):
     """``obj.method`` of a decorated method: maps run the method bound to ``obj``."""
 
     def _settings(self) -> tuple[PoolConfig, MapOptions, str]:
@@ -249,7 +266,7 @@ class _BoundParallelFunction(_MapMethods[T, R], wrapt.BoundFunctionWrapper):  # 
         return (getattr, (self._self_instance, self.__name__))
 
 
-class ParallelFunction(_MapMethods[T, R], wrapt.FunctionWrapper):  # type: ignore[type-arg]
+class ParallelFunction(_MapMethods[T, R], _FunctionWrapper):
     """A function decorated with :func:`parallel`: callable as before, plus the map methods."""
 
     __bound_function_wrapper__ = _BoundParallelFunction
