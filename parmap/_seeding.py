@@ -8,7 +8,6 @@ counts, chunk sizes, backends and start methods.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 import importlib.util
 import os
@@ -17,13 +16,14 @@ import sys
 import threading
 from typing import Any
 
+from ._transport import digest
+
 _current = threading.local()
 
 
 def derive_seed(seed: int, index: int) -> int:
     """A 64-bit seed for item ``index`` of a job seeded with ``seed``."""
-    digest = hashlib.blake2b(f"parmap:{seed}:{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
+    return int.from_bytes(digest(f"parmap:{seed}:{index}".encode(), 8), "little")
 
 
 def seed_item(seed: int | None, index: int) -> None:

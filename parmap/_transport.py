@@ -16,9 +16,6 @@ Nothing here blocks on a queue or a pipe.
 
 from __future__ import annotations
 
-import concurrent.futures
-import glob
-import hashlib
 import io
 import mmap
 import os
@@ -29,9 +26,17 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
+
+try:  # hashlib's own blake2b: importing hashlib would also load OpenSSL (~3 ms per start)
+    from _blake2 import blake2b
+except ImportError:  # an interpreter built without it
+    from hashlib import blake2b
+
+if TYPE_CHECKING:
+    import concurrent.futures
 
 PROTOCOL = 5
 
@@ -182,6 +187,8 @@ def discard(data: bytes | memoryview) -> None:
 
 def remove_segments(prefix: str) -> None:
     """Unlink every segment whose name starts with ``prefix`` (its reader is gone)."""
+    import glob  # only after a worker's death
+
     for path in glob.glob(os.path.join(_SEGMENT_DIR, glob.escape(prefix) + "*")):
         try:
             os.unlink(path)
@@ -204,6 +211,8 @@ def _write_segments(prefix: str, buffers: list[memoryview]) -> list[str]:
     global _writers
     with _writers_lock:
         if _writers is None:
+            import concurrent.futures  # only for messages with several large buffers
+
             _writers = concurrent.futures.ThreadPoolExecutor(SEGMENT_WRITERS, thread_name_prefix="parmap-shm")
         futures = [_writers.submit(_write_segment, prefix, raw) for raw in buffers]
     names: list[str] = []
@@ -283,4 +292,9 @@ def dumps_function(fn: Any) -> tuple[bytes, bytes]:
 
 
 def function_key(payload: bytes) -> bytes:
-    return hashlib.blake2b(payload, digest_size=16).digest()
+    return digest(payload, 16)
+
+
+def digest(data: bytes, size: int) -> bytes:
+    """A BLAKE2b digest of ``size`` bytes."""
+    return blake2b(data, digest_size=size).digest()

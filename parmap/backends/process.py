@@ -34,7 +34,7 @@ import threading
 import time
 import weakref
 from multiprocessing.connection import wait
-from multiprocessing.sharedctypes import RawArray
+from multiprocessing.heap import BufferWrapper
 from typing import Any
 
 from .. import _transport
@@ -87,6 +87,9 @@ class _Worker:
     process: Any
     conn: Any
     slot: Any
+    #: The heap block behind ``slot``: it is freed (and handed to the next worker) once
+    #: this wrapper is collected, so it lives exactly as long as the worker's record.
+    slot_buffer: Any
     ready: bool = False
     #: Chunks sent and not yet answered, oldest first: the one running, and at most
     #: ``PREFETCH - 1`` waiting in its pipe so it never idles between chunks.
@@ -219,16 +222,19 @@ class ProcessBackend(Backend):
 
     def _start_worker(self) -> _Worker:
         parent_end, child_end = self._context.Pipe(duplex=True)
-        slot = RawArray("d", 3)
+        # Three doubles of shared memory, read here and written by the worker (which maps
+        # the same buffer). The heap's buffer, unlike sharedctypes, spares loading ctypes.
+        shared = BufferWrapper(3 * 8)
+        slot = shared.create_memoryview().cast("d")
         slot[SLOT_CHUNK] = -1
         number = next(self._numbers)
         process = self._context.Process(  # type: ignore[attr-defined]
             target=worker_main,
             name=f"parmap-worker-{self._pool_id}.{number}",
-            args=(child_end, slot, self._init_payload, f"{self._prefix}w{number}-"),
+            args=(child_end, shared, self._init_payload, f"{self._prefix}w{number}-"),
             daemon=True,
         )
-        worker = _Worker(number=number, process=process, conn=parent_end, slot=slot)
+        worker = _Worker(number=number, process=process, conn=parent_end, slot=slot, slot_buffer=shared)
         self._workers[number] = worker
         try:
             process.start()
