@@ -32,13 +32,17 @@ from typing import Any, Union
 TARGET_CHUNK_SECONDS = 0.02
 
 #: Guided scheduling never shrinks a chunk below this much work: below it, the fixed cost of
-#: a chunk's round trip would dominate, and the finish is already even to within 2 ms.
-MIN_CHUNK_SECONDS = 0.002
+#: a chunk's round trip (~0.2 ms, overlapped by the worker's prefetched next chunk) would
+#: dominate, and the finish is already even to within 1 ms.
+MIN_CHUNK_SECONDS = 0.001
 
 #: Guided scheduling: a chunk takes at most 1/(workers * GUIDED_DIVISOR) of what remains.
-#: 2 keeps at least two chunks per worker outstanding near the end, so an uneven chunk is
-#: absorbed by the others instead of becoming the tail.
-GUIDED_DIVISOR = 2
+#: 4 keeps several chunks per worker outstanding near the end, so an uneven chunk is absorbed
+#: by the others instead of becoming the tail; and for cheap items, whose pickling costs the
+#: caller about as much as the workers' compute, the first chunks are small enough that
+#: workers start while the caller is still pickling (measured on 200,000 ``x*x+1`` items:
+#: 11 % faster than a divisor of 2 with a 2 ms floor).
+GUIDED_DIVISOR = 4
 
 #: Upper bound on items per chunk, whatever the measurements say: bounds the memory of one
 #: chunk and of one result message.
