@@ -87,3 +87,16 @@ def test_missing_package_is_reported_not_run(monkeypatch: pytest.MonkeyPatch) ->
     record = runner.run(plan, log=lambda line: None)["cpu"]["pebble"]
     assert (record.status, record.samples) == (runner.STATUS_MISSING, [])
     assert "not installed" in record.reason
+
+
+def test_ceiling_check_reports_three_efficiencies() -> None:
+    """``python -m benchmarks.ceiling`` at a toy size: one line per round, then the medians."""
+    command = [sys.executable, "-m", "benchmarks.ceiling", "--workers", "2", "--items", "8", "--rounds", "2"]
+    completed = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=50, check=False)
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines[1:]] == ["round 1", "round 2", "median efficiency"]
+    for line in lines[1:]:
+        values = dict(zip(*[iter(line.split(":")[1].split())] * 2))
+        assert set(values) == {"independent", "parmap", "mp-pool"}
+        assert all(float(value) > 0 for value in values.values())
