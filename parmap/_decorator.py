@@ -291,6 +291,22 @@ class ParallelFunction(_MapMethods[T, R], _FunctionWrapper):
     def __call__(self, *args: Any, **kwargs: Any) -> R:
         return self.__wrapped__(*args, **kwargs)
 
+    def __copy__(self) -> ParallelFunction[T, R]:
+        return self  # as ``copy.copy`` does for a function
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ParallelFunction[T, R]:
+        return self
+
+    @property
+    def __dict__(self) -> dict[str, Any]:  # type: ignore[override]
+        """The function's attributes, as for the function itself.
+
+        Pickling libraries that take the decorated object for a plain function (cloudpickle
+        used directly, outside parmap) read it; wrapt 1's proxy would refuse them.
+        """
+        attributes: dict[str, Any] = self.__wrapped__.__dict__
+        return attributes
+
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
         """Pickle by reference when importable (a module-level function), else by value."""
         function = self.__wrapped__

@@ -212,6 +212,24 @@ def test_decorated_module_function_pickles_and_still_works() -> None:
     assert by_value.map([1, 2]) == [0, 1]
 
 
+def test_decorated_closure_given_to_cloudpickle_directly_still_computes() -> None:
+    # Outside parmap's transport, cloudpickle takes the decorated object for the function it
+    # wraps (it asks isinstance(obj, FunctionType)) and copies that function.
+    offset = 5
+    task = parallel(lambda x: x + offset, workers=2)
+    task.__dict__["marker"] = "kept"  # the function's own attributes, as for a function
+    copied = cloudpickle.loads(cloudpickle.dumps(task))
+    assert copied(1) == 6
+    assert copied.marker == "kept"
+
+
+def test_copying_a_decorated_function_gives_the_same_object() -> None:
+    import copy
+
+    assert copy.copy(inner_square) is inner_square  # as copy.copy does for any function
+    assert copy.deepcopy(inner_square) is inner_square
+
+
 def test_inner_decorated_function_defined_in_the_caller_travels_decorated(backend: Decorate) -> None:
     @parallel(workers=2)
     def inner(x: int) -> int:
