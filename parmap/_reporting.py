@@ -45,8 +45,7 @@ def report_progress(done: float, total: float | None = None) -> None:
     """Report how far the running item has got: a fraction (``0.4``) or ``done`` of ``total`` units.
 
     The caller's bar advances by that fraction of one item; when the item finishes, the bar
-    counts it exactly once, whatever was reported. Outside a parmap task, or on a backend
-    that cannot forward reports (dask), this does nothing.
+    counts it exactly once, whatever was reported. Outside a parmap task it does nothing.
 
     Raises:
         ValueError: the fraction is outside ``[0, 1]`` or ``total`` is not positive.

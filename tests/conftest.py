@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import functools
+import io
 import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+import tqdm.auto
+import tqdm.std
 
 import parmap
 
@@ -106,3 +109,28 @@ def _decorate(name: str, start_method: str | None, fn: Callable[..., Any], **opt
     if start_method is not None:
         options.setdefault("start_method", start_method)
     return parmap.parallel(fn, backend=name, **options)
+
+
+class RecordingBar(tqdm.std.tqdm):  # type: ignore[misc]
+    """A tqdm bar that writes to a buffer and remembers every update it received."""
+
+    instances: ClassVar[list[RecordingBar]] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("file", io.StringIO())
+        super().__init__(*args, **kwargs)
+        self.received: list[float] = []
+        RecordingBar.instances.append(self)
+
+    def update(self, n: float = 1) -> bool | None:
+        self.received.append(n)
+        return super().update(n)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def bars(monkeypatch: pytest.MonkeyPatch) -> list[RecordingBar]:
+    """The progress bars parmap creates during the test (as ``RecordingBar``), newest last."""
+    monkeypatch.setattr(tqdm.auto, "tqdm", RecordingBar)
+    instances: list[RecordingBar] = []
+    monkeypatch.setattr(RecordingBar, "instances", instances)
+    return instances

@@ -35,8 +35,16 @@ import dask  # noqa: E402 - only once distributed is known to be installed
 
 import parmap  # noqa: E402
 from parmap import RemoteTraceback, TaskTimeoutError, WorkerLostError, parallel  # noqa: E402
-from tests.conftest import _children, _is_zombie, shutdown_promptly, wait_until, worker_processes  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    RecordingBar,
+    _children,
+    _is_zombie,
+    shutdown_promptly,
+    wait_until,
+    worker_processes,
+)
 from tests.tasks import add, fail_on_three, pid_of, square, wait_for_file  # noqa: E402
+from tests.tasks_insights import report_half_then_wait  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -301,6 +309,17 @@ def test_map_async_calls_back(on_dask: dict[str, Any]) -> None:
 def test_progress_bar_counts_items(on_dask: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     assert parallel(square, **on_dask).map(range(30), chunksize=4, progress=True) == [x * x for x in range(30)]
     assert "30/30" in capsys.readouterr().err
+
+
+def test_report_progress_moves_the_bar_before_the_item_ends(on_dask: dict[str, Any], tmp_path: Path,
+                                                            bars: list[RecordingBar]) -> None:
+    task = parallel(report_half_then_wait, **on_dask)
+    result = task.map_async([(str(tmp_path), 0)], progress=True, chunksize=1)
+    wait_until(lambda: bool(bars) and bars[-1].n == 0.5, timeout=WAIT_SECONDS)
+    assert not result.ready()  # the half came from inside the task, which waits for "go"
+    (tmp_path / "go").write_text("")
+    assert result.get(timeout=WAIT_SECONDS) == [0]
+    assert bars[-1].n == 1
 
 
 def test_chunksize_int_and_auto(on_dask: dict[str, Any]) -> None:

@@ -7,52 +7,24 @@ show while no item has finished, and the count must end exact.
 
 from __future__ import annotations
 
-import io
 import math
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
 import pytest
-import tqdm.auto
-import tqdm.std
 
 import parmap
 from parmap import parallel
 from tests import tasks_insights
-from tests.conftest import wait_until
+from tests.conftest import RecordingBar, wait_until
 
 Decorate = Callable[..., Any]
 
 
-class _RecordingBar(tqdm.std.tqdm):  # type: ignore[misc]
-    """A tqdm bar that writes to a buffer and remembers every update it received."""
-
-    instances: ClassVar[list[_RecordingBar]] = []
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("file", io.StringIO())
-        super().__init__(*args, **kwargs)
-        self.received: list[float] = []
-        _RecordingBar.instances.append(self)
-
-    def update(self, n: float = 1) -> bool | None:
-        self.received.append(n)
-        return super().update(n)  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def bars(monkeypatch: pytest.MonkeyPatch) -> list[_RecordingBar]:
-    """The bars parmap creates during the test, newest last."""
-    monkeypatch.setattr(tqdm.auto, "tqdm", _RecordingBar)
-    instances: list[_RecordingBar] = []
-    monkeypatch.setattr(_RecordingBar, "instances", instances)
-    return instances
-
-
 def test_fraction_shows_before_the_item_finishes(backend: Decorate, tmp_path: Path,
-                                                 bars: list[_RecordingBar]) -> None:
+                                                 bars: list[RecordingBar]) -> None:
     task = backend(tasks_insights.report_half_then_wait, workers=1)
     result = task.map_async([(str(tmp_path), 0)], progress=True, chunksize=1)
     wait_until(lambda: bool(bars) and bars[-1].n == 0.5)
@@ -65,7 +37,7 @@ def test_fraction_shows_before_the_item_finishes(backend: Decorate, tmp_path: Pa
 
 
 def test_fraction_shows_in_a_multi_item_chunk(process_backend: Decorate, tmp_path: Path,
-                                              bars: list[_RecordingBar]) -> None:
+                                              bars: list[RecordingBar]) -> None:
     task = process_backend(tasks_insights.report_half_then_wait, workers=1)
     result = task.map_async([(str(tmp_path), x) for x in range(3)], progress=True, chunksize=3)
     wait_until(lambda: bool(bars) and bars[-1].n == 0.5)
@@ -76,7 +48,7 @@ def test_fraction_shows_in_a_multi_item_chunk(process_backend: Decorate, tmp_pat
 
 
 @pytest.mark.parametrize("chunksize", [1, 5, "auto"])
-def test_count_is_exact_after_completion(backend: Decorate, chunksize: Any, bars: list[_RecordingBar]) -> None:
+def test_count_is_exact_after_completion(backend: Decorate, chunksize: Any, bars: list[RecordingBar]) -> None:
     items = range(12)
     task = backend(tasks_insights.report_many)
     assert task.map(items, progress=True, chunksize=chunksize) == list(items)
@@ -86,13 +58,13 @@ def test_count_is_exact_after_completion(backend: Decorate, chunksize: Any, bars
     assert any(not float(n).is_integer() for n in bar.received), "no fractional report reached the bar"
 
 
-def test_imap_count_is_exact(process_backend: Decorate, bars: list[_RecordingBar]) -> None:
+def test_imap_count_is_exact(process_backend: Decorate, bars: list[RecordingBar]) -> None:
     task = process_backend(tasks_insights.report_many)
     assert sorted(task.imap_unordered(range(9), progress=True, chunksize=2)) == list(range(9))
     assert bars[-1].n == 9
 
 
-def test_reports_are_throttled(bars: list[_RecordingBar]) -> None:
+def test_reports_are_throttled(bars: list[RecordingBar]) -> None:
     def report_a_lot(x: int) -> int:
         for step in range(100_000):
             parmap.report_progress(step / 100_000)

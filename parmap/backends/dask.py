@@ -58,6 +58,7 @@ import asyncio
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import pickle
 import threading
 import time
@@ -79,7 +80,7 @@ from ..errors import (
     SerializationError,
     WorkerLostError,
 )
-from . import Backend, ChunkDone, ChunkFailed, ChunkLost, ChunkTask, Outcome
+from . import Backend, ChunkDone, ChunkFailed, ChunkLost, ChunkProgress, ChunkTask, Outcome
 from ._worker import format_traceback, mark_worker_thread, nesting_depth, portable_error, replace_unpicklable, run_chunk
 from .serial import run_in_this_thread
 
@@ -150,10 +151,14 @@ class DaskBackend(Backend):
         self._inline = (
             options.get("client") is None and self._address is None and (config.depth > 0 or _inside_dask_task())
         )
+        #: Tasks report in-task progress (``report_progress``) as Dask events on this topic;
+        #: the client hands them to the job of the chunk they name (see ``_on_progress_event``).
+        self._progress_topic = f"parmap-progress-{uuid.uuid4().hex}"
         if self._inline:
             self._run_initializer_here()
         else:
             self._connect(options.get("client"))
+            self._subscribe()
             if config.initializer is not None:
                 try:
                     self._initializer = _transport.dumps_function((config.initializer, config.initargs))
@@ -192,6 +197,9 @@ class DaskBackend(Backend):
             self._cluster.close()
             raise
         self._owns_client = True
+
+    def _subscribe(self) -> None:
+        self._client.subscribe_topic(self._progress_topic, self._on_progress_event)
 
     def _run_initializer_here(self) -> None:
         if self.config.initializer is not None:
@@ -247,7 +255,14 @@ class DaskBackend(Backend):
         function_data = self._function_data(key, payload)
         scattered = self._client.scatter(chunk, hash=False) if len(chunk) >= SCATTER_MIN_BYTES else None
         dask_key = f"parmap-chunk-{uuid.uuid4().hex}"
-        settings = (job.timeout, job.seed, job.profile, self._initializer, self.config.depth)
+        settings = (
+            job.timeout,
+            job.seed,
+            job.profile,
+            self._initializer,
+            self.config.depth,
+            (self._progress_topic, dask_key),
+        )
         arguments = (key, function_data, chunk if scattered is None else scattered, settings)
         with self._lock:
             self._running[dask_key] = _Running(task, None, scattered)
@@ -289,6 +304,10 @@ class DaskBackend(Backend):
         _release(running)
         for future in scattered:
             _release_future(future)
+        try:
+            self._client.unsubscribe_topic(self._progress_topic)
+        except Exception:  # the client is already closed
+            pass
         if self._owns_client:
             try:
                 self._client.close(timeout=CLOSE_TIMEOUT_SECONDS)
@@ -354,6 +373,18 @@ class DaskBackend(Backend):
                     sent.collector = asyncio.ensure_future(self._collect(future))
             if sent is None:  # cancelled while being sent
                 _release_future(future)
+
+    def _on_progress_event(self, event: tuple[float, Any]) -> None:
+        """Runs on the client's event loop: a task's ``report_progress``, for its job's bar.
+
+        Reports travel apart from results, so one may arrive after its chunk's result: the
+        engine ignores reports for chunks it no longer waits for.
+        """
+        dask_key, position, fraction = event[1]
+        with self._lock:
+            entry = self._running.get(dask_key)
+        if entry is not None:
+            _deliver(ChunkProgress(entry.task, int(position), float(fraction)))
 
     async def _collect(self, future: Any) -> None:
         """Runs on the client's event loop: wait for ``future``, fetch its result, deliver one outcome.
@@ -503,16 +534,17 @@ def _run_task(
     function_key: bytes,
     function_payload: bytes,
     chunk: bytes,
-    settings: tuple[float | None, int | None, bool, tuple[bytes, bytes] | None, int],
+    settings: tuple[float | None, int | None, bool, tuple[bytes, bytes] | None, int, tuple[str, str]],
 ) -> bytes:
     """The Dask task: run one chunk with :func:`run_chunk`; return tagged, pickled results.
 
-    ``settings`` is ``(timeout, seed, profile, initializer, depth)``. Never raises for an
-    item's error (that is part of the results); returns an ``_UNLOADABLE`` or
-    ``_INIT_FAILED`` tag with the traceback text when the chunk cannot run at all.
+    ``settings`` is ``(timeout, seed, profile, initializer, depth, (progress topic, task
+    key))``. Never raises for an item's error (that is part of the results); returns an
+    ``_UNLOADABLE`` or ``_INIT_FAILED`` tag with the traceback text when the chunk cannot
+    run at all.
     """
     started = time.perf_counter()
-    timeout, seed, profile, initializer, depth = settings
+    timeout, seed, profile, initializer, depth, (topic, dask_key) = settings
     try:
         fn = _load_function(function_key, function_payload)
         indices, items = pickle.loads(chunk)
@@ -528,7 +560,13 @@ def _run_task(
     mark_worker_thread(depth + 1)  # maps called by the task nest (see the module docstring)
     try:
         values, errors, completed, compute = run_chunk(
-            fn, indices, items, timeout=timeout, seed=seed, item_seconds=item_seconds
+            fn,
+            indices,
+            items,
+            timeout=timeout,
+            seed=seed,
+            item_seconds=item_seconds,
+            reporter=functools.partial(_report_progress, distributed.get_worker(), topic, dask_key),
         )
     finally:
         mark_worker_thread(previous)
@@ -551,6 +589,11 @@ def _run_task(
     replace_unpicklable(indices, values, wire_errors, _transport.dumps)  # find the results that cannot travel
     encoded = _transport.dumps((values, wire_errors, summary()))
     return _DONE + encoded
+
+
+def _report_progress(worker: Any, topic: str, dask_key: str, position: int, fraction: float) -> None:
+    """A task's (already throttled) ``report_progress``: an event the client is subscribed to."""
+    worker.log_event(topic, [dask_key, position, fraction])
 
 
 def _load_function(key: bytes, payload: bytes) -> Any:
