@@ -15,9 +15,11 @@ Data flow (compare ``concurrent.futures.process``)::
                                <- deadline: slot says item overran
                                   -> kill that worker only
 
-Each worker has a private pipe and holds at most one chunk, so the manager always knows
-which chunk each worker runs; a shared two-number slot tells it which *item*. A dead
-worker is noticed the moment its sentinel fires, never by polling.
+Each worker has a private pipe and holds the chunk it runs plus at most one small
+prefetched chunk, so the manager always knows which chunks each worker holds; a shared
+three-number slot (chunk id, item position, start time) tells it which chunk and which
+*item* the worker is running. A dead worker is noticed the moment its sentinel fires,
+never by polling.
 """
 
 from __future__ import annotations
