@@ -25,6 +25,11 @@ BACKENDS = [
 ]
 PROCESS_BACKENDS = [p for p in BACKENDS if p.values[0][0] == "process"]  # type: ignore[index]
 
+#: Prepended to a script a test runs in a subprocess: Ctrl-C raises KeyboardInterrupt there, as
+#: in a terminal, even when the test run itself was started in the background (a shell's
+#: background job inherits SIGINT ignored, and Python then installs no handler).
+CTRL_C_AS_IN_A_TERMINAL = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
 #: Helper processes of multiprocessing itself, which outlive pools by design.
 _INFRASTRUCTURE = ("resource_tracker", "forkserver")
 

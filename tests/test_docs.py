@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 import parmap
+from tests.conftest import CTRL_C_AS_IN_A_TERMINAL
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -42,10 +43,9 @@ PAGE_TIMEOUT = 150
 
 #: Runs the block files named in ``sys.argv[1:]`` one after another in ``__main__``. Each is
 #: compiled on its own (a block may start with ``from __future__ import ...``), under its
-#: file name, so tracebacks show the block's source. Ctrl-C raises KeyboardInterrupt as in a
-#: terminal, even when this test run was started in the background (which ignores SIGINT).
-_RUNNER = ("import signal, sys\n"
-           "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+#: file name, so tracebacks show the block's source. Ctrl-C acts as in a terminal.
+_RUNNER = (CTRL_C_AS_IN_A_TERMINAL
+           + "import sys\n"
            "for path in sys.argv[1:]:\n"
            "    exec(compile(open(path, encoding='utf-8').read(), path, 'exec'), vars(sys.modules['__main__']))\n")
 

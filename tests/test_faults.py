@@ -23,7 +23,7 @@ import pytest
 import parmap
 from parmap import RemoteTraceback, SerializationError, TaskTimeoutError, WorkerLostError, parallel
 from tests import tasks
-from tests.conftest import wait_until
+from tests.conftest import CTRL_C_AS_IN_A_TERMINAL, wait_until
 
 Decorate = Callable[..., Any]
 
@@ -296,14 +296,9 @@ def test_fork_pool_created_while_a_thread_is_busy() -> None:
         thread.join(5)
 
 
-#: Ctrl-C raises KeyboardInterrupt in a script, as in a terminal, even when this test run was
-#: started in the background (a shell's background job inherits SIGINT ignored).
-_CTRL_C_AS_IN_A_TERMINAL = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
-
-
 def _run_script(code: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run([sys.executable, "-c", _CTRL_C_AS_IN_A_TERMINAL + textwrap.dedent(code)],
+    return subprocess.run([sys.executable, "-c", CTRL_C_AS_IN_A_TERMINAL + textwrap.dedent(code)],
                           capture_output=True, text=True, timeout=timeout, env=env, check=False)
 
 
