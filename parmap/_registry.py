@@ -25,17 +25,18 @@ _pools: dict[PoolConfig, Backend] = {}
 def get_pool(config: PoolConfig) -> Backend:
     """The live pool for ``config``, creating (or replacing a broken) one as needed.
 
-    Inside a worker, maps nest: a worker process (or any daemonic process) runs an inner
-    process-backend map serially, since daemonic processes may not have children, and each
-    nesting depth gets pools of its own.
+    Inside a task, maps nest: the backend asked for decides what its map becomes there
+    ([Backend.nested_config][]; a process-backend map in a daemonic process runs serially,
+    since daemonic processes may not have children), and each nesting depth gets pools of
+    its own, so a task waiting on an inner map never waits on its own pool.
     """
     depth = nesting_depth()
     # A daemonic process (a parmap or Dask worker, a multiprocessing.Pool worker) may not
-    # have children: there a process-backend map runs serially instead of failing.
+    # have children.
     daemonic = in_worker_process() or multiprocessing.current_process().daemon
-    if depth or (daemonic and config.backend == "process"):
-        backend = "serial" if config.backend == "process" and daemonic else config.backend
-        config = dataclasses.replace(config, backend=backend, depth=depth)
+    if depth:
+        config = dataclasses.replace(config, depth=depth)
+    config = get_backend(config.backend).nested_config(config, daemonic=daemonic)
     with _lock:
         pool = _pools.get(config)
         if pool is not None and pool.usable:

@@ -7,6 +7,9 @@ exactly one outcome to the task's job through ``JobSpec.deliver``:
   many of its items ran, the rest are to be sent again (a worker retired mid-chunk);
 * :class:`ChunkLost`: the worker died or timed out; ``position`` names the item that was
   running (``None`` when it cannot be known, e.g. a death while unpickling the chunk);
+* :class:`ChunkUndecodable`: the chunk ran but its results could not be unpickled as a
+  whole; the engine runs it again ``careful`` (each result pickled on its own), so that
+  only the item whose result cannot travel fails;
 * :class:`ChunkFailed`: the chunk cannot run at all (pool shut down, initializer failed).
 
 Before its outcome, a chunk may also deliver any number of :class:`ChunkProgress` reports
@@ -71,9 +74,10 @@ class ChunkTask:
     job: JobSpec
     indices: Sequence[int]
     items: Sequence[Any]
-    #: Record each item's position as it runs, so that a crash can be blamed on one item.
-    #: Off by default (the fast path runs items in C); set when a chunk is re-run after its
-    #: worker died somewhere inside it.
+    #: Record each item's position as it runs, so that a crash can be blamed on one item,
+    #: and pickle each result on its own, so that one result that cannot be unpickled fails
+    #: only its item. Off by default (the fast path runs items in C); set when a chunk is
+    #: re-run after its worker died somewhere inside it or its results could not be decoded.
     careful: bool = False
     #: ``time.monotonic()`` when the engine submitted it and when a worker received it.
     submitted_at: float = 0.0
@@ -112,12 +116,20 @@ class ChunkLost:
 
 
 @dataclasses.dataclass(eq=False)
+class ChunkUndecodable:
+    """The chunk ran, but its results could not be unpickled here as one message."""
+
+    task: ChunkTask
+    error: SerializationError
+
+
+@dataclasses.dataclass(eq=False)
 class ChunkFailed:
     task: ChunkTask
     error: BaseException
 
 
-Outcome = Union[ChunkDone, ChunkLost, ChunkFailed, ChunkProgress]
+Outcome = Union[ChunkDone, ChunkLost, ChunkUndecodable, ChunkFailed, ChunkProgress]
 
 
 class Backend(abc.ABC):
@@ -127,8 +139,33 @@ class Backend(abc.ABC):
     #: policy's default. A backend with a costly per-chunk round trip (dask) asks for more.
     target_chunk_seconds: float | None = None
 
+    #: True where a ``timeout`` stops the overrunning item (the process backend kills its
+    #: worker); False where the item is reported once it returns (threads, serial, Dask).
+    timeouts_kill: bool = False
+
     def __init__(self, config: PoolConfig) -> None:
         self.config = config
+
+    @classmethod
+    def nested_config(cls, config: PoolConfig, *, daemonic: bool) -> PoolConfig:
+        """The pool a map asking for ``config`` uses when it is called inside a task.
+
+        joblib's ``get_nested_backend`` idea: each backend decides what its own kind of map
+        becomes when nested. ``config.depth`` is already the nesting depth (1 inside a task
+        of the main program's pools); ``daemonic`` is True in a process that may not have
+        children (a parmap or Dask worker process, a ``multiprocessing.Pool`` worker).
+        The registry asks once per map, nested or not (a Dask task at depth 0 is nested
+        for Dask). The default keeps the config as it is.
+        """
+        return config
+
+    def check_item(self, item: Any) -> None:
+        """Raise ``SerializationError`` if ``item`` cannot travel to a worker.
+
+        The engine calls it on each item of a chunk that could not be pickled, to fail only
+        the bad items. Backends that pickle nothing (serial, thread) accept every item.
+        """
+        del item  # nothing travels: every item is fine
 
     @property
     def workers(self) -> int:

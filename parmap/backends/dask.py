@@ -82,7 +82,6 @@ from ..errors import (
 )
 from . import Backend, ChunkDone, ChunkFailed, ChunkLost, ChunkProgress, ChunkTask, Outcome
 from ._worker import format_traceback, mark_worker_thread, nesting_depth, portable_error, replace_unpicklable, run_chunk
-from .serial import run_in_this_thread
 
 #: Functions a worker process keeps unpickled, least recently used evicted first.
 MAX_CACHED_FUNCTIONS = 32
@@ -147,23 +146,29 @@ class DaskBackend(Backend):
         self._cluster: Any = None
         self._owns_client = False
         self._initializer: tuple[bytes, bytes] | None = None
-        # A nested map (inside a parmap or Dask task) with no cluster named runs inline.
-        self._inline = (
-            options.get("client") is None and self._address is None and (config.depth > 0 or _inside_dask_task())
-        )
         #: Tasks report in-task progress (``report_progress``) as Dask events on this topic;
         #: the client hands them to the job of the chunk they name (see ``_on_progress_event``).
         self._progress_topic = f"parmap-progress-{uuid.uuid4().hex}"
-        if self._inline:
-            self._run_initializer_here()
-        else:
-            self._connect(options.get("client"))
-            self._subscribe()
-            if config.initializer is not None:
-                try:
-                    self._initializer = _transport.dumps_function((config.initializer, config.initargs))
-                except Exception as error:
-                    raise SerializationError(f"the initializer could not be pickled: {error}") from error
+        self._connect(options.get("client"))
+        self._subscribe()
+        if config.initializer is not None:
+            try:
+                self._initializer = _transport.dumps_function((config.initializer, config.initargs))
+            except Exception as error:
+                raise SerializationError(f"the initializer could not be pickled: {error}") from error
+
+    @classmethod
+    def nested_config(cls, config: PoolConfig, *, daemonic: bool) -> PoolConfig:
+        """Inside a task (a parmap task, or any Dask task), with no cluster named: serial.
+
+        A task then never waits for cluster slots held by its own job, so nesting cannot
+        deadlock; the outer map already spreads the work. A cluster named explicitly
+        (``address=`` or ``client=``) gets the inner map too.
+        """
+        named = config.backend_options.get("client") is not None or config.backend_options.get("address") is not None
+        if not named and (config.depth > 0 or _inside_dask_task()):
+            return dataclasses.replace(config, backend="serial", backend_options={})
+        return config
 
     # ------------------------------------------------------------------ setup
 
@@ -201,20 +206,11 @@ class DaskBackend(Backend):
     def _subscribe(self) -> None:
         self._client.subscribe_topic(self._progress_topic, self._on_progress_event)
 
-    def _run_initializer_here(self) -> None:
-        if self.config.initializer is not None:
-            try:
-                self.config.initializer(*self.config.initargs)
-            except Exception as error:
-                raise InitializerError("the pool's initializer raised") from error
-
     # ------------------------------------------------------------------ Backend
 
     @property
     def workers(self) -> int:
         """The cluster's total threads (the pool's ``workers`` for an owned LocalCluster)."""
-        if self._inline:
-            return 1
         if self._cluster is not None:
             return self.config.workers
         try:
@@ -225,13 +221,11 @@ class DaskBackend(Backend):
 
     @property
     def usable(self) -> bool:
-        if self._inline:
-            return True
         return not self._stopping and self._broken is None and self._client.status == "running"
 
     @property
     def client(self) -> Any:
-        """The ``distributed.Client`` this pool submits to (``None`` when running inline)."""
+        """The ``distributed.Client`` this pool submits to."""
         return self._client
 
     def submit(self, task: ChunkTask) -> None:
@@ -241,9 +235,6 @@ class DaskBackend(Backend):
             SerializationError: the function or the chunk cannot be pickled.
             PoolClosedError: the pool was shut down or lost its scheduler.
         """
-        if self._inline:
-            self._run_inline(task)
-            return
         job = task.job
         key, payload = job.pickle_function()
         try:
@@ -299,8 +290,6 @@ class DaskBackend(Backend):
             self._scattered.clear()
         for entry in running:
             _deliver(ChunkFailed(entry.task, PoolClosedError("the pool was shut down")))
-        if self._inline:
-            return
         _release(running)
         for future in scattered:
             _release_future(future)
@@ -320,10 +309,6 @@ class DaskBackend(Backend):
                 pass
 
     # ------------------------------------------------------------------ helpers
-
-    def _run_inline(self, task: ChunkTask) -> None:
-        task.dispatched_at = task.submitted_at
-        task.job.deliver(run_in_this_thread(task))
 
     def _function_data(self, key: bytes, payload: bytes) -> Any:
         """What the task gets for the function: its pickle, or a future of it once scattered."""

@@ -114,6 +114,13 @@ class _Worker:
 class ProcessBackend(Backend):
     """A fixed number of worker processes fed by one manager thread."""
 
+    timeouts_kill = True
+
+    @classmethod
+    def nested_config(cls, config: PoolConfig, *, daemonic: bool) -> PoolConfig:
+        """Serial in a daemonic process (it may not start processes); else processes again."""
+        return dataclasses.replace(config, backend="serial") if daemonic else config
+
     def __init__(self, config: PoolConfig) -> None:
         super().__init__(config)
         self._context = multiprocessing.get_context(config.start_method)
