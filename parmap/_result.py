@@ -8,6 +8,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from .errors import ResultTimeoutError
+
 R = TypeVar("R")
 
 #: Callbacks run in the job's thread; an exception there is printed, never lost silently,
@@ -84,10 +86,11 @@ class AsyncResult(Generic[R]):
         """The ordered result list; re-raises a task's exception.
 
         Raises:
-            TimeoutError: the job did not finish within ``timeout`` seconds (it goes on).
+            ResultTimeoutError: the job did not finish within ``timeout`` seconds (it goes
+                on). It is also the builtin ``TimeoutError`` and ``multiprocessing.TimeoutError``.
         """
         if not self._done.wait(timeout):
-            raise TimeoutError(f"the result was not ready within {timeout} s")
+            raise ResultTimeoutError(f"the result was not ready within {timeout} s")
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[return-value]

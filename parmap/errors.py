@@ -3,8 +3,11 @@
 Hierarchy::
 
     ParmapError                      base of every error parmap itself raises
-    ├── WorkerLostError              a worker process died while running an item
+    ├── WorkerLostError              a worker process died while running an item (also a ``RuntimeError``)
     ├── TaskTimeoutError             an item ran longer than ``timeout`` (also a ``TimeoutError``)
+    ├── ResultTimeoutError           ``AsyncResult.get(timeout)`` ran out (also ``TimeoutError`` and
+    │                                ``multiprocessing.TimeoutError``)
+    ├── PoolStartError               a pool could not start its workers (the cause is named)
     ├── SerializationError           an item, result or exception could not be pickled
     ├── InitializerError             the pool's ``initializer`` failed in a worker
     ├── PoolClosedError              the pool was shut down while a job still used it
@@ -17,13 +20,16 @@ chained (``__cause__``) to a :class:`RemoteTraceback` holding the worker's trace
 from __future__ import annotations
 
 from collections.abc import Sequence
+from multiprocessing import TimeoutError as _MultiprocessingTimeoutError
 
 __all__ = [
     "CheckpointMismatchError",
     "InitializerError",
     "ParmapError",
     "PoolClosedError",
+    "PoolStartError",
     "RemoteTraceback",
+    "ResultTimeoutError",
     "SerializationError",
     "TaskTimeoutError",
     "WorkerLostError",
@@ -34,8 +40,11 @@ class ParmapError(Exception):
     """Base class of every error raised by parmap itself (not by your task)."""
 
 
-class WorkerLostError(ParmapError):
+class WorkerLostError(ParmapError, RuntimeError):
     """A worker process died (killed, ``os._exit``, segfault, out of memory) while running an item.
+
+    Also a ``RuntimeError``, as ``concurrent.futures``' ``BrokenProcessPool`` and mpire's
+    worker-death error are, so code written against them catches it.
 
     Attributes:
         indices: input indices of the items charged with the loss.
@@ -81,6 +90,22 @@ class TaskTimeoutError(ParmapError, TimeoutError):
 
 def _rebuild_timeout(message: str, index: int | None, timeout: float | None) -> TaskTimeoutError:
     return TaskTimeoutError(message, index=index, timeout=timeout)
+
+
+class ResultTimeoutError(ParmapError, TimeoutError, _MultiprocessingTimeoutError):
+    """``AsyncResult.get(timeout)`` returned before the job finished (the job goes on).
+
+    Both ``except TimeoutError`` and ``except multiprocessing.TimeoutError`` catch it, so
+    code written for ``multiprocessing.pool.AsyncResult`` keeps working.
+    """
+
+
+class PoolStartError(ParmapError):
+    """A pool could not start its workers (too many open files, no memory, ...).
+
+    The workers it did start are stopped; the message names the cause, which is also the
+    ``__cause__``.
+    """
 
 
 class SerializationError(ParmapError):

@@ -323,6 +323,18 @@ def test_version_and_public_surface() -> None:
         assert getattr(parmap, name).__module__ == "parmap", name
     assert issubclass(parmap.WorkerLostError, parmap.ParmapError)
     assert issubclass(parmap.TaskTimeoutError, TimeoutError)
+    assert issubclass(parmap.WorkerLostError, RuntimeError)  # as BrokenProcessPool and mpire's error
+
+
+def test_async_result_timeout_is_caught_by_both_timeout_clauses(tmp_path: Any) -> None:
+    import multiprocessing
+
+    pending = parallel(tasks.wait_for_file, workers=1).map_async([(str(tmp_path), 0)])
+    for clause in (TimeoutError, multiprocessing.TimeoutError, parmap.ResultTimeoutError):
+        with pytest.raises(clause):
+            pending.get(timeout=0.01)
+    (tmp_path / "go").write_text("")
+    assert pending.get(timeout=20) == [0]
 
 
 BAD_DECORATOR_OPTIONS = [
