@@ -73,7 +73,8 @@ class Serial(Contender):
     name = "serial"
     label = "serial (no pool)"
     is_peer = False
-    skips: ClassVar[Mapping[str, str]] = {"seed": "the ideal is exact: total sleep / workers"}
+    skips: ClassVar[Mapping[str, str]] = {"seed": "the ideal is exact: total sleep / workers",
+                                          "fresh": "the ideal is exact: total sleep / workers"}
 
     def map(self, fn: Task, items: Sequence[Any]) -> list[Any]:
         return [fn(item) for item in items]

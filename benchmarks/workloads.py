@@ -43,6 +43,11 @@ UNEVEN_STRIDE = 7919
 UNEVEN_STEPS = 101
 UNEVEN_QUANTUM = 0.0001
 
+#: The fresh workload's sleeps, in seconds: two long items per worker with a short one
+#: between them. A scheduler that queues a chunk behind a busy worker while the other one is
+#: idle (or still starting) runs two long items in a row on one worker: 0.9 s instead of 0.6 s.
+FRESH_PATTERN = (0.3, 0.3, 0.03)
+
 
 class WrongResult(AssertionError):
     """A contender returned results that differ from the expected ones."""
@@ -114,6 +119,10 @@ WORKLOADS: dict[str, Workload] = {
         # sleep overshoots by the machine's timer slack (0.05-0.25 ms), 2-5 % of a 5 ms item.
         Workload("uneven", "sleep 0-10 ms per item (deterministic), 400 items, 4 workers", 4, 400, 200,
                  "serial", (Bar("<= 1.03 x ideal (serial / workers)", "ideal", 1.03),)),
+        # Issue 10, defect 11: load balance from the first chunk on, workers still starting.
+        Workload("fresh", "a fresh pool: 6 sleeps of 0.03-0.3 s, 2 workers, start included", 2, 6, 6, "sleep",
+                 (Bar("<= 1.05 x the stdlib Pool doing the same", "contender", 1.05, "mp-pool"),),
+                 timed="pool creation and the first map, in a process that has used no pool yet"),
         Workload("seed", '40 items x 0.1 s sleep, 4 workers, "auto"', 4, 40, 40, "sleep",
                  (Bar("<= 1.02 x ideal (1.00 s)", "ideal", 1.02),)),
         Workload("repeat", "200 successive maps of 8 items", 2, 200, 100, "",
@@ -138,9 +147,11 @@ WORKLOADS: dict[str, Workload] = {
 
 
 def sleep_seconds(workload: str, size: int) -> list[float]:
-    """The per-item sleeps of the ``uneven`` and ``seed`` workloads."""
+    """The per-item sleeps of the ``uneven``, ``fresh`` and ``seed`` workloads."""
     if workload == "seed":
         return [SEED_SECONDS] * size
+    if workload == "fresh":
+        return [FRESH_PATTERN[i % len(FRESH_PATTERN)] for i in range(size)]
     return [(i * UNEVEN_STRIDE % UNEVEN_STEPS) * UNEVEN_QUANTUM for i in range(size)]
 
 
@@ -164,6 +175,8 @@ def measure(workload: Workload, contender: Contender, size: int, *, cpu_loops: i
         return _measure_repeat(contender, workload.workers, size, timer)
     if workload.name == "stream":
         return _measure_stream(contender, workload.workers, size, timer)
+    if workload.name == "fresh":
+        return _measure_fresh(contender, workload.workers, size, timer)
     fn, items, check = _plain_case(workload, size, cpu_loops)
     contender.start(workload.workers)
     contender.map(fn, items[:workload.workers])  # warm: the pool has been used once
@@ -214,6 +227,19 @@ def _measure_cold(contender: Contender, workers: int, size: int,
 
     seconds, results = timer(start_and_map)
     _expect(results == [tasks.tiny(x) for x in items])
+    return Measurement(seconds)
+
+
+def _measure_fresh(contender: Contender, workers: int, size: int,
+                   timer: Callable[[Callable[[], Any]], tuple[float, Any]]) -> Measurement:
+    sleeps = sleep_seconds("fresh", size)
+
+    def start_and_map() -> list[Any]:
+        contender.start(workers)
+        return contender.map(tasks.nap, sleeps)
+
+    seconds, results = timer(start_and_map)
+    _expect(results == sleeps)
     return Measurement(seconds)
 
 
