@@ -503,7 +503,13 @@ class SchedulingCore:
             self._set_fatal(index, error, from_input=False)
 
     def _set_fatal(self, index: int, error: BaseException, *, from_input: bool) -> None:
-        if self._fatal is None or (self.ordered and index < self._fatal[0]):
+        if self._fatal is None:
+            replace = True
+        elif self.ordered:
+            replace = index < self._fatal[0]  # the first failure in input order is the one raised
+        else:
+            replace = self._fatal[2] and not from_input  # an item's error is raised at once
+        if replace:
             self._fatal = (index, error, from_input)
 
     def _end(self, decision: Raise | Finish, out: list[Decision]) -> None:
