@@ -106,7 +106,8 @@ def test_chunks_are_sized_once_every_probe_is_back() -> None:
     assert not of(more, Send)  # one probe still out: no sizing yet
     after = core.chunk_done(sends[1].chunk_id, [10], {}, 1, 0.001)
     reads = of(after, Read)
-    assert reads and all(r.size > 1 for r in reads)
+    assert reads
+    assert all(r.size > 1 for r in reads)
 
 
 def test_max_tasks_per_worker_caps_the_chunk() -> None:
@@ -209,7 +210,9 @@ def test_lost_chunk_charges_the_item_and_resends_the_others_uncharged() -> None:
     assert core.lost_workers == 1
     final = done(core, of(out, Send)[0])
     values = of(final, Yield)[0].values
-    assert values[:2] == [0, 10] and values[3] == 30 and isinstance(values[2], WorkerLostError)
+    assert values[:2] == [0, 10]
+    assert values[3] == 30
+    assert isinstance(values[2], WorkerLostError)
 
 
 def test_lost_at_an_unknown_position_runs_careful_then_one_by_one() -> None:
@@ -226,7 +229,8 @@ def test_timeouts_are_counted_and_retried() -> None:
     sends, _ = feed_all(core, [0], core.start())
     again = of(core.chunk_lost(sends[0].chunk_id, 0, TaskTimeoutError("slow")), Send)
     assert [list(s.indices) for s in again] == [[0]]
-    assert core.timeouts == 1 and core.retries == 1
+    assert core.timeouts == 1
+    assert core.retries == 1
 
 
 def test_partial_chunk_resends_the_rest() -> None:
@@ -254,7 +258,8 @@ def test_undecodable_single_item_fails_without_retry() -> None:
     sends, _ = feed_all(core, [0], core.start())
     failure = SerializationError("bad result")
     out = core.chunk_undecodable(sends[0].chunk_id, failure)
-    assert of(out, Raise) == [Raise(failure)] and not of(out, Send)
+    assert of(out, Raise) == [Raise(failure)]
+    assert not of(out, Send)
 
 
 def test_unsendable_items_fail_and_the_others_are_sent_again() -> None:
@@ -303,7 +308,8 @@ def test_fully_stored_record_is_yielded_without_sending() -> None:
     core = SchedulingCore(ordered=False, workers=1, chunksize=2)
     core.start()
     out = core.input_read(0, [0, 1], {0: "a", 1: "b"})
-    assert not of(out, Send) and of(out, Yield) == [Yield(["a", "b"])]
+    assert not of(out, Send)
+    assert of(out, Yield) == [Yield(["a", "b"])]
 
 
 def test_progress_fractions_are_taken_back_when_the_chunk_settles() -> None:
@@ -337,7 +343,7 @@ class CoreMachine(RuleBasedStateMachine):
         lazy=st.booleans(),
         max_tasks=st.one_of(st.none(), st.integers(min_value=1, max_value=4)),
     )
-    def begin(self, n: int, ordered: bool, workers: int, chunksize: Any, max_in_flight: int | None,
+    def begin(self, *, n: int, ordered: bool, workers: int, chunksize: Any, max_in_flight: int | None,
               retries: int, return_exceptions: bool, lazy: bool, max_tasks: int | None) -> None:
         self.n = n
         self.ordered = ordered
