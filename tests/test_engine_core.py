@@ -372,7 +372,8 @@ class CoreMachine(RuleBasedStateMachine):
         pending = collections.deque(decisions)
         while pending:
             decision = pending.popleft()
-            assert not self.finished and self.raised is None, f"{decision} after the end"
+            assert not self.finished, f"{decision} after the end"
+            assert self.raised is None, f"{decision} after the end"
             if type(decision) is Read:
                 self.reads.append(decision.size)
             elif type(decision) is Send:
