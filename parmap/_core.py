@@ -521,28 +521,34 @@ class SchedulingCore:
         out.append(decision)
 
     def _step(self, out: list[Decision]) -> None:
-        """After every event: yield what is ready, raise what is due, read what fits."""
+        """After every event: read what fits, yield what is ready, raise what is due.
+
+        The reads come first in `out`, so that new work is on its way before the caller
+        gets the batches (and runs its loop body); the window is computed after the ready
+        records left it.
+        """
         if self.done:
             return
+        ready: list[Decision] = []
         if self.ordered:
-            self._yield_in_order(out)
+            self._yield_in_order(ready)
         else:
             while self._complete:
                 record = self._complete.popleft()
                 self._records.remove(record)
-                out.append(Yield(record.values))
-        if self.done:
-            return
-        if self._fatal is not None:
-            _, error, from_input = self._fatal
-            if not self.ordered and (not from_input or not self._records):
-                self._end(Raise(error), out)
-            return  # ordered: `_yield_in_order` raises once everything before it is out
-        if self._input_done:
-            if not self._records:
-                self._end(Finish(), out)
-            return
-        self._read(out)
+                ready.append(Yield(record.values))
+        if not self.done:
+            if self._fatal is not None:
+                _, error, from_input = self._fatal
+                if not self.ordered and (not from_input or not self._records):
+                    self._end(Raise(error), ready)
+                # ordered: `_yield_in_order` raises once everything before it is out
+            elif self._input_done:
+                if not self._records:
+                    self._end(Finish(), ready)
+            else:
+                self._read(out)
+        out.extend(ready)
 
     def _yield_in_order(self, out: list[Decision]) -> None:
         records = self._records

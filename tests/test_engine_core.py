@@ -388,8 +388,8 @@ class CoreMachine(RuleBasedStateMachine):
                 self.raised = decision.error
             elif type(decision) is Finish:
                 self.finished = True
-            outstanding = self.records_read - self.yields + len(self.reads)
-            assert outstanding <= self.window or self.raised is not None, "the window overflowed"
+        outstanding = self.records_read - self.yields + len(self.reads)
+        assert outstanding <= self.window or self.raised is not None, "the window overflowed"
 
     @property
     def live(self) -> bool:
