@@ -169,3 +169,13 @@ class Box:
 
 def make_box(x: int) -> Box:
     return Box(x)
+
+
+def fail_one_late_and_four_at_once(x: int) -> int:
+    """Item 1 fails after a while, item 4 at once: the first failure in input order is item 1's."""
+    if x == 1:
+        time.sleep(0.3)
+        raise ValueError("item 1 failed")
+    if x == 4:
+        raise KeyError("item 4 failed")
+    return x

@@ -58,19 +58,10 @@ def test_imap_yields_every_result_before_the_failing_item(backend: Decorate) -> 
 
 
 def test_map_raises_the_first_failing_item_in_input_order(backend: Decorate) -> None:
-    # Item 3 fails at once, while item 0 still runs: its error is raised all the same,
-    # as the first in input order, never an error of an item after it.
-    def fail_late(x: int) -> int:
-        if x == 5:
-            raise KeyError("later item")
-        return tasks.slow_first_fail_three(x)
-
-    task = backend(tasks.slow_first_fail_three)
-    with pytest.raises(ValueError, match="bad item 3"):
-        task.map(range(8), chunksize=1)
-    if backend.args[0] in IN_PROCESS:  # type: ignore[attr-defined]
-        with pytest.raises(ValueError, match="bad item 3"):
-            backend(fail_late).map(range(8), chunksize=1)
+    # Item 4 fails at once while item 1 still runs, then fails: item 1's error is raised,
+    # as the first in input order (as `Executor.map`), not the first to arrive.
+    with pytest.raises(ValueError, match="item 1 failed"):
+        backend(tasks.fail_one_late_and_four_at_once).map(range(8), chunksize=1)
 
 
 def _squares_then_raise(n: int) -> Iterator[int]:
