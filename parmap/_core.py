@@ -222,6 +222,11 @@ class SchedulingCore:
         return len(self._records) + self._reads_pending
 
     @property
+    def reads_pending(self) -> int:
+        """Reads asked for and not yet answered."""
+        return self._reads_pending
+
+    @property
     def chunks_out(self) -> int:
         """Chunks submitted and awaiting their outcome."""
         return len(self._chunks)

@@ -27,7 +27,7 @@ Where the input is read (the rule `map` and `imap` document):
 * `imap` / `imap_unordered` (and `map_async`, in its background thread) read it in a
   `_Feeder` thread, in a copy of the caller's `contextvars` context taken when the method
   was called (decimal contexts, context variables), so that results keep flowing while the
-  input blocks. The feeder cuts a chunk when it is full or when the input has stalled for
+  input blocks. A chunk is cut when it is full or when the input has stalled for
   `INPUT_STALL_SECONDS` with items read, so a slow stream's results flow at once.
 """
 
@@ -76,10 +76,10 @@ from .errors import SerializationError
 
 __all__ = ["IN_FLIGHT_PER_WORKER", "Job", "ProgressSink", "ResultStore", "add_index_note"]
 
-#: A lazy input that has items read but not yet a full chunk, and blocks for this long, is
-#: cut into a chunk there: a stream of 10 items/s then yields each result within ~0.02 s of
-#: its item plus its run time, while a fast generator (4,096 items in ~1 ms) fills its
-#: chunks long before.
+#: While a chunk of a lazy input is being read, the driver checks this often whether the
+#: input stalled (nothing read since the last check) with items read, and then has those
+#: sent as a chunk: a stream of 10 items/s yields each result within 0.02-0.04 s of its
+#: item plus its run time, while a fast generator (4,096 items in ~1 ms) is never cut.
 INPUT_STALL_SECONDS = 0.02
 
 _job_ids = itertools.count(1)
@@ -115,21 +115,19 @@ class _InputEnd:
     error: BaseException | None
 
 
-class _InputPending:
-    """The feeder holds items of a chunk not full yet: cut it if the input stalls."""
-
-
-_Event = Union[Outcome, _InputChunk, _InputEnd, _InputPending]
+_Event = Union[Outcome, _InputChunk, _InputEnd]
 
 
 class _Feeder:
     """Reads a lazy input in its own thread, a chunk per credit the core granted.
 
-    State: `_items` is appended by the feeder thread only (lock-free: a deque's appends and
-    pops at the other end are thread-safe) and taken from under `_condition`, by the feeder
-    when a chunk is full or by the driver's `cut` when the input stalled; `_credits`,
-    `_size`, `_taken` and `_stopped` are written under `_condition`. Every chunk taken is
-    queued under the lock, so chunks reach the driver in input order.
+    The input is read with `deque.extend(islice(...))`, at C speed, and each item lands in
+    `_items` as soon as the input gives it, where the driver's `cut_if_stalled` can take it
+    while the read still blocks for the next one. State: `_items` is appended by the feeder
+    thread only (a deque's appends and pops at the other end are thread-safe) and taken from
+    under `_condition`, by the feeder when a chunk is full or by `cut_if_stalled`;
+    `_credits`, `_size`, `_taken`, `_mark` and `_stopped` are written under `_condition`.
+    Every chunk taken is queued under the lock, so chunks reach the driver in input order.
     """
 
     def __init__(
@@ -147,6 +145,7 @@ class _Feeder:
         self._taken = 0  # input index of `_items[0]`
         self._credits = 0  # chunks asked for and not yet taken
         self._size = 1
+        self._mark: tuple[int, int] | None = None  # (taken, read) at the last stall check
         self._stopped = False
         self._thread = threading.Thread(target=context.run, args=(self._run,), name="parmap-feeder", daemon=True)
         self._thread.start()
@@ -158,11 +157,14 @@ class _Feeder:
             self._size = size
             self._condition.notify()
 
-    def cut(self) -> None:
-        """The input stalled: queue what was read of the current chunk as a chunk now."""
+    def cut_if_stalled(self) -> None:
+        """Called every `INPUT_STALL_SECONDS` while a read is outstanding: if nothing was
+        read since the last call, queue what was read of the current chunk as a chunk now."""
         with self._condition:
-            if self._credits and self._items and not self._stopped:
-                self._take(min(len(self._items), self._size))
+            mark = (self._taken, len(self._items))
+            if mark == self._mark and self._credits and self._items and not self._stopped:
+                self._take(len(self._items))
+            self._mark = mark
 
     def stop(self) -> None:
         """Read no more (a read in progress ends on its own; the thread is a daemon)."""
@@ -171,6 +173,7 @@ class _Feeder:
             self._condition.notify()
 
     def _take(self, count: int) -> None:  # under the lock
+        count = min(count, self._size)
         chunk = [self._items.popleft() for _ in range(count)]
         self._events.put(_InputChunk(self._taken, chunk))
         self._taken += count
@@ -182,39 +185,36 @@ class _Feeder:
         return not self._stopped
 
     def _run(self) -> None:
-        items, iterator, events = self._items, self._iterator, self._events
+        items, iterator = self._items, self._iterator
         error: BaseException | None = None
         try:
             while True:
                 with self._condition:
                     if not self._wait_for_credit():
                         return
-                    size = self._size
-                    if len(items) >= size:
-                        self._take(size)
+                    if len(items) >= self._size:
+                        self._take(self._size)
                         continue
+                    wanted = self._size - len(items)
+                    before = self._taken + len(items)  # items read so far (a cut moves, never drops)
                 started = time.perf_counter()
-                # Lock-free until the chunk is full or a cut used its credit; a stale read
-                # of `_credits` reads at most one item more.
-                while len(items) < size and self._credits:
-                    items.append(next(iterator))
-                    if len(items) == 1:
-                        events.put(_InputPending())
+                items.extend(itertools.islice(iterator, wanted))
                 self._stats.input_wait_seconds += time.perf_counter() - started
                 with self._condition:
-                    if self._credits and len(items) >= size and not self._stopped:
-                        self._take(size)
-        except StopIteration:
-            pass
+                    exhausted = self._taken + len(items) - before < wanted
+                    if self._credits and len(items) >= self._size and not self._stopped:
+                        self._take(self._size)
+                if exhausted:
+                    break
         except BaseException as raised:  # the user's iterable raised: the caller gets it
             error = raised
         with self._condition:
             while items:
                 if not self._wait_for_credit():
                     return
-                self._take(min(len(items), self._size))
+                self._take(len(items))
             if not self._stopped:
-                events.put(_InputEnd(error))
+                self._events.put(_InputEnd(error))
 
 
 class Job:
@@ -277,7 +277,6 @@ class Job:
         self._iterator: Iterator[Any] | None = None
         self._input_over = False  # the driver saw the input end (further Reads are moot)
         self._feeder: _Feeder | None = None
-        self._cut_at: float | None = None  # when to cut the feeder's partial chunk
         # Taken now, in the caller's thread: a feeder reads the input in the caller's context.
         self._context = contextvars.copy_context()
         self._core: SchedulingCore | None = None
@@ -484,19 +483,16 @@ class Job:
         return bad
 
     def _wait(self) -> _Event:
-        """The next event; cuts the feeder's partial chunk when the input has stalled."""
+        """The next event; while the feeder owes a chunk, check every `INPUT_STALL_SECONDS`
+        whether the input stalled with items read, and have them cut into a chunk."""
+        assert self._core is not None
         while True:
-            if self._cut_at is None:
+            if self._feeder is None or not self._core.reads_pending:
                 return self._events.get()
-            timeout = self._cut_at - time.monotonic()
-            if timeout > 0:
-                try:
-                    return self._events.get(timeout=timeout)
-                except queue.Empty:
-                    pass
-            self._cut_at = None
-            assert self._feeder is not None
-            self._feeder.cut()  # its chunk, if any, is queued now
+            try:
+                return self._events.get(timeout=INPUT_STALL_SECONDS)
+            except queue.Empty:
+                self._feeder.cut_if_stalled()  # its chunk, if any, is queued now
 
     def _drain(self) -> list[Decision]:
         decisions: list[Decision] = []
@@ -529,13 +525,8 @@ class Job:
             report: ChunkProgress = event  # type: ignore[assignment]
             return core.chunk_progress(report.task.chunk_id, report.position, report.fraction)
         if kind is _InputChunk:
-            self._cut_at = None  # a full chunk: the next partial one announces itself
             chunk: _InputChunk = event  # type: ignore[assignment]
             return self._input_read(chunk.start, chunk.items)
-        if kind is _InputPending:
-            if self._cut_at is None:
-                self._cut_at = time.monotonic() + INPUT_STALL_SECONDS
-            return []
         if kind is _InputEnd:
             self._input_over = True
             return core.input_ended(event.error)  # type: ignore[union-attr]
