@@ -458,6 +458,26 @@ class CoreMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.live and self.chunks)
     @rule(data=st.data())
+    def chunk_unsendable(self, data: st.DataObject) -> None:
+        assert self.core is not None
+        send = self.pick(data)
+        bad = data.draw(st.sets(st.integers(min_value=0, max_value=len(send.items) - 1), min_size=1))
+        errors: dict[int, BaseException] = {p: SerializationError(f"item {send.indices[p]}") for p in bad}
+        self.apply(self.core.chunk_unsendable(send.chunk_id, SerializationError("chunk"), errors))
+
+    @precondition(lambda self: self.live and self.chunks)
+    @rule(data=st.data())
+    def chunk_failed(self, data: st.DataObject) -> None:
+        assert self.core is not None
+        if data.draw(st.integers(min_value=0, max_value=9)):
+            return  # rare: a broken pool ends the whole job
+        send = self.pick(data)
+        error = PoolClosedError("closed")
+        self.apply(self.core.chunk_failed(send.chunk_id, error))
+        assert self.raised is error
+
+    @precondition(lambda self: self.live and self.chunks)
+    @rule(data=st.data())
     def stray_progress(self, data: st.DataObject) -> None:
         assert self.core is not None
         chunk_id = data.draw(st.sampled_from(sorted(self.chunks)))
@@ -524,7 +544,9 @@ class CoreMachine(RuleBasedStateMachine):
             assert sorted(indices) == list(range(self.n)), "not every index was settled exactly once"
         else:
             assert self.raised is not None
-            if self.ordered:
+            if isinstance(self.raised, PoolClosedError):
+                pass  # the pool broke: the job ends at once, whatever is outstanding
+            elif self.ordered:
                 # Everything before the raised error was yielded, and nothing after it.
                 expected = self.cursor if self.raised is self.input_error else index_of(self.raised)
                 assert indices == list(range(expected))

@@ -155,6 +155,19 @@ def test_a_programs_own_sigint_handler_is_left_alone() -> None:
         signal.signal(signal.SIGINT, previous)
 
 
+def test_the_sigint_handler_is_restored_however_the_job_ends() -> None:
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    task = parallel(tasks.square, backend="thread", workers=2)
+    assert list(task.imap(range(10))) == [x * x for x in range(10)]
+    for _ in task.imap(range(10)):
+        break
+    with pytest.raises(ValueError, match="bad item 3"):
+        parallel(tasks.fail_on_three, backend="thread", workers=2).map(range(5))
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 # ---------------------------------------------------------------- defect 10: break
 
 
