@@ -484,6 +484,11 @@ class CoreMachine(RuleBasedStateMachine):
         for decision in self.core.chunk_progress(chunk_id, 0, data.draw(st.floats(0, 1))):
             assert type(decision) is Progress
 
+    @precondition(lambda self: self.live and not self.reads and not self.chunks)
+    @rule()
+    def stuck(self) -> None:
+        raise AssertionError("the job neither ended nor waits for anything: it would hang")
+
     @precondition(lambda self: not self.live)
     @rule()
     def nothing_after_the_end(self) -> None:
