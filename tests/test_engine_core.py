@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -36,7 +37,7 @@ class ItemError(Exception):
     """An item's own error (retriable when the job retries on it)."""
 
 
-def of(decisions: list[Decision], kind: type[Any]) -> list[Any]:
+def of(decisions: Sequence[Any], kind: type[Any]) -> list[Any]:
     return [d for d in decisions if type(d) is kind]
 
 

@@ -19,7 +19,7 @@ import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import pytest
 
@@ -183,11 +183,11 @@ def test_break_out_of_imap_withdraws_and_submits_nothing_more(backend: Decorate,
 
     def submit(self: Backend, chunk: ChunkTask) -> None:
         calls.append(("submit", chunk.job.job_id, None))
-        original_submit(self, chunk)  # type: ignore[arg-type]
+        original_submit(self, chunk)
 
     def cancel(self: Backend, job_id: int, *, stop_running: bool) -> None:
         calls.append(("cancel", job_id, stop_running))
-        original_cancel(self, job_id, stop_running=stop_running)  # type: ignore[arg-type]
+        original_cancel(self, job_id, stop_running=stop_running)
 
     monkeypatch.setattr(cls, "submit", submit)
     monkeypatch.setattr(cls, "cancel", cancel)
@@ -207,7 +207,7 @@ def test_break_out_of_imap_withdraws_and_submits_nothing_more(backend: Decorate,
 
 
 @pytest.mark.parametrize("name", ["thread", "process"])
-def test_a_slow_stream_keeps_yielding(name: str) -> None:
+def test_a_slow_stream_keeps_yielding(name: Literal["thread", "process"]) -> None:
     task = parallel(tasks.identity, backend=name, workers=2)
     task.map(range(2000))  # the cost is known now: chunks would be thousands of items
     fed: queue.SimpleQueue[int | None] = queue.SimpleQueue()
@@ -341,7 +341,7 @@ def test_a_job_closed_in_a_forked_child_touches_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["thread", "process"])
-def test_imap_keeps_no_reference_to_a_yielded_result(name: str) -> None:
+def test_imap_keeps_no_reference_to_a_yielded_result(name: Literal["thread", "process"]) -> None:
     task = parallel(tasks.make_box, backend=name, workers=2)
     alive = []
     for box in task.imap(range(40), chunksize=8):
@@ -392,8 +392,10 @@ def test_map_reads_an_sqlite_cursor_in_the_calling_thread(backend: Decorate) -> 
 
 
 def test_a_serial_pool_declared_with_eight_workers_sends_one_probe() -> None:
-    results = parallel(tasks.square, backend="serial", workers=8).map(range(1000), stats=True)
-    assert results == [x * x for x in range(1000)]
-    sizes = results.stats.chunk_sizes
+    task = parallel(tasks.square, backend="serial", workers=8)
+    assert task.map(range(1000), stats=True) == [x * x for x in range(1000)]
+    stats = task.last_stats()
+    assert stats is not None
+    sizes = stats.chunk_sizes
     assert sizes[0] == 1
     assert sizes[1] > 1, sizes
