@@ -580,6 +580,8 @@ class SchedulingCore:
     def _read(self, out: list[Decision]) -> None:
         limit = self.window if self._measured else min(self.workers, self.window)
         while self.outstanding < limit:
+            if self._length is not None and self._requested >= self._length:
+                return  # every item is asked for: the driver reports the end with the last chunk
             size = self._next_chunksize()
             self._reads_pending += 1
             self._requested += size

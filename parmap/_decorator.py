@@ -18,6 +18,7 @@ from . import _registry, _transport
 from ._chunking import CostEstimate
 from ._config import MapOptions, PoolConfig, validate_map_options
 from ._engine import Job
+from ._interrupts import counting_interrupts
 from ._progress import make_progress
 from ._result import AsyncResult
 from ._stats import RunStats
@@ -260,24 +261,30 @@ def _iterate(job: Job, progress: Any) -> Iterator[Any]:
     """Results of ``job`` one by one; the bar closes however the loop ends.
 
     Each result is popped from its batch as it is yielded, so that nothing here keeps a
-    reference to a result the caller has been given. The job's own generator is closed
-    explicitly (a ``break`` or a Ctrl-C in the caller's loop reach it at once), and in a
-    child forked by the caller nothing is closed: the job and its bar are the parent's.
+    reference to a result the caller has been given. When the loop is left, the job's own
+    generator is closed at once (withdrawing its queued and prefetched chunks), and after a
+    Ctrl-C since the loop began its running items are stopped too. In a child forked by the
+    caller nothing is closed: the job and its bar are the parent's.
     """
     job.progress = progress
     batches = job.batches()
-    try:
-        for batch in batches:
-            batch.reverse()
-            while batch:
-                yield batch.pop()
-    except KeyboardInterrupt:
-        job.close(stop_running=True)
-        raise
-    finally:
-        if job.owned_here():
-            batches.close()
-            progress.close()
+    # A Ctrl-C in the body of the caller's loop raises there, not in the job: the job only
+    # sees its generator closed, as after a `break`. Counting interrupts tells them apart.
+    with counting_interrupts() as interrupted:
+        try:
+            for batch in batches:
+                batch.reverse()
+                while batch:
+                    yield batch.pop()
+        except KeyboardInterrupt:
+            job.close(stop_running=True)
+            raise
+        finally:
+            if job.owned_here():
+                if interrupted():
+                    job.close(stop_running=True)
+                batches.close()
+                progress.close()
 
 
 class _BoundParallelFunction(_MapMethods[T, R], _BoundFunctionWrapper):

@@ -44,7 +44,6 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any, Protocol, Union
 
-from . import _interrupts
 from ._chunking import CostEstimate
 from ._config import MapOptions
 from ._core import (
@@ -304,8 +303,10 @@ class Job:
         """Yield results a batch (a record) at a time; on any exit cancel the rest of the job.
 
         An error, a `break` (the generator is closed) or Ctrl-C all end here: queued and
-        prefetched chunks are withdrawn, and after a Ctrl-C (raised here, or in the body of
-        the caller's loop while the job was open) the running ones are stopped too.
+        prefetched chunks are withdrawn, and after a Ctrl-C raised here the running ones are
+        stopped too. (A Ctrl-C in the body of the caller's loop never reaches this frame: the
+        caller's iterator, `_decorator._iterate`, counts interrupts with
+        `_interrupts.counting_interrupts` and calls `close(stop_running=True)`.)
 
         Raises:
             BaseException: the first failing item's error in input order (ordered output)
@@ -314,35 +315,31 @@ class Job:
                 `SerializationError` when the pool or the function cannot run.
         """
         completed = False
-        with _interrupts.counting_interrupts() as interrupted:
-            try:
-                pending = collections.deque(self._start())  # 1. start
-                while True:
-                    while pending:
-                        decision = pending.popleft()
-                        kind = type(decision)
-                        if kind is Yield:
-                            yield decision.values  # type: ignore[union-attr]  # 3. yield
-                        elif kind is Raise:
-                            raise decision.error  # type: ignore[union-attr]
-                        elif kind is Finish:
-                            completed = True
-                            self.close()
-                            return
-                        else:
-                            pending.extend(self._apply(decision))  # 2. apply
-                        del decision
-                    pending.extend(self._feed(self._wait()))  # 4. wait, 5. feed
-                    pending.extend(self._drain())  # 6. drain what is already there
-            except KeyboardInterrupt:
-                self.close(stop_running=True)
-                raise
-            except GeneratorExit:
-                self.close(stop_running=interrupted())
-                raise
-            finally:
-                if not completed:
-                    self.close(stop_running=interrupted())
+        try:
+            pending = collections.deque(self._start())  # 1. start
+            while True:
+                while pending:
+                    decision = pending.popleft()
+                    kind = type(decision)
+                    if kind is Yield:
+                        yield decision.values  # type: ignore[union-attr]  # 3. yield
+                    elif kind is Raise:
+                        raise decision.error  # type: ignore[union-attr]
+                    elif kind is Finish:
+                        completed = True
+                        self.close()
+                        return
+                    else:
+                        pending.extend(self._apply(decision))  # 2. apply
+                    del decision
+                pending.extend(self._feed(self._wait()))  # 4. wait, 5. feed
+                pending.extend(self._drain())  # 6. drain what is already there
+        except KeyboardInterrupt:
+            self.close(stop_running=True)
+            raise
+        finally:
+            if not completed:
+                self.close()
 
     def close(self, *, stop_running: bool = False) -> None:
         """Cancel the job's queued chunks (and, with `stop_running`, its running ones).
