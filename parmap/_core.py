@@ -238,8 +238,10 @@ class SchedulingCore:
     # ------------------------------------------------------------------ input events
 
     def start(self) -> list[Decision]:
-        """The job begins: the first reads."""
+        """The job begins: the first reads (an input known to be empty is done at once)."""
         out: list[Decision] = []
+        if self._length == 0:
+            self._input_done = True
         self._step(out)
         return out
 
