@@ -111,6 +111,15 @@ def test_chunks_are_sized_once_every_probe_is_back() -> None:
     assert all(r.size > 1 for r in reads)
 
 
+def test_an_empty_input_of_known_length_finishes_at_once() -> None:
+    assert SchedulingCore(ordered=True, workers=2, length=0).start() == [Finish()]
+
+
+def test_no_read_beyond_a_known_length() -> None:
+    core = SchedulingCore(ordered=True, workers=4, chunksize=10, length=15)
+    assert of(core.start(), Read) == [Read(10), Read(10)]
+
+
 def test_max_tasks_per_worker_caps_the_chunk() -> None:
     core = SchedulingCore(ordered=True, workers=1, chunksize=50, max_tasks_per_worker=3)
     assert of(core.start(), Read)[0] == Read(3)
