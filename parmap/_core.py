@@ -16,6 +16,9 @@ decides:
     chunk_failed(chunk_id, error)
     chunk_unsendable(chunk_id, error, bad)
 
+A timeout is a loss whose error is a `TaskTimeoutError` (the process backend kills the
+worker) or an item error of that type (threads, serial, Dask report it once the item returns).
+
 The core owns:
 
 * *records*: a contiguous run of input items (one input chunk) and their result slots;
