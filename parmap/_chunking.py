@@ -7,7 +7,8 @@ tested with made-up numbers.
 The policy, for ``"auto"``:
 
 1. *Probe.* Until a duration has been measured, chunks hold one item each and the engine
-   sends only one per worker, so a slow task (0.1 s) is never batched blindly; it sizes
+   sends only one per worker (the pool's real parallelism, and never more than
+   `max_in_flight`), so a slow task (0.1 s) is never batched blindly; it sizes
    chunks only once every probe has come back, so one unusually cheap first item cannot
    fill the window with oversized chunks.
 2. *Amortise.* Once the compute cost per item ``c`` is known, a chunk holds

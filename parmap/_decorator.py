@@ -18,6 +18,7 @@ from . import _registry, _transport
 from ._chunking import CostEstimate
 from ._config import MapOptions, PoolConfig, validate_map_options
 from ._engine import Job
+from ._interrupts import counting_interrupts
 from ._progress import make_progress
 from ._result import AsyncResult
 from ._stats import RunStats
@@ -131,8 +132,14 @@ class _MapMethods(Generic[T, R]):
     def map(self, items: Iterable[T], **overrides: Unpack[MapOverrides]) -> list[R]:
         """Run the function on every item in parallel; return the results in input order.
 
-        Raises the first failing item's exception (its own type, with the worker's
-        traceback as ``__cause__``) unless ``return_exceptions=True``.
+        Raises the exception of the first failing item in input order (its own type, with
+        the worker's traceback as ``__cause__``) unless ``return_exceptions=True``; an
+        exception of the input iterator is raised once the items read before it have run.
+
+        Where the input is read: a list, tuple or range is sliced; any other iterable is
+        read in the calling thread, a chunk at a time, as ``Pool.map`` does (an SQLite
+        cursor works). ``map_async`` reads it in a background thread, in a copy of the
+        caller's ``contextvars`` context taken at the call.
         """
         return self._collect(items, overrides, star=False)
 
@@ -143,7 +150,17 @@ class _MapMethods(Generic[T, R]):
     def imap(self, items: Iterable[T], **overrides: Unpack[MapOverrides]) -> Iterator[R]:
         """A lazy iterator of results in input order; reads the input a bounded window ahead.
 
-        Leaving the loop early (``break``) cancels the outstanding work.
+        Every result before the first failing item is yielded before its exception is
+        raised (as ``Pool.imap``); an exception of the input iterator is raised after every
+        result of the items read before it. Leaving the loop early (``break``) withdraws
+        the outstanding work; a Ctrl-C in the loop's body also stops the running items.
+
+        Where the input is read: a list, tuple or range is sliced; any other iterable is
+        read in a background thread, in a copy of the caller's ``contextvars`` context
+        taken when ``imap`` is called (decimal contexts, context variables), so results
+        keep flowing while the input blocks; when the input stalls, the items read so far
+        are sent at once. An input tied to the calling thread (an SQLite cursor) needs
+        ``map``, or a list.
         """
         return self._stream(items, overrides, ordered=True, star=False)
 
@@ -159,7 +176,7 @@ class _MapMethods(Generic[T, R]):
         **overrides: Unpack[MapOverrides],
     ) -> AsyncResult[list[R]]:
         """Start :meth:`map` in the background; return an :class:`AsyncResult` at once."""
-        job = self._prepare(items, overrides, ordered=True, star=False)
+        job = self._prepare(items, overrides, ordered=True, star=False, read_here=False)
         return AsyncResult(lambda: self._run_to_list(*job), callback, error_callback)
 
     def starmap_async(
@@ -170,13 +187,13 @@ class _MapMethods(Generic[T, R]):
         **overrides: Unpack[MapOverrides],
     ) -> AsyncResult[list[R]]:
         """Start :meth:`starmap` in the background; return an :class:`AsyncResult` at once."""
-        job = self._prepare(items, overrides, ordered=True, star=True)
+        job = self._prepare(items, overrides, ordered=True, star=True, read_here=False)
         return AsyncResult(lambda: self._run_to_list(*job), callback, error_callback)
 
     # ------------------------------------------------------------------ plumbing
 
     def _prepare(
-        self, items: Iterable[Any], overrides: Mapping[str, Any], *, ordered: bool, star: bool
+        self, items: Iterable[Any], overrides: Mapping[str, Any], *, ordered: bool, star: bool, read_here: bool
     ) -> tuple[Job, MapOptions, int | None]:
         config, defaults, name = self._settings()
         options = defaults.replace(overrides)
@@ -202,7 +219,6 @@ class _MapMethods(Generic[T, R]):
 
         job = Job(
             lambda: _registry.get_pool(config),
-            config.workers,
             function,
             items,
             options,
@@ -211,6 +227,7 @@ class _MapMethods(Generic[T, R]):
             profile=options.stats,
             on_finish=remember,
             cost=owner._self_costs.setdefault(star, CostEstimate()),
+            read_here=read_here,
         )
         return job, options, total
 
@@ -233,24 +250,41 @@ class _MapMethods(Generic[T, R]):
         return results
 
     def _collect(self, items: Iterable[Any], overrides: Mapping[str, Any], *, star: bool) -> list[R]:
-        return self._run_to_list(*self._prepare(items, overrides, ordered=True, star=star))
+        return self._run_to_list(*self._prepare(items, overrides, ordered=True, star=star, read_here=True))
 
     def _stream(self, items: Iterable[Any], overrides: Mapping[str, Any], *, ordered: bool, star: bool) -> Iterator[R]:
-        job, options, total = self._prepare(items, overrides, ordered=ordered, star=star)
+        job, options, total = self._prepare(items, overrides, ordered=ordered, star=star, read_here=False)
         return _iterate(job, make_progress(options.progress, total, self._settings()[2]))
 
 
 def _iterate(job: Job, progress: Any) -> Iterator[Any]:
-    """Results of ``job`` one by one; the bar closes however the loop ends."""
+    """Results of ``job`` one by one; the bar closes however the loop ends.
+
+    Each result is popped from its batch as it is yielded, so that nothing here keeps a
+    reference to a result the caller has been given. When the loop is left, the job's own
+    generator is closed at once (withdrawing its queued and prefetched chunks), and after a
+    Ctrl-C since the loop began its running items are stopped too. In a child forked by the
+    caller nothing is closed: the job and its bar are the parent's.
+    """
     job.progress = progress
-    try:
-        for batch in job.batches():
-            yield from batch
-    except KeyboardInterrupt:
-        job.close(stop_running=True)
-        raise
-    finally:
-        progress.close()
+    batches = job.batches()
+    # A Ctrl-C in the body of the caller's loop raises there, not in the job: the job only
+    # sees its generator closed, as after a `break`. Counting interrupts tells them apart.
+    with counting_interrupts() as interrupted:
+        try:
+            for batch in batches:
+                batch.reverse()
+                while batch:
+                    yield batch.pop()
+        except KeyboardInterrupt:
+            job.close(stop_running=True)
+            raise
+        finally:
+            if job.owned_here():
+                if interrupted():
+                    job.close(stop_running=True)
+                batches.close()
+                progress.close()
 
 
 class _BoundParallelFunction(_MapMethods[T, R], _BoundFunctionWrapper):

@@ -1,46 +1,85 @@
-"""One job: cut the input into indexed chunks, keep a bounded number in flight, collect results.
+"""One job: the driver that runs the scheduling core against a backend.
 
-The engine runs in the caller's thread (or the thread of a ``map_async``). It reads the
-input lazily, sends chunks to a :class:`~parmap.backends.Backend`, and turns the backend's
-outcomes into results, in input order or in completion order::
+The decisions (what to read, send, retry, settle, yield or raise) are the pure core's
+(`parmap._core.SchedulingCore`); this module is the mechanism around it, run in the
+caller's thread (or the thread of a `map_async`):
 
-    input ──iter_chunks──> _Record (a contiguous run of items, its result slots)
-                             │ submit ChunkTask (all of a record, or some of its items)
-                             v
-                           backend ──> deliver(outcome) ──> SimpleQueue ──> _handle()
-                                                                          │
-          ordered: yield head records once complete <─────────────────────┘
-          unordered: yield each record as it completes
+    input ──Read──> slice (sequences) / read here (map) / _Feeder thread (imap)
+                        │ input_read
+                        v
+                  SchedulingCore ──Send──> backend.submit(ChunkTask)
+                        ^                         │ deliver(outcome), any thread
+                        │ chunk_done / lost / ... v
+                        └──────────────── SimpleQueue of events
+                  Yield ──> the caller;  Save ──> checkpoint;  Progress ──> the bar
 
-It never creates processes and never imports tqdm. It owns the job-level decisions:
-how big the next chunk is (``_chunking``), how many chunks are outstanding, which failed
-items are retried, which failures end the job, and cancelling what is left when it ends.
+`Job.batches` is a loop of six named steps: start (obtain the pool, read its parallelism
+once, build the core), apply each decision, yield each batch, wait for the next event, feed
+it to the core, and drain every event already queued before applying again. No handler
+submits anything itself; an inline backend's outcome (serial) is simply already in the
+queue when `submit` returns.
+
+Where the input is read (the rule `map` and `imap` document):
+
+* lists, tuples and ranges are sliced in the job's thread;
+* `map` / `starmap` read any other iterable in the calling thread, a chunk at a time, as
+  `Pool.map` does (an SQLite cursor works);
+* `imap` / `imap_unordered` (and `map_async`, in its background thread) read it in a
+  `_Feeder` thread, in a copy of the caller's `contextvars` context taken when the method
+  was called (decimal contexts, context variables), so that results keep flowing while the
+  input blocks. A chunk is cut when it is full or when the input has stalled for
+  `INPUT_STALL_SECONDS` with items read, so a slow stream's results flow at once.
 """
 
 from __future__ import annotations
 
 import collections
+import contextvars
 import dataclasses
 import itertools
+import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any, Protocol, Union
 
-from ._chunking import CostEstimate, iter_chunks, resolve_chunksize
+from ._chunking import CostEstimate
 from ._config import MapOptions
+from ._core import (
+    IN_FLIGHT_PER_WORKER,
+    Decision,
+    Finish,
+    Progress,
+    Raise,
+    Read,
+    Save,
+    SchedulingCore,
+    Send,
+    Yield,
+    add_index_note,
+)
 from ._stats import RunStats, StatsCollector
-from .backends import Backend, ChunkDone, ChunkFailed, ChunkLost, ChunkProgress, ChunkTask, JobSpec, Outcome
-from .errors import ParmapError, SerializationError, TaskTimeoutError, WorkerLostError
+from .backends import (
+    Backend,
+    ChunkDone,
+    ChunkFailed,
+    ChunkLost,
+    ChunkProgress,
+    ChunkTask,
+    ChunkUndecodable,
+    JobSpec,
+    Outcome,
+)
+from .errors import SerializationError
 
-#: Default bound on outstanding chunks (sent or finished but not yet yielded), per worker.
-#: Four keeps every worker fed while one slow chunk holds up ordered output, yet bounds
-#: the memory of a stream to a few chunks per worker, whatever the input's length.
-IN_FLIGHT_PER_WORKER = 4
+__all__ = ["IN_FLIGHT_PER_WORKER", "Job", "ProgressSink", "ResultStore", "add_index_note"]
 
-#: In-task progress reports are rounded to this many steps per item (see ``_on_progress``).
-_FRACTION_STEPS = 1024
+#: While a chunk of a lazy input is being read, the driver checks this often whether the
+#: input stalled (nothing read since the last check) with items read, and then has those
+#: sent as a chunk: a stream of 10 items/s yields each result within 0.02-0.04 s of its
+#: item plus its run time, while a fast generator (4,096 items in ~1 ms) is never cut.
+INPUT_STALL_SECONDS = 0.02
 
 _job_ids = itertools.count(1)
 _chunk_ids = itertools.count(1)
@@ -54,23 +93,23 @@ class ResultStore(Protocol):
     """Where finished results are kept across runs (a checkpoint); the engine skips what it holds."""
 
     def completed(self, start: int, stop: int) -> dict[int, Any]:
-        """Results already stored for input indices in ``[start, stop)``."""
+        """Results already stored for input indices in `[start, stop)`."""
 
     def save(self, results: Sequence[tuple[int, Any]]) -> None:
-        """Store newly finished ``(index, result)`` pairs (the store batches its commits)."""
+        """Store newly finished `(index, result)` pairs (the store batches its commits)."""
 
 
 @dataclasses.dataclass
 class _InputChunk:
-    """The feeder thread read a chunk of a lazy input."""
+    """The feeder read a chunk of a lazy input."""
 
     start: int
-    items: Sequence[Any]
+    items: list[Any]
 
 
 @dataclasses.dataclass
 class _InputEnd:
-    """The lazy input is exhausted (``error`` is None) or raised ``error``."""
+    """The lazy input is exhausted (`error` is None) or raised `error`."""
 
     error: BaseException | None
 
@@ -78,40 +117,126 @@ class _InputEnd:
 _Event = Union[Outcome, _InputChunk, _InputEnd]
 
 
-class _Record:
-    """A contiguous run of input items and their result slots."""
+class _Feeder:
+    """Reads a lazy input in its own thread, a chunk per credit the core granted.
 
-    __slots__ = ("items", "missing", "start", "values")
+    The input is read with `deque.extend(islice(...))`, at C speed, and each item lands in
+    `_items` as soon as the input gives it, where the driver's `cut_if_stalled` can take it
+    while the read still blocks for the next one. State: `_items` is appended by the feeder
+    thread only (a deque's appends and pops at the other end are thread-safe) and taken from
+    under `_condition`, by the feeder when a chunk is full or by `cut_if_stalled`;
+    `_credits`, `_size`, `_taken`, `_mark` and `_stopped` are written under `_condition`.
+    Every chunk taken is queued under the lock, so chunks reach the driver in input order.
+    """
 
-    def __init__(self, start: int, items: Sequence[Any]) -> None:
-        self.start = start
-        self.items = items
-        self.values: list[Any] = [None] * len(items)
-        self.missing = len(items)
+    def __init__(
+        self,
+        iterator: Iterator[Any],
+        events: queue.SimpleQueue[_Event],
+        context: contextvars.Context,
+        stats: StatsCollector,
+    ) -> None:
+        self._iterator = iterator
+        self._events = events
+        self._stats = stats
+        self._condition = threading.Condition(threading.Lock())
+        self._items: collections.deque[Any] = collections.deque()
+        self._taken = 0  # input index of `_items[0]`
+        self._credits = 0  # chunks asked for and not yet taken
+        self._size = 1
+        self._mark: tuple[int, int] | None = None  # (taken, read) at the last stall check
+        self._stopped = False
+        self._thread = threading.Thread(target=context.run, args=(self._run,), name="parmap-feeder", daemon=True)
+        self._thread.start()
 
+    def request(self, size: int) -> None:
+        """Read one more chunk of at most `size` items."""
+        with self._condition:
+            self._credits += 1
+            self._size = size
+            self._condition.notify()
 
-def add_index_note(error: BaseException, index: int) -> None:
-    """Attach ``"item N"`` to ``error``, as a PEP 678 note (printed by Python 3.11+)."""
-    note = f"parmap: raised by the item at input index {index}"
-    notes = getattr(error, "__notes__", None)
-    if notes is not None and note in notes:
-        return
-    if hasattr(error, "add_note"):
-        error.add_note(note)
-    else:  # Python < 3.11: same attribute, so tools that read notes find it
+    def cut_if_stalled(self) -> None:
+        """Called every `INPUT_STALL_SECONDS` while a read is outstanding: if nothing was
+        read since the last call, queue what was read of the current chunk as a chunk now."""
+        with self._condition:
+            mark = (self._taken, len(self._items))
+            if mark == self._mark and self._credits and self._items and not self._stopped:
+                self._take(len(self._items))
+            self._mark = mark
+
+    def stop(self) -> None:
+        """Read no more (a read in progress ends on its own; the thread is a daemon)."""
+        with self._condition:
+            self._stopped = True
+            self._condition.notify()
+
+    def _take(self, count: int) -> None:  # under the lock
+        count = min(count, self._size)
+        chunk = [self._items.popleft() for _ in range(count)]
+        self._events.put(_InputChunk(self._taken, chunk))
+        self._taken += count
+        self._credits -= 1
+
+    def _wait_for_credit(self) -> bool:  # under the lock
+        while not self._credits and not self._stopped:
+            self._condition.wait()
+        return not self._stopped
+
+    def _run(self) -> None:
+        items, iterator = self._items, self._iterator
+        error: BaseException | None = None
         try:
-            setattr(error, "__notes__", [*(notes or []), note])  # noqa: B010 - typed only on 3.11+
-        except AttributeError:
-            pass
+            while True:
+                with self._condition:
+                    if not self._wait_for_credit():
+                        return
+                    if len(items) >= self._size:
+                        self._take(self._size)
+                        continue
+                    wanted = self._size - len(items)
+                    before = self._taken + len(items)  # items read so far (a cut moves, never drops)
+                started = time.perf_counter()
+                items.extend(itertools.islice(iterator, wanted))
+                self._stats.input_wait_seconds += time.perf_counter() - started
+                with self._condition:
+                    exhausted = self._taken + len(items) - before < wanted
+                    if self._credits and len(items) >= self._size and not self._stopped:
+                        self._take(self._size)
+                if exhausted:
+                    break
+        except BaseException as raised:  # the user's iterable raised: the caller gets it
+            error = raised
+        with self._condition:
+            while items:
+                if not self._wait_for_credit():
+                    return
+                self._take(len(items))
+            if not self._stopped:
+                self._events.put(_InputEnd(error))
 
 
 class Job:
-    """One map call: iterate it for results; ``close()`` cancels what is outstanding."""
+    """One map call: iterate `batches()` for results; `close()` cancels what is outstanding.
+
+    Args:
+        pool: returns the backend (called once, before the first chunk is cut).
+        function: what runs on each item.
+        items: the input.
+        options: the call's options.
+        ordered: yield in input order (else in completion order).
+        progress: the bar, or None.
+        store: a checkpoint to resume from and save into, or None.
+        profile: measure each item's duration (`stats=True`).
+        on_finish: called once with the run's statistics when the job ends.
+        cost: the function's cost estimate, shared by its calls.
+        read_here: read a lazy input in the thread that iterates the job (`map`), not in a
+            feeder thread (`imap`).
+    """
 
     def __init__(
         self,
         pool: Callable[[], Backend],
-        workers: int,
         function: Callable[[Any], Any],
         items: Iterable[Any],
         options: MapOptions,
@@ -122,14 +247,19 @@ class Job:
         profile: bool = False,
         on_finish: Callable[[RunStats], None] | None = None,
         cost: CostEstimate | None = None,
+        read_here: bool = False,
     ) -> None:
         self._pool = pool
-        self._backend: Backend | None = None  # obtained with the first chunk: empty input starts nothing
-        self._workers = workers
+        self._backend: Backend | None = None
         self._options = options
         self._ordered = ordered
         self.progress = progress
-        self._outcomes: queue.SimpleQueue[_Event] = queue.SimpleQueue()
+        self._store = store
+        self._on_finish = on_finish
+        # The function's cost estimate outlives the job: the next call starts with chunks of
+        # the right size instead of probing again.
+        self._cost = cost if cost is not None else CostEstimate()
+        self._events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
         self._spec = JobSpec(
             job_id=next(_job_ids),
             function=function,
@@ -139,374 +269,284 @@ class Job:
             seed=options.seed,
             profile=profile,
         )
-        self._store = store
-        self._on_finish = on_finish
-        self._partial: dict[int, dict[int, float]] = {}  # chunk id -> position -> reported fraction
-        self._length = len(items) if type(items) in (list, tuple, range) else None  # type: ignore[arg-type]
-        self._sent_items = 0
-        # The function's cost estimate outlives the job: the next call starts with chunks of
-        # the right size instead of probing again.
-        self._cost = cost if cost is not None else CostEstimate()
-        self._chunks = iter_chunks(items, self._next_chunksize)
-        self._input_done = False
-        # Sequences are sliced here; any other iterable may block (a socket, a queue), so a
-        # feeder thread reads it, a window ahead, while results keep flowing to the caller.
-        self._feeder: threading.Thread | None = None
-        self._lazy_input = self._length is None
-        self._records: collections.deque[_Record] = collections.deque()
-        self._completed: collections.deque[_Record] = collections.deque()
-        self._tasks: dict[int, tuple[_Record, Sequence[int]]] = {}
-        self._attempts: dict[int, int] = {}
-        self._window = options.max_in_flight or IN_FLIGHT_PER_WORKER * workers
-        self._permits = threading.Semaphore(self._window)  # chunks the feeder may read ahead
-        self._measured = options.chunksize != "auto" or self._cost.seconds_per_item is not None
-        self._probes_missing = workers  # "auto" sizes chunks once one probe per worker is back
+        self._sequence: Sequence[Any] | None = items if type(items) in (list, tuple, range) else None  # type: ignore[assignment]
+        self._items = items
+        self._read_here = read_here
+        self._cursor = 0  # next index to read (sequences and reads in this thread)
+        self._iterator: Iterator[Any] | None = None
+        self._input_over = False  # the driver saw the input end (further Reads are moot)
+        self._feeder: _Feeder | None = None
+        # Taken now, in the caller's thread: a feeder reads the input in the caller's context.
+        self._context = contextvars.copy_context()
+        self._core: SchedulingCore | None = None
+        self._pid = os.getpid()
+        self._thread: int | None = None  # the thread iterating the job
+        self._started = 0.0
         self._closed = False
         self.stats = StatsCollector()
-        self._started = 0.0
-        self._thread: int | None = None  # the thread iterating the job
 
     # ---------------------------------------------------------------- public
+
+    @property
+    def job_id(self) -> int:
+        return self._spec.job_id
+
+    def owned_here(self) -> bool:
+        """False in a child forked by the caller: there the job must touch nothing."""
+        return os.getpid() == self._pid
 
     def __iter__(self) -> Iterator[Any]:
         """Yield results one by one."""
         return itertools.chain.from_iterable(self.batches())
 
-    def batches(self) -> Iterator[list[Any]]:
-        """Yield results a record (chunk) at a time; on any exit cancel the rest of the job.
+    def batches(self) -> Generator[list[Any], None, None]:
+        """Yield results a batch (a record) at a time; on any exit cancel the rest of the job.
 
-        An error, a ``break`` (the generator is closed) or Ctrl-C all end here: queued
-        chunks are dropped, and on Ctrl-C the running ones are stopped too.
+        An error, a `break` (the generator is closed) or Ctrl-C all end here: queued and
+        prefetched chunks are withdrawn, and after a Ctrl-C raised here the running ones are
+        stopped too. (A Ctrl-C in the body of the caller's loop never reaches this frame: the
+        caller's iterator, `_decorator._iterate`, counts interrupts with
+        `_interrupts.counting_interrupts` and calls `close(stop_running=True)`.)
+
+        Raises:
+            BaseException: the first failing item's error in input order (ordered output)
+                or completion order; the input iterator's error after every result of the
+                items read before it; `PoolClosedError`, `InitializerError`,
+                `SerializationError` when the pool or the function cannot run.
         """
         completed = False
-        self._started = time.monotonic()
-        self._thread = threading.get_ident()
         try:
+            pending = collections.deque(self._start())  # 1. start
             while True:
-                self._fill()
-                yield from self._ready_batches()
-                if self._input_done and not self._tasks and not self._records:
-                    completed = True
-                    self.close()
-                    return
-                if not self._tasks and not self._lazy_input:
-                    continue  # all sent work is in (inline backends): yield it, send more
-                self._handle(self._outcomes.get())
-                while True:  # handle every outcome already there before submitting more
-                    try:
-                        self._handle(self._outcomes.get_nowait())
-                    except queue.Empty:
-                        break
+                while pending:
+                    decision = pending.popleft()
+                    kind = type(decision)
+                    if kind is Yield:
+                        yield decision.values  # type: ignore[union-attr]  # 3. yield
+                    elif kind is Raise:
+                        raise decision.error  # type: ignore[union-attr]
+                    elif kind is Finish:
+                        completed = True
+                        self.close()
+                        return
+                    else:
+                        pending.extend(self._apply(decision))  # 2. apply
+                    del decision
+                pending.extend(self._feed(self._wait()))  # 4. wait, 5. feed
+                pending.extend(self._drain())  # 6. drain what is already there
         except KeyboardInterrupt:
             self.close(stop_running=True)
             raise
         finally:
             if not completed:
-                self.close(stop_running=False)
+                self.close()
 
     def close(self, *, stop_running: bool = False) -> None:
-        """Cancel the job's queued chunks (and, with ``stop_running``, its running ones)."""
-        if self._closed:
+        """Cancel the job's queued chunks (and, with `stop_running`, its running ones).
+
+        In a child forked by the caller it does nothing at all: the job, its pool and its
+        checkpoint belong to the parent.
+        """
+        if self._closed or not self.owned_here():
             return
         self._closed = True
-        if self._tasks and self._backend is not None:
+        if self._feeder is not None:
+            self._feeder.stop()
+        core = self._core
+        if core is not None and core.chunks_out and self._backend is not None:
             self._backend.cancel(self._spec.job_id, stop_running=stop_running)
-        self._tasks.clear()
-        self._permits.release()  # a feeder waiting for room wakes up, sees the job closed, ends
+        if core is not None:
+            self.stats.items = core.items
+            self.stats.retries = core.retries
+            self.stats.lost_workers = core.lost_workers
+            self.stats.timeouts = core.timeouts
+            self.stats.resumed_items = core.resumed_items
         if self._on_finish is not None:
             self._on_finish(self.stats.finish(time.monotonic() - self._started))
 
-    # ---------------------------------------------------------------- sending
+    # ---------------------------------------------------------------- the steps
 
-    def _next_chunksize(self) -> int:
-        remaining = None if self._length is None else self._length - self._sent_items
-        target = None if self._backend is None else self._backend.target_chunk_seconds
-        cost = self._cost.seconds_per_item if self._measured else None
-        size = resolve_chunksize(
-            self._options.chunksize,
-            workers=self._workers,
-            remaining=remaining,
-            seconds_per_item=cost,
-            target_seconds=target,
+    def _start(self) -> list[Decision]:
+        """Obtain the pool, read its parallelism once, build the core and ask for the first reads."""
+        self._started = time.monotonic()
+        self._thread = threading.get_ident()
+        length = len(self._sequence) if self._sequence is not None else None
+        if length == 0:
+            return [Finish()]  # an empty input starts no pool
+        backend = self._backend = self._pool()
+        options = self._options
+        self._core = SchedulingCore(
+            ordered=self._ordered,
+            workers=backend.workers,
+            chunksize=options.chunksize,
+            length=length,
+            cost=self._cost,
+            target_seconds=backend.target_chunk_seconds,
+            max_in_flight=options.max_in_flight,
+            max_tasks_per_worker=options.max_tasks_per_worker,
+            retries=options.retries,
+            retry_on=options.retry_on,
+            return_exceptions=options.return_exceptions,
+            chunk_ids=_chunk_ids,
+            saving=self._store is not None,
         )
-        if self._options.max_tasks_per_worker is not None:
-            size = min(size, self._options.max_tasks_per_worker)
-        return size
+        if self._sequence is None:
+            self._iterator = iter(self._items)
+            if not self._read_here:
+                self._feeder = _Feeder(self._iterator, self._events, self._context, self.stats)
+        return self._core.start()
 
-    def _fill(self) -> None:
-        """Submit new chunks while the window allows and the input lasts."""
-        if self._lazy_input:
-            if self._feeder is None:
-                self._feeder = threading.Thread(target=self._feed, name="parmap-feeder", daemon=True)
-                self._feeder.start()
-            return
-        while not self._input_done:
-            limit = self._window if self._measured else self._workers
-            outstanding = len(self._records) if self._ordered else len(self._tasks)
-            if outstanding >= limit or (not self._measured and len(self._tasks) >= limit):
-                return
+    def _apply(self, decision: Decision) -> list[Decision]:
+        """Carry out one decision; return the decisions its immediate events led to."""
+        assert self._core is not None
+        kind = type(decision)
+        if kind is Send:
+            return self._send(decision)  # type: ignore[arg-type]
+        if kind is Progress:
+            if self.progress is not None:
+                self.progress.update(decision.amount)  # type: ignore[union-attr]
+        elif kind is Save:
+            if self._store is not None:
+                self._store.save(decision.results)  # type: ignore[union-attr]
+        elif kind is Read:
+            return self._read(decision.size)  # type: ignore[union-attr]
+        return []
+
+    def _read(self, size: int) -> list[Decision]:
+        assert self._core is not None
+        if self._input_over:
+            return []
+        if self._feeder is not None:
+            self._feeder.request(size)
+            return []
+        start = self._cursor
+        started = time.perf_counter()
+        error: BaseException | None = None
+        if self._sequence is not None:
+            chunk: Sequence[Any] = self._sequence[start : start + size]
+            ended = start + len(chunk) >= len(self._sequence)
+        else:
+            assert self._iterator is not None
+            chunk = []
             try:
-                start, items = next(self._chunks)
-            except StopIteration:
-                self._input_done = True
-                return
-            self._add_record(start, items)
+                chunk.extend(itertools.islice(self._iterator, size))  # keeps what was read before a raise
+            except Exception as raised:  # the input raised: after the results of what it gave
+                error = raised
+            ended = error is not None or len(chunk) < size
+        self.stats.input_wait_seconds += time.perf_counter() - started
+        self._cursor = start + len(chunk)
+        decisions = self._input_read(start, chunk) if chunk else []
+        if ended:
+            self._input_over = True
+            decisions.extend(self._core.input_ended(error))
+        return decisions
 
-    def _adopt_pool_size(self, workers: int) -> None:
-        """Size chunks and the window by the pool's real parallelism (a Dask cluster's threads)."""
-        if workers == self._workers:
-            return
-        self._workers = workers
-        if self._options.max_in_flight is None:
-            window = IN_FLIGHT_PER_WORKER * workers
-            for _ in range(window - self._window):
-                self._permits.release()
-            self._window = window
+    def _input_read(self, start: int, chunk: Sequence[Any]) -> list[Decision]:
+        assert self._core is not None
+        stored = self._store.completed(start, start + len(chunk)) if self._store is not None else None
+        return self._core.input_read(start, chunk, stored)
 
-    def _feed(self) -> None:
-        """Feeder thread: read the lazy input a chunk at a time, never more than the window ahead."""
-        try:
-            while True:
-                self._permits.acquire()
-                if self._closed:
-                    return
-                waited = time.perf_counter()
-                try:
-                    start, items = next(self._chunks)
-                except StopIteration:
-                    self._outcomes.put(_InputEnd(None))
-                    return
-                finally:
-                    self.stats.input_wait_seconds += time.perf_counter() - waited
-                self._outcomes.put(_InputChunk(start, items))
-        except BaseException as error:  # the user's iterable raised: the caller gets it
-            self._outcomes.put(_InputEnd(error))
-
-    def _add_record(self, start: int, items: Sequence[Any]) -> None:
-        self._sent_items += len(items)
-        record = _Record(start, items)
-        self._records.append(record)
-        offsets: Sequence[int] = range(len(items))
-        if self._store is not None:
-            offsets = self._resume(record)
-        if offsets:
-            self._submit(record, offsets)
-        elif not self._ordered:
-            self._completed.append(record)
-
-    def _resume(self, record: _Record) -> list[int]:
-        """Fill ``record`` from the store; return the offsets still to run."""
-        assert self._store is not None
-        stored = self._store.completed(record.start, record.start + len(record.items))
-        for index, value in stored.items():
-            record.values[index - record.start] = value
-        record.missing -= len(stored)
-        self.stats.resumed_items += len(stored)
-        if stored and self.progress is not None:
-            self.progress.update(len(stored))
-        return [offset for offset in range(len(record.items)) if record.start + offset not in stored]
-
-    def _submit(self, record: _Record, offsets: Sequence[int], *, careful: bool = False) -> None:
-        if self._closed:
-            return
-        whole = len(offsets) == len(record.items)
-        indices: Sequence[int] = (
-            range(record.start, record.start + len(record.items))
-            if whole
-            else [record.start + offset for offset in offsets]
-        )
-        items = record.items if whole else [record.items[offset] for offset in offsets]
+    def _send(self, send: Send) -> list[Decision]:
+        assert self._core is not None
+        assert self._backend is not None
         task = ChunkTask(
-            chunk_id=next(_chunk_ids),
+            chunk_id=send.chunk_id,
             job=self._spec,
-            indices=indices,
-            items=items,
-            careful=careful,
+            indices=send.indices,
+            items=send.items,
+            careful=send.careful,
             submitted_at=time.monotonic(),
         )
-        self._tasks[task.chunk_id] = (record, offsets)
-        self.stats.chunk_sizes.append(len(items))
-        if self._backend is None:
-            self._backend = self._pool()
-            self._adopt_pool_size(self._backend.workers)
+        self.stats.chunk_sizes.append(len(send.items))
         try:
             self._backend.submit(task)
         except SerializationError as error:
-            del self._tasks[task.chunk_id]
-            self._on_unpicklable_chunk(record, list(offsets), error)
+            return self._core.chunk_unsendable(send.chunk_id, error, self._unpicklable_items(send))
+        return []
 
-    def _on_unpicklable_chunk(self, record: _Record, offsets: list[int], error: SerializationError) -> None:
-        """Find the items that cannot be pickled; fail them, send the others again."""
-        check_item = getattr(self._backend, "check_item", None)
-        if self._spec.function_payload is None or check_item is None:
-            raise error  # the function itself cannot travel: nothing can run
-        good: list[int] = []
-        for offset in offsets:
+    def _unpicklable_items(self, send: Send) -> dict[int, BaseException]:
+        """The positions of the items that cannot travel, each with its own error."""
+        assert self._backend is not None
+        if self._spec.function_payload is None:
+            return {}  # the function itself cannot travel: nothing can run
+        bad: dict[int, BaseException] = {}
+        for position, item in enumerate(send.items):
             try:
-                check_item(record.items[offset])
+                self._backend.check_item(item)
             except SerializationError as item_error:
-                index = record.start + offset
-                failure = SerializationError(f"item {index} could not be pickled: {item_error}")
+                failure = SerializationError(f"item {send.indices[position]} could not be pickled: {item_error}")
                 failure.__cause__ = item_error.__cause__
-                self._settle_failure(record, offset, failure)
-            else:
-                good.append(offset)
-        if good:
-            self._submit(record, good)
+                bad[position] = failure
+        return bad
 
-    # ---------------------------------------------------------------- receiving
+    def _wait(self) -> _Event:
+        """The next event; while the feeder owes a chunk, check every `INPUT_STALL_SECONDS`
+        whether the input stalled with items read, and have them cut into a chunk."""
+        assert self._core is not None
+        while True:
+            if self._feeder is None or not self._core.reads_pending:
+                return self._events.get()
+            try:
+                return self._events.get(timeout=INPUT_STALL_SECONDS)
+            except queue.Empty:
+                self._feeder.cut_if_stalled()  # its chunk, if any, is queued now
+
+    def _drain(self) -> list[Decision]:
+        decisions: list[Decision] = []
+        while True:
+            try:
+                decisions.extend(self._feed(self._events.get_nowait()))
+            except queue.Empty:
+                return decisions
+
+    def _feed(self, event: _Event) -> list[Decision]:
+        """Hand one event to the core (and its measurements to the statistics)."""
+        core = self._core
+        assert core is not None
+        kind = type(event)
+        if kind is ChunkDone:
+            done: ChunkDone = event  # type: ignore[assignment]
+            task = done.task
+            if core.tracks(task.chunk_id):
+                self.stats.chunk_done(
+                    done.worker,
+                    completed=done.completed,
+                    compute_seconds=done.compute_seconds,
+                    transport_seconds=done.transport_seconds,
+                    queue_seconds=task.dispatched_at - task.submitted_at,
+                    indices=task.indices,
+                    item_seconds=done.item_seconds,
+                )
+            return core.chunk_done(task.chunk_id, done.values, done.errors, done.completed, done.compute_seconds)
+        if kind is ChunkProgress:
+            report: ChunkProgress = event  # type: ignore[assignment]
+            return core.chunk_progress(report.task.chunk_id, report.position, report.fraction)
+        if kind is _InputChunk:
+            chunk: _InputChunk = event  # type: ignore[assignment]
+            return self._input_read(chunk.start, chunk.items)
+        if kind is _InputEnd:
+            self._input_over = True
+            return core.input_ended(event.error)  # type: ignore[union-attr]
+        if kind is ChunkLost:
+            lost: ChunkLost = event  # type: ignore[assignment]
+            return core.chunk_lost(lost.task.chunk_id, lost.position, lost.error)
+        if kind is ChunkUndecodable:
+            undecodable: ChunkUndecodable = event  # type: ignore[assignment]
+            return core.chunk_undecodable(undecodable.task.chunk_id, undecodable.error)
+        if kind is ChunkFailed:
+            failed: ChunkFailed = event  # type: ignore[assignment]
+            return core.chunk_failed(failed.task.chunk_id, failed.error)
+        raise TypeError(f"unknown event {event!r}")
 
     def _deliver(self, outcome: Outcome) -> None:
         """Queue an outcome for the job's thread; a report made *in* that thread is shown at once.
 
-        An inline backend (serial) runs tasks in the job's own thread, which cannot handle
-        its queue until the chunk ends: its reports would only reach the bar after the item.
+        An inline backend (serial) runs tasks in the job's own thread, which cannot take its
+        queue until the chunk ends: its reports would only reach the bar after the item.
+        Only `Progress` can come of a report, so applying it here changes nothing else.
         """
-        if type(outcome) is ChunkProgress and threading.get_ident() == self._thread:
-            self._on_progress(outcome)
+        if type(outcome) is ChunkProgress and threading.get_ident() == self._thread and self._core is not None:
+            for decision in self._core.chunk_progress(outcome.task.chunk_id, outcome.position, outcome.fraction):
+                self._apply(decision)
         else:
-            self._outcomes.put(outcome)
-
-    def _handle(self, outcome: _Event) -> None:
-        if isinstance(outcome, _InputChunk):
-            self._add_record(outcome.start, outcome.items)
-            return
-        if isinstance(outcome, _InputEnd):
-            self._input_done = True
-            if outcome.error is not None:
-                raise outcome.error
-            return
-        if isinstance(outcome, ChunkProgress):
-            self._on_progress(outcome)
-            return
-        entry = self._tasks.pop(outcome.task.chunk_id, None)
-        if entry is None:
-            return  # cancelled, or a job already closed
-        reported = self._partial.pop(outcome.task.chunk_id, None)
-        if reported and self.progress is not None:
-            self.progress.update(-sum(reported.values()))  # the item counts replace the fractions
-        record, offsets = entry
-        if isinstance(outcome, ChunkDone):
-            self._on_done(record, offsets, outcome)
-        elif isinstance(outcome, ChunkLost):
-            self._on_lost(record, offsets, outcome)
-        elif isinstance(outcome, ChunkFailed):
-            raise outcome.error
-
-    def _on_progress(self, report: ChunkProgress) -> None:
-        if report.task.chunk_id not in self._tasks or self.progress is None:
-            return
-        fractions = self._partial.setdefault(report.task.chunk_id, {})
-        # Multiples of 1/1024 add and subtract exactly in binary floating point, so the bar
-        # lands on the exact item count once the fractions are taken back.
-        fraction = round(report.fraction * _FRACTION_STEPS) / _FRACTION_STEPS
-        self.progress.update(fraction - fractions.get(report.position, 0.0))
-        fractions[report.position] = fraction
-
-    def _on_done(self, record: _Record, offsets: Sequence[int], outcome: ChunkDone) -> None:
-        if not self._measured:
-            self._probes_missing -= 1
-            self._measured = self._probes_missing <= 0 or (self._input_done and not self._tasks)
-        task = outcome.task
-        self._cost.record(outcome.completed, outcome.compute_seconds)
-        self.stats.chunk_done(
-            outcome.worker,
-            completed=outcome.completed,
-            compute_seconds=outcome.compute_seconds,
-            transport_seconds=outcome.transport_seconds,
-            queue_seconds=task.dispatched_at - task.submitted_at,
-            indices=task.indices,
-            item_seconds=outcome.item_seconds,
-        )
-        completed = outcome.completed
-        if completed == len(record.items) and not outcome.errors and len(offsets) == completed:
-            record.values = outcome.values  # the common case: a whole record, no errors
-            record.missing = 0
-            if self._store is not None:
-                self._store.save(list(zip(range(record.start, record.start + completed), outcome.values)))
-            self._record_progress(record, completed)
-            return
-        done = 0
-        saved: list[tuple[int, Any]] = []
-        failed: list[tuple[int, BaseException]] = []
-        for position in range(completed):
-            offset = offsets[position]
-            error = outcome.errors.get(position)
-            if error is None:
-                record.values[offset] = outcome.values[position]
-                record.missing -= 1
-                done += 1
-                saved.append((record.start + offset, outcome.values[position]))
-            else:
-                failed.append((offset, error))
-        # Keep the chunk's successes (checkpoint, bar) before a failure may end the job.
-        if saved and self._store is not None:
-            self._store.save(saved)
-        if done:
-            self._record_progress(record, done)
-        for offset, error in failed:
-            retriable = (
-                isinstance(error, self._options.retry_on) and not isinstance(error, ParmapError)
-            ) or isinstance(error, TaskTimeoutError)
-            self._item_failed(record, offset, error, retriable)
-        if completed < len(offsets):  # the worker retired mid-chunk: the rest never ran
-            self._submit(record, offsets[completed:])
-
-    def _on_lost(self, record: _Record, offsets: Sequence[int], outcome: ChunkLost) -> None:
-        error = outcome.error
-        if isinstance(error, WorkerLostError):
-            self.stats.lost_workers += 1
-        else:
-            self.stats.timeouts += 1
-        if outcome.position is None:
-            if len(offsets) > 1:  # cannot tell which item: run them again, recording positions
-                if outcome.task.careful:  # it died before any item (unpickling): one by one
-                    for offset in offsets:
-                        self._submit(record, [offset])
-                else:
-                    self._submit(record, offsets, careful=True)
-                return
-            culprit = 0
-        else:
-            culprit = outcome.position
-        others = [*offsets[:culprit], *offsets[culprit + 1 :]]
-        if others:
-            self._submit(record, others)  # they did nothing wrong: not charged a retry
-        self._item_failed(record, offsets[culprit], error, retriable=True)
-
-    def _item_failed(self, record: _Record, offset: int, error: BaseException, retriable: bool) -> None:
-        index = record.start + offset
-        attempts = self._attempts.get(index, 0)
-        if retriable and attempts < self._options.retries:
-            self._attempts[index] = attempts + 1
-            self.stats.retries += 1
-            self._submit(record, [offset])
-            return
-        self._settle_failure(record, offset, error)
-
-    def _settle_failure(self, record: _Record, offset: int, error: BaseException) -> None:
-        add_index_note(error, record.start + offset)
-        if not self._options.return_exceptions:
-            raise error
-        record.values[offset] = error
-        record.missing -= 1
-        self._record_progress(record, 1)
-
-    def _record_progress(self, record: _Record, count: int) -> None:
-        self.stats.items += count
-        if self.progress is not None:
-            self.progress.update(count)
-        if record.missing == 0 and not self._ordered:
-            self._completed.append(record)
-
-    def _ready_batches(self) -> Iterator[list[Any]]:
-        if self._ordered:
-            while self._records and self._records[0].missing == 0:
-                self._permits.release()
-                yield self._records.popleft().values
-        else:
-            while self._completed:
-                record = self._completed.popleft()
-                self._records.remove(record)
-                self._permits.release()
-                yield record.values
+            self._events.put(outcome)

@@ -139,3 +139,43 @@ def map_inside(n: int) -> list[int]:
     from parmap import parallel
 
     return parallel(square, workers=2).map(range(n))
+
+
+# engine helper
+
+
+def return_at_once_or_wait(args: tuple[str, int]) -> int:
+    """Item 0 returns at once; every other item reports its pid and waits, as `wait_for_file`."""
+    if args[1] == 0:
+        return 0
+    return wait_for_file(args)
+
+
+def slow_first_fail_three(x: int) -> int:
+    """Item 0 takes a while, item 3 fails at once: results before 3 come after its error."""
+    if x == 0:
+        time.sleep(0.3)
+    if x == 3:
+        raise ValueError(f"bad item {x}")
+    return x
+
+
+class Box:
+    """A result that can be watched with a weak reference."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+def make_box(x: int) -> Box:
+    return Box(x)
+
+
+def fail_one_late_and_four_at_once(x: int) -> int:
+    """Item 1 fails after a while, item 4 at once: the first failure in input order is item 1's."""
+    if x == 1:
+        time.sleep(0.3)
+        raise ValueError("item 1 failed")
+    if x == 4:
+        raise KeyError("item 4 failed")
+    return x
