@@ -139,3 +139,17 @@ def map_inside(n: int) -> list[int]:
     from parmap import parallel
 
     return parallel(square, workers=2).map(range(n))
+
+
+# transport helper
+
+
+def wait_for_file_with_payload(args: tuple[str, int, Any]) -> int:
+    """``wait_for_file((directory, x))`` for an item that also carries a large payload."""
+    directory, x, payload = args
+    wait_for_file((directory, x))
+    return len(payload)
+
+
+def payload_length(payload: Any) -> int:
+    return len(payload)
