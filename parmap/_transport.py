@@ -39,10 +39,11 @@ Why this shape:
 * A separate process, because nothing inside the caller survives SIGKILL, and workers
   die at the same moment. A pipe end held only by the caller is the one signal of its
   death that needs no polling and no GIL: the kernel closes it however the caller dies.
-* Started lazily by the caller's first segment ([watch_segments][], which a backend may
-  also call when a pool starts, so that result segments written before any item segment
-  are watched too): a program that never sends a megabyte pays nothing, and `import
-  parmap` and a cold start of small items start no process.
+* Started lazily by the caller's first segment, or by the first large result it reads
+  (workers may write more): a program that never moves a megabyte pays nothing, and
+  `import parmap` and a cold start of small items start no process. A result segment
+  written before either is not watched; a backend that wants those covered too calls
+  [watch_segments][] when its pool starts (one `Popen`, ~0.4 ms of the caller's time).
 * `python -I -S`: isolated and without `site`, so it starts in ~15 ms on another core
   and imports nothing of the user's; `close_fds` (the default), so it holds none of the
   caller's pipes open; its own session and SIGINT/SIGTERM ignored, so Ctrl-C in a terminal
@@ -264,11 +265,18 @@ def _wrap_large_buffers(obj: Any, depth: int) -> Any:
 
 
 def decode(data: bytes | memoryview) -> Any:
-    """Inverse of :func:`encode`; maps and unlinks any shared-memory segments it names."""
+    """Inverse of [encode][]; maps and unlinks any shared-memory segments it names.
+
+    The first message a caller receives whose segments others wrote under its name (large
+    results) starts its watcher, if no segment of its own has yet: its workers may write
+    more (see [watch_segments][] for watching from the start).
+    """
     if data[:1] == _IN_BAND:
         return pickle.loads(memoryview(data)[1:])
     (names_length,) = struct.unpack_from("<I", data, 1)
     names = bytes(data[5 : 5 + names_length]).decode().split("\0")
+    if _watcher is None and names[0].startswith(_owner_prefix(os.getpid())):
+        watch_segments()
     buffers = [_map_segment(name) for name in names]
     return pickle.loads(memoryview(data)[5 + names_length :], buffers=buffers)
 

@@ -153,3 +153,7 @@ def wait_for_file_with_payload(args: tuple[str, int, Any]) -> int:
 
 def payload_length(payload: Any) -> int:
     return len(payload)
+
+
+def zero_bytes(n: int) -> bytes:
+    return bytes(n)

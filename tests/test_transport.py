@@ -308,6 +308,15 @@ def test_segments_are_watched_from_the_first_one_and_shutdown_reaps_the_watcher(
     assert len(_watchers_of(os.getpid())) == 1
 
 
+def test_the_first_large_result_starts_the_watcher_too() -> None:
+    """Small items, large results: the workers may write more segments under the caller's name."""
+    task = parallel(tasks.zero_bytes, workers=2, start_method="fork")
+    assert task.map([10, 20]) == [bytes(10), bytes(20)]
+    assert _watchers_of(os.getpid()) == []
+    assert task.map([BIG, 5]) == [bytes(BIG), bytes(5)]
+    assert len(_watchers_of(os.getpid())) == 1
+
+
 def test_a_watcher_told_of_a_normal_close_removes_nothing() -> None:
     """After shutdown() the caller lives on and may write segments again: none are swept."""
     _transport.watch_segments()
