@@ -57,6 +57,10 @@ def shutdown() -> None:
     shared-memory watcher, if one was started, is told this is a normal close and reaped,
     so no process of parmap's is left.
     """
+    _shut_down(exiting=False)
+
+
+def _shut_down(*, exiting: bool) -> None:
     with _lock:
         pools = list(_pools.values())
         _pools.clear()
@@ -64,7 +68,12 @@ def shutdown() -> None:
         for pool in pools:
             pool.shutdown()
     finally:
-        _transport.stop_watcher()
+        _transport.stop_watcher(exiting=exiting)
+
+
+def _shut_down_at_exit() -> None:
+    """Interpreter exit: every pool, then the watcher, which sweeps what no one can read now."""
+    _shut_down(exiting=True)
 
 
 def _forget_in_child() -> None:
@@ -84,5 +93,5 @@ def _forget_in_child() -> None:
 
 # atexit runs hooks last-registered first: pools close before multiprocessing's own hook
 # terminates daemonic children, so no worker is seen dying and respawned during exit.
-atexit.register(shutdown)
+atexit.register(_shut_down_at_exit)
 os.register_at_fork(after_in_child=_forget_in_child)

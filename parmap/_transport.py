@@ -29,7 +29,8 @@ in `/dev/shm`: items still queued in a pipe, results not yet read. A watcher doe
 
     caller ──(first segment it writes)──> Popen(python -I -S -c WATCHER, stdin=pipe)
     caller alive ............ watcher blocks in read(stdin)
-    shutdown() / normal exit  caller writes b"c", closes the pipe, reaps the watcher
+    shutdown() .............. caller writes b"c", closes the pipe, reaps the watcher
+    normal exit ............. the same with b"x": the watcher sweeps once, then exits
     caller killed ........... the kernel closes the pipe: read() returns b"" with no b"c"
                               -> unlink /dev/shm/parmap-<pid>-* WATCHER_SWEEPS times,
                                  WATCHER_SWEEP_SECONDS apart, then exit
@@ -51,8 +52,9 @@ Why this shape:
   exits by itself).
 * Several sweeps: a worker being killed may still finish creating a file just after the
   caller died.
-* A normal close sweeps nothing: after `parmap.shutdown()` the caller lives on and may
-  already be writing segments for new pools.
+* `parmap.shutdown()` sweeps nothing: the caller lives on and may already be writing
+  segments for new pools. Interpreter exit sweeps once, after every pool is shut down:
+  what is left then (a message encoded but never sent) has no reader any more.
 * In a child forked by the caller, the inherited write end is closed at once
   (`os.register_at_fork`), and the child never sends the close byte: the parent's watcher
   must see EOF when the parent dies, not wait for the child, and must not be told to stop
@@ -374,8 +376,13 @@ def _free_bytes(directory: str) -> int:
 WATCHER_SWEEPS = 8
 WATCHER_SWEEP_SECONDS = 0.25
 
-#: The byte the caller sends before closing the pipe normally: "do not sweep".
+#: The byte the caller sends before closing the pipe after `parmap.shutdown()`: "do not
+#: sweep" (the caller lives on and may be writing segments for new pools already).
 _NORMAL_CLOSE = b"c"
+
+#: The byte sent instead at interpreter exit, once every pool is shut down: "sweep once"
+#: (whatever is left can have no reader any more: a message never decoded, say).
+_EXITING = b"x"
 
 #: Longest wait for the watcher to exit after a normal close; it exits as soon as it reads
 #: the close byte, so this is only reached if it is stuck (it is then killed).
@@ -396,7 +403,7 @@ while True:
     last = data[-1:]
 if last == b"c":
     sys.exit(0)
-for sweep in range(sweeps):
+for sweep in range(1 if last == b"x" else sweeps):
     if sweep:
         time.sleep(pause)
     try:
@@ -456,8 +463,12 @@ def watch_segments() -> None:
             _watcher_failed = True
 
 
-def stop_watcher() -> None:
-    """Tell the watcher this process is closing normally, and reap it (no sweep)."""
+def stop_watcher(*, exiting: bool = False) -> None:
+    """Tell the watcher this process is closing normally, and reap it.
+
+    With ``exiting`` (the interpreter is exiting and every pool is shut down) the watcher
+    sweeps this process's segments once before it exits; without, it sweeps nothing.
+    """
     global _watcher, _watcher_failed
     with _watcher_lock:
         watcher, _watcher = _watcher, None
@@ -467,7 +478,7 @@ def stop_watcher() -> None:
     pipe: IO[bytes] | None = watcher.stdin
     if pipe is not None:
         try:
-            pipe.write(_NORMAL_CLOSE)
+            pipe.write(_EXITING if exiting else _NORMAL_CLOSE)
         except OSError:  # it died: nothing to tell
             pass
         try:

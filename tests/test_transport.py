@@ -299,8 +299,11 @@ def test_segments_are_watched_from_the_first_one_and_shutdown_reaps_the_watcher(
     assert task.map([b"small"] * 4) == [5] * 4
     assert _watchers_of(os.getpid()) == []  # small items: no segment, no watcher, nothing to pay
     assert task.map([bytes(BIG)] * 2) == [BIG] * 2
+    watcher = _transport._watcher
+    assert watcher is not None, f"no watcher started (start failed: {_transport._watcher_failed})"
+    assert watcher.poll() is None, f"the watcher exited with {watcher.returncode}"
     watchers = _watchers_of(os.getpid())
-    assert len(watchers) == 1
+    assert watchers == [watcher.pid]
     parmap.shutdown()
     assert _watchers_of(os.getpid()) == []
     assert not os.path.exists(f"/proc/{watchers[0]}"), "the watcher was not reaped"
@@ -325,6 +328,28 @@ def test_a_watcher_told_of_a_normal_close_removes_nothing() -> None:
     parmap.shutdown()  # the watcher reads the close byte and exits without sweeping
     assert len(segments()) == 1
     assert _transport.decode(data) == bytes(BIG)
+
+
+_LEAVES_A_SEGMENT = """
+    import os, sys
+    from parmap import _transport
+
+    # Encoded for a message that is never sent: nobody will ever read or discard it.
+    _transport.encode(bytes({size}), _transport.segment_prefix(os.getpid(), "lost"))
+    print(os.getpid(), flush=True)
+    {ending}
+"""
+
+
+@pytest.mark.parametrize("ending", ["", "sys.exit(3)", "raise RuntimeError('user error')"],
+                         ids=["end-of-script", "sys.exit", "unhandled-exception"])
+def test_interpreter_exit_leaves_no_segment_behind(ending: str) -> None:
+    code = textwrap.dedent(_LEAVES_A_SEGMENT.format(size=BIG, ending=ending))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert done.returncode == {"": 0, "sys.exit(3)": 3}.get(ending, 1), done.stderr
+    assert segments(int(done.stdout)) == []  # swept by the watcher as the interpreter exited
 
 
 # ---------------------------------------------------------------- a child forked by the caller (issue 10: 21)
