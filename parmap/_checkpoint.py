@@ -130,7 +130,7 @@ class CheckpointStore:
         self._timer: threading.Thread | None = None
         self._closing = threading.Event()
         #: The timer's last failed commit; the job's thread raises it (after one more try).
-        self._failure: OSError | None = None
+        self._failure: Exception | None = None
 
     # ------------------------------------------------------------------ opening
 
@@ -285,7 +285,7 @@ class CheckpointStore:
             with self._lock:
                 try:
                     self._commit_locked()
-                except OSError as error:
+                except Exception as error:  # an OSError, or a file that SQLite now finds corrupt
                     self._failure = error
 
     def __repr__(self) -> str:
