@@ -294,6 +294,13 @@ def test_a_killed_caller_leaves_no_segment_behind(signal_number: int, tmp_path: 
         caller.stderr.close()
 
 
+@pytest.fixture
+def room_in_shared_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Segments are written whatever other programs left free in /dev/shm meanwhile."""
+    monkeypatch.setattr(_transport, "_free_bytes", lambda directory: sys.maxsize)
+
+
+@pytest.mark.usefixtures("room_in_shared_memory")
 def test_segments_are_watched_from_the_first_one_and_shutdown_reaps_the_watcher() -> None:
     task = parallel(tasks.payload_length, workers=2, start_method="fork")
     assert task.map([b"small"] * 4) == [5] * 4
@@ -311,6 +318,7 @@ def test_segments_are_watched_from_the_first_one_and_shutdown_reaps_the_watcher(
     assert len(_watchers_of(os.getpid())) == 1
 
 
+@pytest.mark.usefixtures("room_in_shared_memory")
 def test_the_first_large_result_starts_the_watcher_too() -> None:
     """Small items, large results: the workers may write more segments under the caller's name."""
     task = parallel(tasks.zero_bytes, workers=2, start_method="fork")
