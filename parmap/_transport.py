@@ -8,9 +8,10 @@
   The receiver maps the file and unlinks it at once, so the data is copied once, not four
   times, and a segment never outlives its reader. Segments whose reader died are removed
   by name prefix (see [remove_segments][]).
-* When the segments do not fit (`/dev/shm` is small: Docker gives 64 MB) or cannot be
-  written for any other reason, the message falls back to an in-band pickle through the
-  pipe, as `multiprocessing.Pool` always works; whatever was written is unlinked first.
+* When the segments do not fit (`/dev/shm` is small: Docker gives 64 MB; its free space
+  is checked before writing) or cannot be written for any other reason, the message falls
+  back to an in-band pickle through the pipe, as `multiprocessing.Pool` always works;
+  whatever was written is unlinked first.
   Only if that in-band pickle cannot be made either is there an error, and it names the
   segment directory.
 * A function is identified by the digest of its pickle ([function_key][]), so each
@@ -59,7 +60,9 @@ Why this shape:
   (`os.register_at_fork`), and the child never sends the close byte: the parent's watcher
   must see EOF when the parent dies, not wait for the child, and must not be told to stop
   by a child that exits normally. A child that writes segments starts its own watcher,
-  under its own pid.
+  under its own pid. Nor does such a child unlink the parent's segments through the pool
+  objects it inherited: [discard][] and [remove_segments][] act only on segments of this
+  process or of its `multiprocessing` parent (a worker's caller), see [may_remove][].
 
 Nothing here blocks on a queue or a pipe (the watcher's pipe is written only to close it).
 """
