@@ -437,11 +437,13 @@ def watch_segments() -> None:
     left) is not an error: segments still work, only a killed caller may leave some behind.
     """
     global _watcher, _watcher_failed
-    if _watcher is not None or _watcher_failed:
+    if _watching() or _watcher_failed:
         return
     with _watcher_lock:
-        if _watcher is not None or _watcher_failed:
+        if _watching() or _watcher_failed:
             return
+        if _watcher is not None and _watcher.stdin is not None:
+            _watcher.stdin.close()  # it was killed from outside: a new one takes over
         if not sys.executable or getattr(sys, "frozen", False):
             _watcher_failed = True  # sys.executable would not run our code
             return
@@ -464,6 +466,12 @@ def watch_segments() -> None:
             )
         except OSError:
             _watcher_failed = True
+
+
+def _watching() -> bool:
+    """Whether a watcher runs (one waitpid(WNOHANG) call: nothing next to writing a megabyte)."""
+    watcher = _watcher
+    return watcher is not None and watcher.poll() is None
 
 
 def stop_watcher(*, exiting: bool = False) -> None:

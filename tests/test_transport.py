@@ -319,6 +319,17 @@ def test_segments_are_watched_from_the_first_one_and_shutdown_reaps_the_watcher(
 
 
 @pytest.mark.usefixtures("room_in_shared_memory")
+def test_a_watcher_killed_from_outside_is_replaced_by_the_next_segment() -> None:
+    task = parallel(tasks.payload_length, workers=1, start_method="fork")
+    assert task.map([bytes(BIG)]) == [BIG]
+    (first,) = _watchers_of(os.getpid())
+    os.kill(first, signal.SIGKILL)  # its SIGTERM is ignored by design
+    wait_until(lambda: _transport._watcher is not None and _transport._watcher.poll() is not None)
+    assert task.map([bytes(BIG)]) == [BIG]
+    assert [pid for pid in _watchers_of(os.getpid()) if pid != first] != []
+
+
+@pytest.mark.usefixtures("room_in_shared_memory")
 def test_the_first_large_result_starts_the_watcher_too() -> None:
     """Small items, large results: the workers may write more segments under the caller's name."""
     task = parallel(tasks.zero_bytes, workers=2, start_method="fork")
