@@ -131,6 +131,9 @@ class CheckpointStore:
         self._closing = threading.Event()
         #: The timer's last failed commit; the job's thread raises it (after one more try).
         self._failure: Exception | None = None
+        #: The process that opened the file: a child forked from it (inside an ``imap``
+        #: loop, say) inherits the store but must not write or close the parent's file.
+        self._owner_pid = os.getpid()
 
     # ------------------------------------------------------------------ opening
 
@@ -207,6 +210,8 @@ class CheckpointStore:
     def save(self, results: Sequence[tuple[int, Any]]) -> None:
         """Buffer newly finished ``(index, result)`` pairs; commit once a batch is full.
 
+        Does nothing in a child forked from the process that opened the store.
+
         Each result is pickled now (plain pickle, or cloudpickle for what it cannot do), so
         a result the caller mutates later is stored as it was returned.
 
@@ -215,6 +220,8 @@ class CheckpointStore:
             CheckpointLockedError: a commit waited for another process's lock in vain.
             OSError: a commit failed (disk full, I/O error); the rows stay buffered.
         """
+        if os.getpid() != self._owner_pid:
+            return  # a forked child: the parent's job, the parent's rows
         rows = []
         for index, value in results:
             payload = _dumps_result(index, value, self.path)
@@ -231,11 +238,16 @@ class CheckpointStore:
     def close(self) -> None:
         """Commit what is buffered and close the file; idempotent.
 
+        Does nothing in a child forked from the process that opened the store: SQLite
+        connections must not be used across `fork`, and the rows are the parent's to commit.
+
         Raises:
             CheckpointLockedError: the last commit waited for another process's lock in vain.
             OSError: the last commit failed; the file is closed all the same, and the rows
                 not committed run again next time.
         """
+        if os.getpid() != self._owner_pid:
+            return  # a forked child: the parent commits its rows and closes its connection
         self._closing.set()
         timer = self._timer
         if timer is not None and timer is not threading.current_thread():

@@ -312,3 +312,35 @@ def test_a_map_whose_checkpoint_cannot_grow_raises_rather_than_drop_rows(
         task.map([ROW] * 30, checkpoint=tmp_path / "run.sqlite")
     monkeypatch.undo()
     assert task.map([ROW] * 30, checkpoint=tmp_path / "run.sqlite") == [ROW] * 30  # all of it runs again
+
+
+_FORK_WITH_A_STORE = """
+import os, sys
+import parmap._checkpoint as checkpoint
+from tests import tasks
+
+checkpoint.COMMIT_SECONDS = 3600.0  # nothing is committed unless close() commits it
+store = checkpoint.CheckpointStore.open(sys.argv[1], function=tasks.square, length=10)
+store.save([(0, 0), (1, 1)])
+child = os.fork()
+if child == 0:  # a child leaving a loop closes what it inherited, then exits normally
+    store.save([(2, 4)])
+    store.close()
+    sys.exit(0)
+_, status = os.waitpid(child, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+assert checkpoint.stored_results(sys.argv[1]) == {}, "the child committed the parent's rows"
+store.save([(3, 9)])
+store.close()
+assert checkpoint.stored_results(sys.argv[1]) == {0: 0, 1: 1, 3: 9}, checkpoint.stored_results(sys.argv[1])
+print("ok", flush=True)
+"""
+
+
+def test_a_forked_child_never_writes_or_closes_the_parents_checkpoint(tmp_path: Path) -> None:
+    """Issue 10: 21, checkpoint side."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-W", "ignore::DeprecationWarning", "-c", _FORK_WITH_A_STORE,
+                           str(tmp_path / "run.sqlite")], env=env, capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
