@@ -344,3 +344,36 @@ def test_a_forked_child_never_writes_or_closes_the_parents_checkpoint(tmp_path: 
                            str(tmp_path / "run.sqlite")], env=env, capture_output=True, text=True, timeout=30,
                           check=False)
     assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
+
+
+_FORK_WITH_A_BAR = """
+import os, sys
+from parmap._progress import make_progress
+
+with open(sys.argv[1], "w") as output:
+    bar = make_progress({"file": output, "mininterval": 0, "ascii": True}, 10, "squares")
+    bar.update(3)
+    output.flush()
+    drawn = os.path.getsize(sys.argv[1])
+    child = os.fork()
+    if child == 0:
+        bar.update(1)
+        bar.close()
+        output.flush()
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert os.path.getsize(sys.argv[1]) == drawn, "the child drew on the parent's bar"
+    bar.update(7)
+    bar.close()
+print("ok", flush=True)
+"""
+
+
+def test_a_forked_child_leaves_the_parents_progress_bar_alone(tmp_path: Path) -> None:
+    """Issue 10: 21, progress side."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-W", "ignore::DeprecationWarning", "-c", _FORK_WITH_A_BAR,
+                           str(tmp_path / "bar.txt")], env=env, capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
+    assert "10/10" in (tmp_path / "bar.txt").read_text()
