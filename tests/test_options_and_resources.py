@@ -82,7 +82,7 @@ def test_any_timeout_validates(timeout: float) -> None:
 
 @pytest.mark.parametrize("backend_name", ["serial", "thread"])
 @pytest.mark.parametrize("timeout", [math.inf, sys.float_info.max])
-def test_infinite_timeout_maps_inline_and_on_threads(backend_name: str, timeout: float) -> None:
+def test_infinite_timeout_maps_inline_and_on_threads(backend_name: Any, timeout: float) -> None:
     task = parallel(tasks.square, backend=backend_name, workers=2, timeout=timeout)
     assert task.map(range(20)) == [x * x for x in range(20)]
     assert list(task.imap(range(5), timeout=timeout, chunksize=1)) == [0, 1, 4, 9, 16]
@@ -168,7 +168,7 @@ def test_sqlite_errors_map_to_file_errors(message: str, code: int, error: type[E
                                           has_code: bool) -> None:
     failure = sqlite3.OperationalError(message)
     if has_code:
-        failure.sqlite_errorcode = code  # type: ignore[attr-defined]
+        failure.sqlite_errorcode = code  # type: ignore[attr-defined,unused-ignore]  # 3.11+ only
     raised = _checkpoint._file_error("/x/run.sqlite", failure, "cannot open")
     assert type(raised) is error
     assert re.search(match, str(raised))
@@ -297,7 +297,7 @@ def test_close_raises_when_the_last_commit_fails(tmp_path: Path, monkeypatch: py
 
 @pytest.mark.parametrize("backend_name", ["serial", "thread"])
 def test_a_map_whose_checkpoint_cannot_grow_raises_rather_than_drop_rows(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend_name: str) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend_name: Any) -> None:
     real = _checkpoint._prepare_file
 
     def prepare_then_fill(connection: sqlite3.Connection, *args: Any, **kwargs: Any) -> bool:
