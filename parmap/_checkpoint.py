@@ -25,10 +25,27 @@ Why it survives ``kill -9`` of the parent at any moment:
 A checkpoint belongs to one job: the fingerprint of the function's code and the length of
 the input are recorded, and opening the file for a different job raises
 :class:`~parmap.CheckpointMismatchError` unless ``checkpoint_mode="overwrite"``.
+
+What goes wrong with the file itself is an `OSError`, never "not a parmap checkpoint"
+(that is said only of a file that is not an SQLite database, or an SQLite database without
+parmap's tables):
+
+| the file | raises |
+|---|---|
+| a directory | `IsADirectoryError` |
+| in a directory that does not exist | `FileNotFoundError` |
+| not readable or writable by this process | `PermissionError` |
+| locked by another process past `BUSY_TIMEOUT_SECONDS` | [CheckpointLockedError][] (an `OSError`) |
+| full (disk or quota), or another I/O failure | `OSError` |
+
+A commit that fails keeps its rows: they are retried by the next commit (the timer's or the
+job's), and the job raises the error at its next result or when it ends, so a map never
+returns normally while rows are missing from the file.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import os
@@ -68,6 +85,33 @@ _SCHEMA = (
 
 _OVERWRITE_HINT = "Use another file, or pass checkpoint_mode='overwrite' to discard the stored results"
 
+#: How long a statement waits for another process's lock on the file before it fails. Ten
+#: seconds outlasts any commit of another parmap job (one batch of COMMIT_ROWS rows) by far,
+#: while a file held by a process that never lets go is reported before a person wonders.
+BUSY_TIMEOUT_SECONDS = 10.0
+
+
+class CheckpointLockedError(OSError):
+    """The checkpoint file is locked by another process (another map writing it, an open
+    `sqlite3` shell in a transaction, ...) for longer than `BUSY_TIMEOUT_SECONDS`."""
+
+
+# SQLite's primary result codes (sqlite3.h), and the messages sqlite3_errstr gives them: on
+# Python < 3.11 an sqlite3.Error carries only the message.
+_SQLITE_ERROR, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_PERM, _SQLITE_READONLY = 1, 5, 6, 3, 8
+_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 10, 11, 13, 14, 26
+_SQLITE_MESSAGES = {
+    "database is locked": _SQLITE_BUSY,
+    "database table is locked": _SQLITE_LOCKED,
+    "access permission denied": _SQLITE_PERM,
+    "attempt to write a readonly database": _SQLITE_READONLY,
+    "disk I/O error": _SQLITE_IOERR,
+    "database disk image is malformed": _SQLITE_CORRUPT,
+    "database or disk is full": _SQLITE_FULL,
+    "unable to open database file": _SQLITE_CANTOPEN,
+    "file is not a database": _SQLITE_NOTADB,
+}
+
 
 class CheckpointStore:
     """One job's checkpoint file: read what is done, write what finishes.
@@ -85,6 +129,11 @@ class CheckpointStore:
         self._pending: list[tuple[int, bytes, bytes]] = []
         self._timer: threading.Thread | None = None
         self._closing = threading.Event()
+        #: The timer's last failed commit; the job's thread raises it (after one more try).
+        self._failure: Exception | None = None
+        #: The process that opened the file: a child forked from it (inside an ``imap``
+        #: loop, say) inherits the store but must not write or close the parent's file.
+        self._owner_pid = os.getpid()
 
     # ------------------------------------------------------------------ opening
 
@@ -99,10 +148,12 @@ class CheckpointStore:
 
         Raises:
             TypeError: ``path`` is not a path.
-            ValueError: ``path`` is empty, in-memory or a directory, or ``mode`` is unknown.
+            ValueError: ``path`` is empty or in-memory, or ``mode`` is unknown.
             CheckpointMismatchError: the file belongs to a different job (another function or
                 another input length), or is not a parmap checkpoint at all.
-            OSError: the file cannot be opened or created.
+            CheckpointLockedError: another process holds a lock on the file.
+            OSError: the file cannot be opened, created or written (`IsADirectoryError`,
+                `FileNotFoundError` for a missing directory, `PermissionError`, ...).
         """
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"checkpoint must be a file path, got {type(path).__name__}")
@@ -110,7 +161,10 @@ class CheckpointStore:
         if not text or text == ":memory:" or text.startswith("file:"):
             raise ValueError(f"checkpoint must be the path of a file, got {text!r}")
         if os.path.isdir(text):
-            raise ValueError(f"checkpoint must be the path of a file, {text!r} is a directory")
+            raise IsADirectoryError(errno.EISDIR, "the checkpoint must be the path of a file, not a directory", text)
+        directory = os.path.dirname(os.path.abspath(text))
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(errno.ENOENT, "the directory of the checkpoint does not exist", directory)
         if mode not in ("resume", "overwrite"):
             raise ValueError(f"checkpoint_mode must be 'resume' or 'overwrite', got {mode!r}")
         description, fingerprint = function_fingerprint(function)
@@ -156,12 +210,18 @@ class CheckpointStore:
     def save(self, results: Sequence[tuple[int, Any]]) -> None:
         """Buffer newly finished ``(index, result)`` pairs; commit once a batch is full.
 
+        Does nothing in a child forked from the process that opened the store.
+
         Each result is pickled now (plain pickle, or cloudpickle for what it cannot do), so
         a result the caller mutates later is stored as it was returned.
 
         Raises:
             SerializationError: a result cannot be pickled (the message names its index).
+            CheckpointLockedError: a commit waited for another process's lock in vain.
+            OSError: a commit failed (disk full, I/O error); the rows stay buffered.
         """
+        if os.getpid() != self._owner_pid:
+            return  # a forked child: the parent's job, the parent's rows
         rows = []
         for index, value in results:
             payload = _dumps_result(index, value, self.path)
@@ -169,14 +229,25 @@ class CheckpointStore:
         with self._lock:
             self._require_open()
             self._pending.extend(rows)
-            if len(self._pending) >= COMMIT_ROWS:
-                self._commit_locked()
+            if len(self._pending) >= COMMIT_ROWS or self._failure is not None:
+                self._commit_locked()  # after a failed timer commit: retry now, raise if it fails again
             elif self._pending and self._timer is None:
                 self._timer = threading.Thread(target=self._commit_periodically, name="parmap-checkpoint", daemon=True)
                 self._timer.start()
 
     def close(self) -> None:
-        """Commit what is buffered and close the file; idempotent."""
+        """Commit what is buffered and close the file; idempotent.
+
+        Does nothing in a child forked from the process that opened the store: SQLite
+        connections must not be used across `fork`, and the rows are the parent's to commit.
+
+        Raises:
+            CheckpointLockedError: the last commit waited for another process's lock in vain.
+            OSError: the last commit failed; the file is closed all the same, and the rows
+                not committed run again next time.
+        """
+        if os.getpid() != self._owner_pid:
+            return  # a forked child: the parent commits its rows and closes its connection
         self._closing.set()
         timer = self._timer
         if timer is not None and timer is not threading.current_thread():
@@ -199,19 +270,35 @@ class CheckpointStore:
         return self._connection
 
     def _commit_locked(self) -> None:
+        """Commit the buffered rows; they leave the buffer only once they are in the file.
+
+        Raises:
+            CheckpointLockedError: another process held the file's lock too long.
+            OSError: SQLite could not write the rows (disk full, I/O error, ...).
+        """
         if not self._pending or self._connection is None:
             return
-        rows, self._pending = self._pending, []
-        with _transaction(self._connection):
-            self._connection.executemany(
-                "INSERT OR REPLACE INTO parmap_results (idx, digest, payload) VALUES (?, ?, ?)", rows
-            )
+        try:
+            with _transaction(self._connection):
+                self._connection.executemany(
+                    "INSERT OR REPLACE INTO parmap_results (idx, digest, payload) VALUES (?, ?, ?)", self._pending
+                )
+        except sqlite3.Error as error:
+            raise _file_error(self.path, error, f"could not save {len(self._pending)} results to") from error
+        self._pending = []
+        self._failure = None
 
     def _commit_periodically(self) -> None:
-        """Timer thread: commit buffered rows every ``COMMIT_SECONDS`` until the store closes."""
+        """Timer thread: commit buffered rows every ``COMMIT_SECONDS`` until the store closes.
+
+        A failed commit is kept for the job's thread to raise and retried on the next tick.
+        """
         while not self._closing.wait(COMMIT_SECONDS):
             with self._lock:
-                self._commit_locked()
+                try:
+                    self._commit_locked()
+                except Exception as error:  # an OSError, or a file that SQLite now finds corrupt
+                    self._failure = error
 
     def __repr__(self) -> str:
         state = "closed" if self._connection is None else "open"
@@ -223,13 +310,20 @@ def stored_results(path: str | os.PathLike[str]) -> dict[int, Any]:
 
     Raises:
         CheckpointMismatchError: ``path`` is not a parmap checkpoint.
+        OSError: ``path`` does not exist or cannot be read ([CheckpointLockedError][]: it is
+            locked by another process).
     """
-    connection = sqlite3.connect(os.fspath(path), isolation_level=None)
+    text = os.fspath(path)
+    if not os.path.isfile(text):  # sqlite3.connect would create an empty database
+        raise FileNotFoundError(errno.ENOENT, "no checkpoint file", text)
+    connection = _connect(text)
     try:
         try:
             rows = connection.execute("SELECT idx, digest, payload FROM parmap_results").fetchall()
-        except sqlite3.DatabaseError as error:
-            raise CheckpointMismatchError(f"{os.fspath(path)!r} is not a parmap checkpoint: {error}") from error
+        except sqlite3.Error as error:
+            if _sqlite_code(error) in (None, _SQLITE_ERROR):  # "no such table": not a checkpoint
+                raise CheckpointMismatchError(f"{text!r} is not a parmap checkpoint: {error}") from error
+            raise _file_error(text, error, "cannot read") from error
     finally:
         connection.close()
     return {index: pickle.loads(payload) for index, digest, payload in rows if _row_digest(payload) == digest}
@@ -243,14 +337,62 @@ def _connect(path: str) -> sqlite3.Connection:
     # check_same_thread=False: map_async runs the job (and the timer commits) in other
     # threads than the one that opened the store; the store's lock serialises all use.
     try:
-        connection = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as error:
-        raise OSError(f"cannot open the checkpoint {path!r}: {error}") from error
+        raise _file_error(path, error, "cannot open") from error
     return connection
 
 
+def _sqlite_code(error: sqlite3.Error) -> int | None:
+    """SQLite's primary result code of ``error`` (from its message before Python 3.11)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF  # an extended code carries the primary one in its low byte
+    text = str(error)
+    for message, primary in _SQLITE_MESSAGES.items():
+        if text.startswith(message):
+            return primary
+    return None
+
+
+def _file_error(path: str, error: sqlite3.Error, doing: str) -> Exception:
+    """The error to raise for ``error``, met while ``doing`` the checkpoint at ``path``.
+
+    A file that SQLite does not recognise is not a parmap checkpoint; everything else is
+    about the file itself, an `OSError`, locked files [CheckpointLockedError][].
+    """
+    code = _sqlite_code(error)
+    if code in (_SQLITE_NOTADB, _SQLITE_CORRUPT):
+        return CheckpointMismatchError(f"{path!r} is not a parmap checkpoint: {error}")
+    if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return CheckpointLockedError(
+            f"{doing} the checkpoint {path!r}: it is locked by another process (another map writing it?) "
+            f"and stayed locked for {BUSY_TIMEOUT_SECONDS:g} s ({error})"
+        )
+    if code in (_SQLITE_READONLY, _SQLITE_CANTOPEN) and _on_read_only_filesystem(path):
+        return OSError(errno.EROFS, f"{doing} the checkpoint: it is on a read-only file system ({error})", path)
+    if code in (_SQLITE_PERM, _SQLITE_READONLY) or (code == _SQLITE_CANTOPEN and _not_permitted(path)):
+        return PermissionError(errno.EACCES, f"{doing} the checkpoint: permission denied ({error})", path)
+    if code == _SQLITE_FULL:
+        return OSError(errno.ENOSPC, f"{doing} the checkpoint: the disk or the file's quota is full ({error})", path)
+    return OSError(f"{doing} the checkpoint {path!r}: {error}")
+
+
+def _on_read_only_filesystem(path: str) -> bool:
+    try:
+        return bool(os.statvfs(os.path.dirname(os.path.abspath(path))).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # AttributeError: a platform without statvfs
+        return False
+
+
+def _not_permitted(path: str) -> bool:
+    if os.path.exists(path):
+        return not os.access(path, os.R_OK | os.W_OK)
+    return not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK | os.X_OK)
+
+
 class _transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any error."""
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any error (a failed COMMIT too)."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
@@ -260,8 +402,16 @@ class _transaction:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: object) -> None:
         if kind is None:
-            self._connection.execute("COMMIT")
-        else:
+            try:
+                self._connection.execute("COMMIT")
+                return
+            except BaseException:
+                self._roll_back()  # a COMMIT that failed (busy) leaves the transaction open
+                raise
+        self._roll_back()
+
+    def _roll_back(self) -> None:
+        if self._connection.in_transaction:
             self._connection.execute("ROLLBACK")
 
 
@@ -295,8 +445,8 @@ def _prepare_file(connection: sqlite3.Connection, path: str, expected: dict[str,
             if stored.get("length") == "unknown" and expected["length"] != "unknown":
                 connection.execute("UPDATE parmap_meta SET value = ? WHERE key = 'length'", (expected["length"],))
             return connection.execute("SELECT 1 FROM parmap_results LIMIT 1").fetchone() is not None
-    except sqlite3.DatabaseError as error:
-        raise CheckpointMismatchError(f"{path!r} is not a parmap checkpoint: {error}") from error
+    except sqlite3.Error as error:
+        raise _file_error(path, error, "cannot open") from error
 
 
 def _write_meta(connection: sqlite3.Connection, values: dict[str, str]) -> None:

@@ -14,6 +14,7 @@ here, at decoration or call time, before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, Union
@@ -230,13 +231,60 @@ def validate_chunksize(value: object) -> Chunksize:
 
 
 def validate_progress(value: object) -> ProgressOption:
+    """``True``, ``False`` or a dict of keyword arguments that ``tqdm`` accepts.
+
+    Raises:
+        TypeError: ``value`` is of another type, or names a key ``tqdm`` does not take
+            (checked here, at decoration or call time, rather than when the bar opens in
+            the job's thread, which for ``map_async`` is a background thread).
+    """
     if isinstance(value, bool):
         return value
     if isinstance(value, Mapping):
         if not all(isinstance(key, str) for key in value):
             raise TypeError("progress must be a bool or a dict of tqdm keyword arguments (str keys)")
+        unknown = sorted(set(value) - tqdm_keywords())
+        if unknown:
+            raise TypeError(_unknown_progress_keys_message(unknown))
         return dict(value)
     raise TypeError(f"progress must be a bool or a dict of tqdm keyword arguments, got {type(value).__name__}")
+
+
+#: Keywords of tqdm's bar that the progress option may not set: parmap drives the bar with
+#: ``update()``, so an iterable given here would never be iterated.
+_PROGRESS_RESERVED = frozenset({"self", "iterable", "kwargs"})
+
+#: Keywords the bar ``tqdm.auto`` picks in a notebook takes on top of ``tqdm.std.tqdm``'s
+#: (``tqdm.notebook.tqdm`` pops them from ``**kwargs``, so no signature shows them).
+_PROGRESS_NOTEBOOK_KEYWORDS = frozenset({"display"})
+
+
+@functools.cache
+def tqdm_keywords() -> frozenset[str]:
+    """The keyword arguments a ``progress=`` dict may hold: ``tqdm.std.tqdm``'s own parameters.
+
+    Read from tqdm's signature once, on the first dict given, so that a bar-less program
+    never imports tqdm and a new tqdm release's parameters are accepted as they come.
+    """
+    import inspect
+
+    import tqdm.std
+
+    names = set(inspect.signature(tqdm.std.tqdm.__init__).parameters)
+    return frozenset(names - _PROGRESS_RESERVED | _PROGRESS_NOTEBOOK_KEYWORDS)
+
+
+def _unknown_progress_keys_message(unknown: list[str]) -> str:
+    import difflib  # only on this error
+
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, sorted(tqdm_keywords()), n=1)
+        hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    return (
+        f"progress got unknown tqdm keyword argument(s): {', '.join(hints)}; "
+        f"tqdm accepts {', '.join(sorted(tqdm_keywords()))}"
+    )
 
 
 def validate_timeout(value: object) -> float | None:

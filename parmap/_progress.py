@@ -7,6 +7,7 @@ failure and Ctrl-C alike.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +25,11 @@ class NullProgress:
 
 
 class TqdmProgress:
-    """A ``tqdm.auto`` bar counting items."""
+    """A ``tqdm.auto`` bar counting items.
+
+    A child forked from the process that made the bar (inside an ``imap`` loop, say)
+    leaves it alone: updating or closing its copy would draw over the parent's bar.
+    """
 
     def __init__(self, total: int | None, options: Mapping[str, Any], description: str) -> None:
         from tqdm.auto import tqdm
@@ -32,12 +37,15 @@ class TqdmProgress:
         settings: dict[str, Any] = {"total": total, "unit": "item", "desc": description}
         settings.update(options)
         self._bar = tqdm(**settings)
+        self._owner_pid = os.getpid()
 
     def update(self, n: float) -> None:
-        self._bar.update(n)
+        if os.getpid() == self._owner_pid:
+            self._bar.update(n)
 
     def close(self) -> None:
-        self._bar.close()
+        if os.getpid() == self._owner_pid:
+            self._bar.close()
 
 
 def make_progress(option: ProgressOption, total: int | None, description: str) -> NullProgress | TqdmProgress:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import multiprocessing.process
 import multiprocessing.util  # registers its exit hook first, so ours (below) runs before it
 import os
 import threading
 
+from . import _transport
 from ._config import PoolConfig
 from .backends import Backend, get_backend
 from .backends._worker import in_worker_process, nesting_depth
@@ -51,23 +53,45 @@ def get_pool(config: PoolConfig) -> Backend:
 def shutdown() -> None:
     """Shut down every pool: workers are stopped and reaped. Later maps start new pools.
 
-    Jobs still running on a pool fail with :class:`~parmap.PoolClosedError`.
+    Jobs still running on a pool fail with :class:`~parmap.PoolClosedError`. The
+    shared-memory watcher, if one was started, is told this is a normal close and reaped,
+    so no process of parmap's is left.
     """
+    _shut_down(exiting=False)
+
+
+def _shut_down(*, exiting: bool) -> None:
     with _lock:
         pools = list(_pools.values())
         _pools.clear()
-    for pool in pools:
-        pool.shutdown()
+    try:
+        for pool in pools:
+            pool.shutdown()
+    finally:
+        _transport.stop_watcher(exiting=exiting)
+
+
+def _shut_down_at_exit() -> None:
+    """Interpreter exit: every pool, then the watcher, which sweeps what no one can read now."""
+    _shut_down(exiting=True)
 
 
 def _forget_in_child() -> None:
-    """After ``os.fork``: the parent's pools belong to the parent; start afresh, touch nothing."""
+    """After ``os.fork``: the parent's pools belong to the parent; start afresh, touch nothing.
+
+    The child also forgets the parent's processes in `multiprocessing`'s own list:
+    multiprocessing empties it only in the children it starts itself, and a child made by a
+    plain `os.fork` (inside an `imap` loop, say) that exits normally would otherwise run
+    multiprocessing's exit hook over the parent's daemonic processes, parmap's workers
+    among them: SIGTERM each, then fail to join it. None of them is this child's child.
+    """
     global _lock, _pools
     _lock = threading.RLock()
     _pools = {}
+    multiprocessing.process._children.clear()  # type: ignore[attr-defined]
 
 
 # atexit runs hooks last-registered first: pools close before multiprocessing's own hook
 # terminates daemonic children, so no worker is seen dying and respawned during exit.
-atexit.register(shutdown)
+atexit.register(_shut_down_at_exit)
 os.register_at_fork(after_in_child=_forget_in_child)

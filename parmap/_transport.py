@@ -3,19 +3,73 @@
 * Functions, items, results and exceptions are pickled with cloudpickle (protocol 5), so
   lambdas, closures and ``__main__`` functions travel under every start method.
 * Large buffers (NumPy arrays, ``bytes``, ``bytearray``, ``memoryview`` of at least
-  :data:`OUT_OF_BAND_MIN_BYTES`) leave the pickle stream as protocol-5 out-of-band buffers
-  and travel through shared-memory files instead of the pipe. The receiver maps the file
-  and unlinks it at once, so the data is copied once, not four times, and a segment never
-  outlives its reader. Segments whose reader died are removed by name prefix (see
-  :func:`remove_segments`).
-* A function is identified by the digest of its pickle (:func:`function_key`), so each
+  `OUT_OF_BAND_MIN_BYTES`) leave the pickle stream as protocol-5 out-of-band buffers
+  and travel through shared-memory files (segments) in `/dev/shm` instead of the pipe.
+  The receiver maps the file and unlinks it at once, so the data is copied once, not four
+  times, and a segment never outlives its reader. Segments whose reader died are removed
+  by name prefix (see [remove_segments][]).
+* When the segments do not fit (`/dev/shm` is small: Docker gives 64 MB; its free space
+  is checked before writing) or cannot be written for any other reason, the message falls
+  back to an in-band pickle through the pipe, as `multiprocessing.Pool` always works;
+  whatever was written is unlinked first.
+  Only if that in-band pickle cannot be made either is there an error, and it names the
+  segment directory.
+* A function is identified by the digest of its pickle ([function_key][]), so each
   worker unpickles a function once and reuses it for every later chunk.
 
-Nothing here blocks on a queue or a pipe.
+## Segment names and the watcher
+
+Every segment is named `parmap-<caller pid>-<pool tag>-...` ([segment_prefix][]): the
+caller writes its items under its pool's prefix, and workers write their results under the
+prefix the caller's pool gave them, so every segment of one caller shares
+`parmap-<caller pid>-`, whoever wrote it.
+
+A caller killed by SIGKILL (or by a SIGTERM it does not handle) runs no cleanup, and its
+workers die with it at once (`PR_SET_PDEATHSIG`), so none of them can remove what is left
+in `/dev/shm`: items still queued in a pipe, results not yet read. A watcher does:
+
+    caller ──(first segment it writes)──> Popen(python -I -S -c WATCHER, stdin=pipe)
+    caller alive ............ watcher blocks in read(stdin)
+    shutdown() .............. caller writes b"c", closes the pipe, reaps the watcher
+    normal exit ............. the same with b"x": the watcher sweeps once, then exits
+    caller killed ........... the kernel closes the pipe: read() returns b"" with no b"c"
+                              -> unlink /dev/shm/parmap-<pid>-* WATCHER_SWEEPS times,
+                                 WATCHER_SWEEP_SECONDS apart, then exit
+
+Why this shape:
+
+* A separate process, because nothing inside the caller survives SIGKILL, and workers
+  die at the same moment. A pipe end held only by the caller is the one signal of its
+  death that needs no polling and no GIL: the kernel closes it however the caller dies.
+* Started lazily by the caller's first segment, or by the first large result it reads
+  (workers may write more): a program that never moves a megabyte pays nothing, and
+  `import parmap` and a cold start of small items start no process. A result segment
+  written before either is not watched; a backend that wants those covered too calls
+  [watch_segments][] when its pool starts (one `Popen`, ~0.4 ms of the caller's time).
+* `python -I -S`: isolated and without `site`, so it starts in ~15 ms on another core
+  and imports nothing of the user's; `close_fds` (the default), so it holds none of the
+  caller's pipes open; its own session and SIGINT/SIGTERM ignored, so Ctrl-C in a terminal
+  or a SIGTERM sent to the whole group cannot stop it before the caller is gone (then it
+  exits by itself).
+* Several sweeps: a worker being killed may still finish creating a file just after the
+  caller died.
+* `parmap.shutdown()` sweeps nothing: the caller lives on and may already be writing
+  segments for new pools. Interpreter exit sweeps once, after every pool is shut down:
+  what is left then (a message encoded but never sent) has no reader any more.
+* In a child forked by the caller, the inherited write end is closed at once
+  (`os.register_at_fork`), and the child never sends the close byte: the parent's watcher
+  must see EOF when the parent dies, not wait for the child, and must not be told to stop
+  by a child that exits normally. A child that writes segments starts its own watcher,
+  under its own pid. Nor does such a child unlink the parent's segments through the pool
+  objects it inherited: [discard][] and [remove_segments][] act only on segments of this
+  process or of its `multiprocessing` parent (a worker's caller), see [may_remove][].
+
+Nothing here blocks on a queue or a pipe (the watcher's pipe is written only to close it).
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import mmap
 import os
@@ -26,7 +80,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import cloudpickle
 
@@ -37,6 +91,7 @@ except ImportError:  # an interpreter built without it
 
 if TYPE_CHECKING:
     import concurrent.futures
+    import subprocess
 
 PROTOCOL = 5
 
@@ -46,6 +101,8 @@ OUT_OF_BAND_MIN_BYTES = 1 << 20
 
 _IN_BAND = b"\x00"
 _OUT_OF_BAND = b"\x01"
+#: Where segments are written: the shared-memory filesystem, read at each write (tests point
+#: it at a small filesystem to see the fallback to the pipe).
 _SEGMENT_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 
 
@@ -91,8 +148,32 @@ def dumps(obj: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any] | None
 
 
 def segment_prefix(owner_pid: int, tag: str) -> str:
-    """The name prefix of the shared-memory segments written for ``owner_pid``'s pool ``tag``."""
-    return f"parmap-{owner_pid}-{tag}-"
+    """The name prefix of the shared-memory segments written for ``owner_pid``'s pool ``tag``.
+
+    Workers write their results under the prefix their caller's pool gave them, so every
+    segment of one caller starts with `parmap-<owner_pid>-`, which its watcher removes if
+    the caller is killed.
+    """
+    return f"{_owner_prefix(owner_pid)}{tag}-"
+
+
+def _owner_prefix(owner_pid: int) -> str:
+    return f"parmap-{owner_pid}-"
+
+
+def may_remove(name: str) -> bool:
+    """Whether this process may unlink segments named ``name`` (or a prefix of such names).
+
+    Only a segment's caller (its pid is in the name) and that caller's own workers (whose
+    `multiprocessing` parent it is) may. A child the caller forked itself (`os.fork` inside
+    an `imap` loop) is neither: whatever the parent's objects it inherited try to release
+    on its way out, the parent's segments are left to the parent.
+    """
+    if name.startswith(_owner_prefix(os.getpid())):
+        return True
+    multiprocessing = sys.modules.get("multiprocessing")
+    parent = multiprocessing.parent_process() if multiprocessing is not None else None
+    return parent is not None and name.startswith(_owner_prefix(parent.pid))
 
 
 def encode(obj: Any, prefix: str) -> bytes:
@@ -114,25 +195,45 @@ def encode(obj: Any, prefix: str) -> bytes:
         large.append(raw)
         return False
 
+    subject = obj  # what was pickled: obj, or obj with its large buffers wrapped
     try:
         body: bytes = dumps(obj, keep_out_of_band)
     except TypeError:
-        wrapped = _wrap_large_buffers(obj, depth=3)
-        if wrapped is obj:
+        subject = _wrap_large_buffers(obj, depth=3)
+        if subject is obj:
             raise
         large.clear()
-        body = dumps(wrapped, keep_out_of_band)
+        body = dumps(subject, keep_out_of_band)
     else:
         if len(body) >= OUT_OF_BAND_MIN_BYTES:
-            wrapped = _wrap_large_buffers(obj, depth=3)
-            if wrapped is not obj:
+            subject = _wrap_large_buffers(obj, depth=3)
+            if subject is not obj:
                 large.clear()  # the second pickle names every buffer again, in its own order
-                body = dumps(wrapped, keep_out_of_band)
-    segments = _write_segments(prefix, large)
-    if not segments:
+                body = dumps(subject, keep_out_of_band)
+    if not large:
         return _IN_BAND + body
+    try:
+        segments = _write_segments(prefix, large)
+    except OSError as error:  # no room in /dev/shm (ENOSPC), too many open files, ...
+        return _IN_BAND + _dumps_in_band(subject, sum(raw.nbytes for raw in large), error)
     names = "\0".join(segments).encode()
     return _OUT_OF_BAND + struct.pack("<I", len(names)) + names + body
+
+
+def _dumps_in_band(subject: Any, nbytes: int, segment_error: OSError) -> bytes:
+    """Pickle ``subject`` whole, its large buffers included, after its segments failed.
+
+    Raises:
+        MemoryError: not even the in-band pickle fits; the message names the segment
+            directory and why it could not be used.
+    """
+    try:
+        return dumps(subject)
+    except MemoryError as error:
+        raise MemoryError(
+            f"a message with {nbytes} bytes of buffers could neither be written to {_SEGMENT_DIR} "
+            f"({segment_error}) nor pickled into the pipe (out of memory)"
+        ) from error
 
 
 _BUFFER_TYPES = (bytes, bytearray, memoryview)
@@ -169,24 +270,40 @@ def _wrap_large_buffers(obj: Any, depth: int) -> Any:
 
 
 def decode(data: bytes | memoryview) -> Any:
-    """Inverse of :func:`encode`; maps and unlinks any shared-memory segments it names."""
+    """Inverse of [encode][]; maps and unlinks any shared-memory segments it names.
+
+    The first message a caller receives whose segments others wrote under its name (large
+    results) starts its watcher, if no segment of its own has yet: its workers may write
+    more (see [watch_segments][] for watching from the start).
+    """
     if data[:1] == _IN_BAND:
         return pickle.loads(memoryview(data)[1:])
     (names_length,) = struct.unpack_from("<I", data, 1)
     names = bytes(data[5 : 5 + names_length]).decode().split("\0")
+    if _watcher is None and names[0].startswith(_owner_prefix(os.getpid())):
+        watch_segments()
     buffers = [_map_segment(name) for name in names]
     return pickle.loads(memoryview(data)[5 + names_length :], buffers=buffers)
 
 
 def discard(data: bytes | memoryview) -> None:
-    """Release the shared-memory segments of an encoded message that will never be decoded."""
+    """Release the shared-memory segments of an encoded message that will never be decoded.
+
+    Does nothing for segments this process has no say over (see [may_remove][]).
+    """
     if data[:1] == _OUT_OF_BAND:
         (names_length,) = struct.unpack_from("<I", data, 1)
-        _unlink_all(bytes(data[5 : 5 + names_length]).decode().split("\0"))
+        names = bytes(data[5 : 5 + names_length]).decode().split("\0")
+        _unlink_all([name for name in names if may_remove(name)])
 
 
 def remove_segments(prefix: str) -> None:
-    """Unlink every segment whose name starts with ``prefix`` (its reader is gone)."""
+    """Unlink every segment whose name starts with ``prefix`` (its reader is gone).
+
+    Does nothing for segments this process has no say over (see [may_remove][]).
+    """
+    if not may_remove(prefix):
+        return
     import glob  # only after a worker's death
 
     for path in glob.glob(os.path.join(_SEGMENT_DIR, glob.escape(prefix) + "*")):
@@ -205,7 +322,18 @@ _writers_lock = threading.Lock()
 
 
 def _write_segments(prefix: str, buffers: list[memoryview]) -> list[str]:
-    """Write each buffer to a new segment (several at once); return their names in order."""
+    """Write each buffer to a new segment (several at once); return their names in order.
+
+    Raises:
+        OSError: a segment could not be written (the segment directory lacks the room, for
+            one); every segment already written for this message is unlinked first.
+    """
+    needed = sum(raw.nbytes for raw in buffers)
+    free = _free_bytes(_SEGMENT_DIR)
+    if needed > free:  # fail before writing anything, rather than after filling the directory
+        raise OSError(errno.ENOSPC, f"{needed} bytes do not fit in the {free} bytes free", _SEGMENT_DIR)
+    if prefix.startswith(_owner_prefix(os.getpid())):
+        watch_segments()  # before the first write: a kill right after it is covered
     if len(buffers) <= 1:
         return [_write_segment(prefix, raw) for raw in buffers]
     global _writers
@@ -224,16 +352,174 @@ def _write_segments(prefix: str, buffers: list[memoryview]) -> list[str]:
             failure = failure or error
     if failure is not None:
         _unlink_all(names)
-        raise failure
+        try:
+            raise failure
+        finally:
+            # No frame <-> traceback cycle may hold the buffers: the cyclic GC cannot free a
+            # memoryview that others were cast from safely (CPython crashes in tp_clear).
+            del failure, futures, future
     return names
 
 
-def _forget_writers_in_child() -> None:
-    global _writers, _writers_lock
+def _free_bytes(directory: str) -> int:
+    """Bytes an unprivileged writer may still put in ``directory``'s filesystem."""
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return sys.maxsize  # cannot tell: try the write, whose failure falls back too
+    return stats.f_bavail * stats.f_frsize
+
+
+# ---------------------------------------------------------------- the watcher
+
+#: Sweeps of the segment directory after the caller died, and the pause between them. A
+#: dying worker may still be creating a file for a moment after its caller is gone (it is
+#: killed by PR_SET_PDEATHSIG within milliseconds); two seconds of sweeps cover that with a
+#: wide margin while the watcher still exits promptly.
+WATCHER_SWEEPS = 8
+WATCHER_SWEEP_SECONDS = 0.25
+
+#: The byte the caller sends before closing the pipe after `parmap.shutdown()`: "do not
+#: sweep" (the caller lives on and may be writing segments for new pools already).
+_NORMAL_CLOSE = b"c"
+
+#: The byte sent instead at interpreter exit, once every pool is shut down: "sweep once"
+#: (whatever is left can have no reader any more: a message never decoded, say).
+_EXITING = b"x"
+
+#: Longest wait for the watcher to exit after a normal close; it exits as soon as it reads
+#: the close byte, so this is only reached if it is stuck (it is then killed).
+_WATCHER_EXIT_SECONDS = 5.0
+
+# Runs as `python -I -S -c _WATCHER_CODE DIRECTORY PREFIX SWEEPS SECONDS`; stdin is the pipe.
+# Only builtin modules: starts in milliseconds.
+_WATCHER_CODE = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+directory, prefix, sweeps, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+last = b""
+while True:
+    data = os.read(0, 4096)
+    if not data:
+        break
+    last = data[-1:]
+if last == b"c":
+    sys.exit(0)
+for sweep in range(1 if last == b"x" else sweeps):
+    if sweep:
+        time.sleep(pause)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        names = []
+    for name in names:
+        if name.startswith(prefix):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
+"""
+
+_watcher: subprocess.Popen[bytes] | None = None
+_watcher_failed = False  # it could not be started; do not try again for every message
+_watcher_lock = threading.Lock()
+#: Watchers inherited through os.fork: the parent's children, never waited on here (a Popen
+#: collected in the child would try to).
+_inherited_watchers: list[subprocess.Popen[bytes]] = []
+
+
+def watch_segments() -> None:
+    """Make sure this process's segments are removed if it is killed; idempotent, cheap.
+
+    Starts the watcher (see the module docstring) on the first call in this process. A
+    watcher that cannot be started (no `sys.executable`, a frozen program, no processes
+    left) is not an error: segments still work, only a killed caller may leave some behind.
+    """
+    global _watcher, _watcher_failed
+    if _watching() or _watcher_failed:
+        return
+    with _watcher_lock:
+        if _watching() or _watcher_failed:
+            return
+        if _watcher is not None and _watcher.stdin is not None:
+            _watcher.stdin.close()  # it was killed from outside: a new one takes over
+        if not sys.executable or getattr(sys, "frozen", False):
+            _watcher_failed = True  # sys.executable would not run our code
+            return
+        import subprocess  # only once a segment is written
+
+        command = [
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            _WATCHER_CODE,
+            _SEGMENT_DIR,
+            _owner_prefix(os.getpid()),
+            str(WATCHER_SWEEPS),
+            str(WATCHER_SWEEP_SECONDS),
+        ]
+        try:
+            _watcher = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, bufsize=0, start_new_session=True
+            )
+        except OSError:
+            _watcher_failed = True
+
+
+def _watching() -> bool:
+    """Whether a watcher runs (one waitpid(WNOHANG) call: nothing next to writing a megabyte)."""
+    watcher = _watcher
+    return watcher is not None and watcher.poll() is None
+
+
+def stop_watcher(*, exiting: bool = False) -> None:
+    """Tell the watcher this process is closing normally, and reap it.
+
+    With ``exiting`` (the interpreter is exiting and every pool is shut down) the watcher
+    sweeps this process's segments once before it exits; without, it sweeps nothing.
+    """
+    global _watcher, _watcher_failed
+    with _watcher_lock:
+        watcher, _watcher = _watcher, None
+        _watcher_failed = False
+    if watcher is None:
+        return
+    pipe: IO[bytes] | None = watcher.stdin
+    if pipe is not None:
+        try:
+            pipe.write(_EXITING if exiting else _NORMAL_CLOSE)
+        except OSError:  # it died: nothing to tell
+            pass
+        try:
+            pipe.close()
+        except OSError:
+            pass
+    import subprocess  # already loaded: it started the watcher
+
+    try:
+        watcher.wait(_WATCHER_EXIT_SECONDS)
+    except subprocess.TimeoutExpired:  # stuck: it must not outlive shutdown()
+        watcher.kill()
+        watcher.wait()
+
+
+def _forget_in_child() -> None:
+    """After ``os.fork``: the parent's writer threads and watcher are the parent's."""
+    global _writers, _writers_lock, _watcher, _watcher_failed, _watcher_lock
     _writers, _writers_lock = None, threading.Lock()  # the parent's threads do not exist here
+    watcher, _watcher, _watcher_failed, _watcher_lock = _watcher, None, False, threading.Lock()
+    if watcher is not None:
+        _inherited_watchers.append(watcher)
+        if watcher.stdin is not None:
+            try:
+                watcher.stdin.close()  # our copy of the parent's pipe: its EOF must mean the parent died
+            except OSError:
+                pass
 
 
-os.register_at_fork(after_in_child=_forget_writers_in_child)
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _write_segment(prefix: str, raw: memoryview) -> str:

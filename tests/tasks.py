@@ -179,3 +179,20 @@ def fail_one_late_and_four_at_once(x: int) -> int:
     if x == 4:
         raise KeyError("item 4 failed")
     return x
+
+# transport helper
+
+
+def wait_for_file_with_payload(args: tuple[str, int, Any]) -> int:
+    """``wait_for_file((directory, x))`` for an item that also carries a large payload."""
+    directory, x, payload = args
+    wait_for_file((directory, x))
+    return len(payload)
+
+
+def payload_length(payload: Any) -> int:
+    return len(payload)
+
+
+def zero_bytes(n: int) -> bytes:
+    return bytes(n)

@@ -250,7 +250,7 @@ def test_overwrite_discards_what_was_stored(tmp_path: Path) -> None:
     pytest.param(["run.sqlite"], "resume", TypeError, "checkpoint must be", id="path-list"),
     pytest.param("", "resume", ValueError, "path of a file", id="path-empty"),
     pytest.param(":memory:", "resume", ValueError, "path of a file", id="path-memory"),
-    pytest.param(".", "resume", ValueError, "directory", id="path-directory"),
+    pytest.param(".", "resume", IsADirectoryError, "not a directory", id="path-directory"),  # an OSError (issue 10: 29)
     pytest.param("run.sqlite", "bogus", ValueError, "checkpoint_mode", id="mode-unknown"),
     pytest.param("run.sqlite", 1, TypeError, "checkpoint_mode", id="mode-int"),
 ])
