@@ -60,7 +60,7 @@ from typing import Any
 import cloudpickle
 
 from .backends._worker import StarCall
-from .errors import CheckpointMismatchError, SerializationError
+from .errors import CheckpointLockedError, CheckpointMismatchError, SerializationError
 
 #: Rows buffered before a commit. One transaction per thousand rows makes the per-row cost
 #: of the commit itself negligible (measured: ~2 us per row for small results), while the
@@ -89,11 +89,6 @@ _OVERWRITE_HINT = "Use another file, or pass checkpoint_mode='overwrite' to disc
 #: seconds outlasts any commit of another parmap job (one batch of COMMIT_ROWS rows) by far,
 #: while a file held by a process that never lets go is reported before a person wonders.
 BUSY_TIMEOUT_SECONDS = 10.0
-
-
-class CheckpointLockedError(OSError):
-    """The checkpoint file is locked by another process (another map writing it, an open
-    `sqlite3` shell in a transaction, ...) for longer than `BUSY_TIMEOUT_SECONDS`."""
 
 
 # SQLite's primary result codes (sqlite3.h), and the messages sqlite3_errstr gives them: on

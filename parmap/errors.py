@@ -11,7 +11,8 @@ Hierarchy::
     ├── SerializationError           an item, result or exception could not be pickled
     ├── InitializerError             the pool's ``initializer`` failed in a worker
     ├── PoolClosedError              the pool was shut down while a job still used it
-    └── CheckpointMismatchError      a checkpoint file belongs to a different job
+    ├── CheckpointMismatchError      a checkpoint file belongs to a different job
+    └── CheckpointLockedError        another process holds the checkpoint's lock (also an ``OSError``)
 
 A task's own exception is never wrapped: it reaches the caller with its own type,
 chained (``__cause__``) to a :class:`RemoteTraceback` holding the worker's traceback.
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 from multiprocessing import TimeoutError as _MultiprocessingTimeoutError
 
 __all__ = [
+    "CheckpointLockedError",
     "CheckpointMismatchError",
     "InitializerError",
     "ParmapError",
@@ -122,6 +124,14 @@ class PoolClosedError(ParmapError):
 
 class CheckpointMismatchError(ParmapError):
     """A checkpoint file was written by another job (function or input length differ)."""
+
+
+class CheckpointLockedError(ParmapError, OSError):
+    """The checkpoint file is locked by another process (another map writing it, an open
+    ``sqlite3`` shell in a transaction, ...) for longer than the checkpoint's busy timeout.
+
+    Also an ``OSError``, like every other reason a checkpoint file cannot be used.
+    """
 
 
 class RemoteTraceback(Exception):

@@ -20,8 +20,8 @@ from typing import Any, Callable
 
 import pytest
 
-from parmap import CheckpointMismatchError, _checkpoint, parallel
-from parmap._checkpoint import CheckpointLockedError, CheckpointStore, stored_results
+from parmap import CheckpointLockedError, CheckpointMismatchError, _checkpoint, parallel
+from parmap._checkpoint import CheckpointStore, stored_results
 from tests import tasks
 from tests.conftest import wait_until
 
