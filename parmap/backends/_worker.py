@@ -323,7 +323,15 @@ def _load_function(functions: dict[bytes, Callable[[Any], Any] | _Unloadable], m
 
 
 def _die_with_parent(parent: int) -> None:
-    """Ask the kernel to kill this process when its parent dies (Linux); exit if it already has."""
+    """Ask the kernel to kill this process when its parent dies (Linux); exit if it already has.
+
+    Under forkserver the parent is the fork server, which exits once the caller and every
+    process holding the caller's "alive" pipe are gone; a forked server child inherits a
+    copy of that pipe, so it is closed here, or the server (and this worker) would outlive
+    the caller. A daemonic worker never starts processes, so it never needs the pipe.
+    """
+    if not parent:
+        _release_forkserver_alive_pipe()
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -335,6 +343,20 @@ def _die_with_parent(parent: int) -> None:
         return
     if parent and os.getppid() != parent:
         os._exit(0)  # the parent died before the signal was armed
+
+
+def _release_forkserver_alive_pipe() -> None:
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if server is None or fd is None:
+        return
+    try:
+        os.close(fd)
+    except OSError:
+        return
+    server._forkserver_alive_fd = None
 
 
 def _watch_parent(prefix: str) -> None:
