@@ -170,14 +170,24 @@ def frame(body: bytes) -> bytes:
 # --------------------------------------------------------------------------- encoding
 
 
-def encode_call(call: ChunkCall, prefix: str) -> bytes:
-    """`C` + chunk id + the rest pickled (large buffers into segments named with `prefix`).
+def _pack(obj: Any, prefix: str | None) -> bytes:
+    """Pickle `obj`: large buffers into shared-memory segments named with `prefix` (same
+    host), or all in band with `prefix=None` (Dask: the reader may be on another host)."""
+    return _transport.dumps(obj) if prefix is None else _transport.encode(obj, prefix)
+
+
+def _unpack(data: Buffer, in_band: bool) -> Any:
+    return pickle.loads(data) if in_band else _transport.decode(memoryview(data))
+
+
+def encode_call(call: ChunkCall, prefix: str | None) -> bytes:
+    """`C` + chunk id + the rest pickled (see [_pack][] for `prefix`).
 
     Raises:
         Exception: whatever pickling the items raises (the caller makes it a
             `SerializationError`).
     """
-    return b"C" + CHUNK_ID.pack(call.chunk_id) + _transport.encode(call[1:], prefix)
+    return b"C" + CHUNK_ID.pack(call.chunk_id) + _pack(call[1:], prefix)
 
 
 def discard_call(message: bytes) -> None:
@@ -185,12 +195,13 @@ def discard_call(message: bytes) -> None:
     _transport.discard(memoryview(message)[1 + CHUNK_ID.size :])
 
 
-def decode_call(message: Buffer) -> ChunkCall:
+def decode_call(message: Buffer, *, in_band: bool = False) -> ChunkCall:
+    """Inverse of [encode_call][] (`in_band`: it was encoded with `prefix=None`)."""
     (chunk_id,) = CHUNK_ID.unpack_from(message, 1)
-    return ChunkCall(chunk_id, *_transport.decode(memoryview(message)[1 + CHUNK_ID.size :]))
+    return ChunkCall(chunk_id, *_unpack(memoryview(message)[1 + CHUNK_ID.size :], in_band))
 
 
-def encode_result(result: ChunkResult, indices: Sequence[int], careful: bool, prefix: str) -> bytes:
+def encode_result(result: ChunkResult, indices: Sequence[int], careful: bool, prefix: str | None) -> bytes:
     """`D` + chunk id + pid + the rest pickled; what cannot travel becomes an item's error.
 
     `result.errors` holds `(exception, traceback text)`; an exception that does not survive
@@ -207,16 +218,21 @@ def encode_result(result: ChunkResult, indices: Sequence[int], careful: bool, pr
     body = (result.completed, result.retiring, result.timings, values, errors)
     header = b"D" + RESULT_HEADER.pack(result.chunk_id, result.pid)
     try:
-        return header + _transport.encode(body, prefix)
+        return header + _pack(body, prefix)
     except Exception:
         pass
     values = list(values)
-    replace_unpicklable(indices, values, errors, lambda value: _transport.discard(_transport.encode(value, prefix)))
-    return header + _transport.encode((result.completed, result.retiring, result.timings, values, errors), prefix)
+    replace_unpicklable(indices, values, errors, lambda value: _discard(_pack(value, prefix), prefix))
+    return header + _pack((result.completed, result.retiring, result.timings, values, errors), prefix)
+
+
+def _discard(data: bytes, prefix: str | None) -> None:
+    if prefix is not None:
+        _transport.discard(data)
 
 
 def _pickle_each(
-    indices: Sequence[int], values: list[Any], errors: dict[int, tuple[BaseException, str]], prefix: str
+    indices: Sequence[int], values: list[Any], errors: dict[int, tuple[BaseException, str]], prefix: str | None
 ) -> tuple[list[Any], dict[int, Any]]:
     pickled_values: list[Any] = []
     pickled_errors: dict[int, Any] = {}
@@ -225,12 +241,12 @@ def _pickle_each(
             pickled_values.append(None)
             continue
         try:
-            pickled_values.append(_transport.encode(value, prefix))
+            pickled_values.append(_pack(value, prefix))
         except Exception as error:
             pickled_values.append(None)
             errors[position] = (_unpicklable_result(indices[position], error), format_traceback(error))
     for position, entry in errors.items():
-        pickled_errors[position] = _transport.encode(entry, prefix)
+        pickled_errors[position] = _pack(entry, prefix)
     return pickled_values, pickled_errors
 
 
@@ -240,7 +256,7 @@ def result_header(message: Buffer) -> tuple[int, int]:
     return chunk_id, pid
 
 
-def decode_result(message: Buffer, indices: Sequence[int], careful: bool) -> ChunkResult:
+def decode_result(message: Buffer, indices: Sequence[int], careful: bool, *, in_band: bool = False) -> ChunkResult:
     """Inverse of [encode_result][]: errors come back as exceptions with their remote traceback.
 
     In a careful result each item is unpickled on its own: one that raises (any
@@ -252,7 +268,8 @@ def decode_result(message: Buffer, indices: Sequence[int], careful: bool) -> Chu
             a `SerializationError` (or sends the chunk again, careful).
     """
     chunk_id, pid = result_header(message)
-    completed, retiring, timings, values, wire_errors = _transport.decode(memoryview(message)[1 + RESULT_HEADER.size :])
+    body = memoryview(message)[1 + RESULT_HEADER.size :]
+    completed, retiring, timings, values, wire_errors = _unpack(body, in_band)
     errors: dict[int, BaseException] = {}
     if careful:
         decoded: list[Any] = []
@@ -261,14 +278,14 @@ def decode_result(message: Buffer, indices: Sequence[int], careful: bool) -> Chu
                 decoded.append(None)
                 continue
             try:
-                decoded.append(_transport.decode(payload))
+                decoded.append(_unpack(payload, in_band))
             except BaseException as error:
                 decoded.append(None)
                 errors[position] = undecodable_error(indices[position], error)
         values = decoded
         for position, payload in wire_errors.items():
             try:
-                entry = _transport.decode(payload)
+                entry = _unpack(payload, in_band)
             except BaseException as error:
                 errors[position] = undecodable_error(indices[position], error)
             else:
