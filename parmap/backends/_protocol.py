@@ -434,50 +434,49 @@ def run_chunk(
     errors: dict[int, ErrorInfo] = {}
     count = len(items) if budget is None else min(budget, len(items))
     plain = timeout is None and seed is None and item_seconds is None and not (careful and slot is not None)
-    with (
-        _reporting.installed(reporter, values),
-        _seeding.item_context(seed, seed_globals=seed_globals, restore_globals=restore_globals) as seeder,
-    ):
-        started = time.perf_counter()
-        while len(values) < count:
-            # Each pass runs items until one raises; `len(values)` is always the position
-            # of the item running, since every finished item appends exactly one entry (and
-            # `list.extend` keeps what it appended before an exception).
-            try:
-                if plain:
-                    values.extend(map(fn, itertools.islice(items, len(values), count)))
-                    if len(values) < count:  # a StopIteration ended map early: see above
+    with _reporting.installed(reporter, values):
+        item_seeds = _seeding.item_context(seed, seed_globals=seed_globals, restore_globals=restore_globals)
+        with item_seeds as seeder:
+            started = time.perf_counter()
+            while len(values) < count:
+                # Each pass runs items until one raises; `len(values)` is always the position
+                # of the item running, since every finished item appends exactly one entry (and
+                # `list.extend` keeps what it appended before an exception).
+                try:
+                    if plain:
+                        values.extend(map(fn, itertools.islice(items, len(values), count)))
+                        if len(values) < count:  # a StopIteration ended map early: see above
+                            _run_instrumented(
+                                fn,
+                                indices,
+                                items,
+                                count=len(values) + 1,
+                                slot=None,
+                                values=values,
+                                errors=errors,
+                                timeout=None,
+                                seeder=None,
+                                item_seconds=None,
+                            )
+                    else:
                         _run_instrumented(
                             fn,
                             indices,
                             items,
-                            count=len(values) + 1,
-                            slot=None,
+                            count=count,
+                            slot=slot,
                             values=values,
                             errors=errors,
-                            timeout=None,
-                            seeder=None,
-                            item_seconds=None,
+                            timeout=timeout,
+                            seeder=seeder,
+                            item_seconds=item_seconds,
                         )
-                else:
-                    _run_instrumented(
-                        fn,
-                        indices,
-                        items,
-                        count=count,
-                        slot=slot,
-                        values=values,
-                        errors=errors,
-                        timeout=timeout,
-                        seeder=seeder,
-                        item_seconds=item_seconds,
-                    )
-            except propagate:
-                raise
-            except BaseException as error:
-                errors[len(values)] = (error, format_traceback(error))
-                values.append(None)
-        compute = time.perf_counter() - started
+                except propagate:
+                    raise
+                except BaseException as error:
+                    errors[len(values)] = (error, format_traceback(error))
+                    values.append(None)
+            compute = time.perf_counter() - started
     return values, errors, count, compute
 
 

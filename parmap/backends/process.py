@@ -122,6 +122,12 @@ PREFETCH_MAX_BYTES = 64 * 1024
 #: finishing sooner, would not repay.
 WITHDRAW_AFTER_SECONDS = 0.005
 
+#: How long `cancel` waits for the manager to have sent its withdrawals. It waits for the
+#: manager, never for a worker (the manager applies a command within one loop pass, well
+#: under a millisecond unless it is unpickling a large result); the bound only keeps a
+#: cancelling caller from waiting on a manager that has stopped.
+CANCEL_WAIT_SECONDS = 2.0
+
 #: The longest single wait of the manager: `poll` takes milliseconds as a C int, so a
 #: deadline further away (a `timeout=` of a year, or `inf`) is waited for in steps.
 MAX_WAIT_SECONDS = 3600.0
@@ -164,6 +170,8 @@ class _Kill:
 class _Cancel:
     job_id: int
     stop_running: bool
+    #: Set by the manager once it has sent the withdrawals (and kills) of this job.
+    applied: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -397,14 +405,19 @@ class ProcessBackend(Backend):
     def cancel(self, job_id: int, *, stop_running: bool) -> None:
         """Withdraw the job's queued and prefetched chunks; with `stop_running`, kill its running ones."""
         flags = self._flags
+        command = _Cancel(job_id, stop_running)
         with flags.lock:
             dropped = [p for p in flags.pending if p.task.job.job_id == job_id]
             if dropped:
                 flags.pending = collections.deque(p for p in flags.pending if p.task.job.job_id != job_id)
-            flags.commands.append(_Cancel(job_id, stop_running))
+            flags.commands.append(command)
         for pending in dropped:
             discard_call(pending.payload)
         self._manager.wake()
+        # Return once the withdrawals are on their way: a worker's reader thread takes them
+        # at once, so a chunk sent ahead does not start after the caller has moved on.
+        if threading.current_thread() is not self._manager and self._manager.is_alive():
+            command.applied.wait(CANCEL_WAIT_SECONDS)
 
     def shutdown(self) -> None:
         """Stop every worker (busy ones are killed) and the manager; idempotent."""
@@ -443,6 +456,8 @@ class _Manager(threading.Thread):
         self._init_payload, self._initargs = _initializer_payload(config)
         self._wake_reader, self._wake_writer = os.pipe()
         os.set_blocking(self._wake_reader, False)
+        # A full pipe means a wake-up is pending anyway: the caller must never wait on it.
+        os.set_blocking(self._wake_writer, False)
         self._poll = select.poll()
         self._poll.register(self._wake_reader, select.POLLIN)
         self._workers: dict[int, _Worker] = {}
@@ -496,6 +511,7 @@ class _Manager(threading.Thread):
             if isinstance(command, _Shutdown):
                 return True
             self._cancel(command.job_id, command.stop_running)
+            command.applied.set()
 
     def _cancel(self, job_id: int, stop_running: bool) -> None:
         for worker in list(self._workers.values()):
@@ -1000,6 +1016,10 @@ class _Manager(threading.Thread):
         with self.flags.lock:
             self.flags.capacity = 0
             closed = self.flags.broken if self.flags.broken is not None else PoolClosedError("the pool was shut down")
+            commands, self.flags.commands = list(self.flags.commands), collections.deque()
+        for command in commands:  # every chunk is about to fail: no caller waits on a cancel
+            if isinstance(command, _Cancel):
+                command.applied.set()
         self._fail_all(closed)
         for worker in self._workers.values():
             if worker.held or not worker.ready or worker.outbox:
