@@ -276,3 +276,22 @@ def pid_then_hold_the_gil(path: str) -> int:
     Path(path + ".tmp").write_text(str(os.getpid()))
     os.replace(path + ".tmp", path)
     return len(re.findall(r"(a+)+b", "a" * 30))  # minutes: the test kills it long before
+
+
+def forge_a_result(_: object) -> int:
+    """Write a result frame with a pid that is not the worker's to the worker's own socket,
+    as a task's forked child writing to the inherited socket would."""
+    import struct
+
+    from parmap.backends import _protocol
+
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            body = b"D" + _protocol.RESULT_HEADER.pack(-1, 1) + struct.pack("<d", 0.0)
+            os.write(int(name), _protocol.frame(body) + body)
+    time.sleep(30)  # the manager stops this worker long before
+    return 0

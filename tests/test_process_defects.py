@@ -416,3 +416,12 @@ def test_a_worker_drops_a_finished_chunks_items_at_once(process_backend: Decorat
     task = process_backend(tasks.zero, workers=1)
     assert task.map([tasks.DropMarker(str(marker))]) == [0]
     wait_until(marker.exists, timeout=5.0)  # while the worker idles, not at its next chunk
+
+
+def test_a_result_from_a_stranger_on_the_pipe_fails_loudly(process_backend: Decorate) -> None:
+    """The manager checks the chunk id and the pid of every result: a frame written by
+    another process (a task's forked child) stops the worker, and the item fails."""
+    task = process_backend(tasks.forge_a_result)
+    with pytest.raises(parmap.WorkerLostError, match="wrote to its pipe"):
+        task.map([0])
+    assert process_backend(tasks.square).map([3]) == [9]  # the pool healed

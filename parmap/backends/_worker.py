@@ -191,7 +191,7 @@ class _Inbox:
 
 # Called by multiprocessing with positional arguments (the Process's args).
 def worker_main(  # noqa: PLR0917
-    conn: Any, shared: Any, init_payload: bytes | None, initargs: Any, prefix: str, parent: int
+    conn: Any, shared: Any, init_payload: bytes | None, initargs: Any, prefix: str, parent: int, inherited: int
 ) -> None:
     """Entry point of a worker process: initialise, then run chunks until told to stop.
 
@@ -199,11 +199,15 @@ def worker_main(  # noqa: PLR0917
     argument (inherited at start, so `multiprocessing` locks, values and queues work);
     otherwise they travel inside `init_payload`. `parent` is the pid whose death must end
     this process (the caller; `0` under forkserver, whose server is the parent).
+    `inherited` is the parent's end of this worker's socket, inherited under fork (`-1`
+    otherwise): closed here.
     """
     global _in_worker_process
     _in_worker_process = True
     # Ctrl-C in a terminal reaches the whole process group; the parent decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if inherited >= 0:
+        os.close(inherited)
     _die_with_parent(parent)
     _seeding.reseed_worker()
     _watch_parent(prefix)

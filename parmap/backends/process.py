@@ -632,11 +632,23 @@ class _Manager(threading.Thread):
             slot[SLOT_CHUNK] = -1
             slot[SLOT_POSITION] = POSITION_STARTING
             number = next(self._numbers)
-            parent = 0 if self.config.start_method == "forkserver" else os.getpid()
+            method = self.context.get_start_method()
+            parent = 0 if method == "forkserver" else os.getpid()
+            # A forked worker inherits our end of its socket too: it closes it, so that the
+            # socket reads as closed in the worker once this process is gone.
+            inherited = parent_end.fileno() if method == "fork" else -1
             process = self.context.Process(  # type: ignore[attr-defined]
                 target=worker_main,
                 name=f"parmap-worker-{self._pool_id}.{number}",
-                args=(child_end, shared, self._init_payload, self._initargs, f"{self.prefix}w{number}-", parent),
+                args=(
+                    child_end,
+                    shared,
+                    self._init_payload,
+                    self._initargs,
+                    f"{self.prefix}w{number}-",
+                    parent,
+                    inherited,
+                ),
                 daemon=True,
             )
             process.start()
