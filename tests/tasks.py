@@ -295,3 +295,13 @@ def forge_a_result(_: object) -> int:
             os.write(int(name), _protocol.frame(body) + body)
     time.sleep(30)  # the manager stops this worker long before
     return 0
+
+
+class KillsTheWorkerThatLoadsIt:
+    """A callable whose unpickling ends the process that unpickles it (only workers do)."""
+
+    def __call__(self, x: int) -> int:
+        return x
+
+    def __reduce__(self) -> Any:
+        return (os._exit, (9,))

@@ -425,3 +425,11 @@ def test_a_result_from_a_stranger_on_the_pipe_fails_loudly(process_backend: Deco
     with pytest.raises(parmap.WorkerLostError, match="wrote to its pipe"):
         task.map([0])
     assert process_backend(tasks.square).map([3]) == [9]  # the pool healed
+
+
+def test_function_whose_unpickling_kills_the_worker_fails_once(process_backend: Decorate) -> None:
+    """Not a respawn loop: the job fails with SerializationError and the pool heals."""
+    task = process_backend(tasks.KillsTheWorkerThatLoadsIt())
+    with pytest.raises(SerializationError, match="died unpickling it"):
+        task.map(range(4))
+    assert process_backend(tasks.square).map([3]) == [9]

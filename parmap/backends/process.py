@@ -838,13 +838,8 @@ class _Manager(threading.Thread):
         assert job.function_payload is not None
         worker.functions.pop(job.function_payload[0], None)  # sent again next time: it may load then
         description = bytes(message[1 + 12 :]).decode(errors="replace")
-        name = getattr(job.function, "__qualname__", None) or repr(job.function)
-        self._deliver(
-            ChunkFailed(
-                pending.task,
-                SerializationError(f"the function {name} could not be unpickled in a worker: {description}"),
-            )
-        )
+        failure = f"the function {_name_of(job.function)} could not be unpickled in a worker: {description}"
+        self._deliver(ChunkFailed(pending.task, SerializationError(failure)))
 
     def _on_exit(self, worker: _Worker) -> None:
         """The worker's process ended: report the chunk it was running, re-queue the others."""
@@ -854,11 +849,25 @@ class _Manager(threading.Thread):
         _transport.remove_segments(f"{self.prefix}w{worker.number}-")
         running = worker.running()
         kill = worker.kill
+        # Died unpickling a function: it was sent right before the oldest chunk not started,
+        # which needs it. Sending it again would kill the next worker the same way.
+        unloadable = running is None and worker.held and kill is None and worker.slot[SLOT_POSITION] == POSITION_LOADING
         requeue: list[_Pending] = []
         for pending in worker.held:
             job_id = pending.task.job.job_id
             if pending.cancelled or (kill is not None and kill.reason == "cancel" and job_id == kill.job_id):
                 discard_call(pending.payload)  # its job is gone; nobody waits for it
+            elif unloadable and pending is worker.held[0]:
+                discard_call(pending.payload)
+                self._deliver(
+                    ChunkFailed(
+                        pending.task,
+                        SerializationError(
+                            f"the function {_name_of(pending.task.job.function)} could not be unpickled in a "
+                            f"worker: the worker died unpickling it ({_describe_exit(worker.process.exitcode)})"
+                        ),
+                    )
+                )
             elif pending is running and (kill is None or kill.reason != "cancel"):
                 discard_call(pending.payload)
                 self._report_loss(worker, pending.task)
@@ -1092,6 +1101,12 @@ def _initializer_payload(config: PoolConfig) -> tuple[bytes | None, tuple[Any, .
         return _transport.dumps((config.initializer, config.initargs)), None
     except Exception:
         return _transport.dumps((config.initializer, None)), config.initargs
+
+
+def _name_of(function: object) -> str:
+    """How an error names the job's function: its qualified name, else its repr."""
+    name = getattr(function, "__qualname__", None)
+    return name if isinstance(name, str) else _describe(function)
 
 
 def _describe(obj: object) -> str:
