@@ -31,6 +31,7 @@ from __future__ import annotations
 import collections
 import os
 import pickle
+import select
 import signal
 import sys
 import threading
@@ -155,33 +156,56 @@ class _Channel:
 
 
 class _Inbox:
-    """Messages the reader thread received and the main thread has not taken yet."""
+    """Messages the reader thread received and the main thread has not taken yet.
 
-    def __init__(self, slot: Any) -> None:
+    A chunk never starts while a message is still arriving on the socket or half read:
+    that message may be the `Withdraw` of this very chunk, sent before the caller moved on
+    (the caller's `cancel` returns once the manager has written it). So the reader holds
+    `reading` while it reads and dispatches one message, and the main thread takes a chunk
+    only under `reading` with nothing left to read.
+    """
+
+    def __init__(self, slot: Any, fd: int) -> None:
         self._slot = slot
         self._messages: collections.deque[bytearray] = collections.deque()
         self._condition = threading.Condition()
+        self.reading = threading.Lock()
+        self._dispatched = 0  # messages the reader has handled, to wait for its progress
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
 
     def put(self, message: bytearray) -> None:
         with self._condition:
             self._messages.append(message)
+            self._dispatched += 1
             self._condition.notify()
 
     def take(self) -> bytearray:
         """The next message; a chunk is marked started in the slot before anyone can withdraw it."""
-        with self._condition:
-            while not self._messages:
-                self._condition.wait()
-            message = self._messages.popleft()
-            if message[:1] == b"C":
-                self._slot[SLOT_POSITION] = POSITION_READING
-                self._slot[SLOT_CHUNK_STARTED] = time.monotonic()
-                (self._slot[SLOT_CHUNK],) = CHUNK_ID.unpack_from(message, 1)
-            return message
+        while True:
+            with self.reading:
+                arriving = bool(self._poll.poll(0))
+                with self._condition:
+                    if self._messages and (not arriving or self._messages[0][:1] != b"C"):
+                        return self._pop()
+                    seen = self._dispatched
+            with self._condition:  # wait for the reader to handle what is arriving
+                while self._dispatched == seen:
+                    self._condition.wait()
+
+    def _pop(self) -> bytearray:
+        message = self._messages.popleft()
+        if message[:1] == b"C":
+            self._slot[SLOT_POSITION] = POSITION_READING
+            self._slot[SLOT_CHUNK_STARTED] = time.monotonic()
+            (self._slot[SLOT_CHUNK],) = CHUNK_ID.unpack_from(message, 1)
+        return message
 
     def withdraw(self, chunk_id: int) -> bool:
         """Remove chunk `chunk_id` if it has not been taken; True if it was."""
         with self._condition:
+            self._dispatched += 1
+            self._condition.notify()
             for message in self._messages:
                 if message[:1] == b"C" and CHUNK_ID.unpack_from(message, 1)[0] == chunk_id:
                     self._messages.remove(message)
@@ -226,7 +250,7 @@ def worker_main(  # noqa: PLR0917
         del initializer, packed_args
     del initargs
     slot[SLOT_POSITION] = POSITION_READING
-    inbox = _Inbox(slot)
+    inbox = _Inbox(slot, channel.fd)
     threading.Thread(target=_read_loop, args=(channel, inbox), name="parmap-reader", daemon=True).start()
     channel.send(b"R" + PID.pack(pid))
     _serve(channel, inbox, slot, prefix)
@@ -235,16 +259,22 @@ def worker_main(  # noqa: PLR0917
 
 def _read_loop(channel: _Channel, inbox: _Inbox) -> None:
     """The reader thread: every message into the inbox, except withdrawals, answered here."""
+    waiting = select.poll()
+    waiting.register(channel.fd, select.POLLIN)
     while True:
-        try:
-            message = channel.recv()
-        except (EOFError, OSError):
-            os._exit(0)  # the parent is gone
+        waiting.poll()  # without the lock: the main thread may take chunks meanwhile
+        with inbox.reading:
+            try:
+                message = channel.recv()
+            except (EOFError, OSError):
+                os._exit(0)  # the parent is gone
+            if message[:1] == b"W":
+                (chunk_id,) = CHUNK_ID.unpack_from(message, 1)
+                withdrawn = inbox.withdraw(chunk_id)
+            else:
+                inbox.put(message)
         if message[:1] == b"W":
-            (chunk_id,) = CHUNK_ID.unpack_from(message, 1)
-            channel.send(b"w" + WITHDRAWN.pack(chunk_id, inbox.withdraw(chunk_id)))
-        else:
-            inbox.put(message)
+            channel.send(b"w" + WITHDRAWN.pack(chunk_id, withdrawn))
 
 
 class _Unloadable:
