@@ -403,7 +403,15 @@ class ProcessBackend(Backend):
             raise SerializationError(f"{type(error).__name__}: {error}") from error
 
     def cancel(self, job_id: int, *, stop_running: bool) -> None:
-        """Withdraw the job's queued and prefetched chunks; with `stop_running`, kill its running ones."""
+        """Withdraw the job's queued and prefetched chunks; with `stop_running`, kill its running ones.
+
+        Only workers whose *running* chunk belongs to the job are killed (and replaced); a
+        chunk of another job killed by a race with its start is sent again, uncharged.
+        Returns once the manager has written the withdrawals (it waits for the manager, at
+        most `CANCEL_WAIT_SECONDS`, never for a worker); a worker never starts a chunk while
+        a message is still arriving, so a withdrawn chunk does not start after this returns.
+        Chunks already running finish; their outcomes still reach the job, which ignores them.
+        """
         flags = self._flags
         command = _Cancel(job_id, stop_running)
         with flags.lock:
