@@ -7,9 +7,10 @@ seconds, so calling it in a tight loop costs a clock read and a comparison.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
 #: Minimum seconds between two reports of one worker: 10 updates a second is smooth for a
@@ -39,6 +40,16 @@ def install(reporter: Reporter | None, values: list[Any] | None) -> Installed:
 
 def restore(previous: Installed) -> None:
     _current.reporter, _current.values = previous
+
+
+@contextlib.contextmanager
+def installed(reporter: Reporter | None, values: list[Any] | None) -> Iterator[None]:
+    """[install][] for the duration of one chunk; what was there is back on every exit path."""
+    previous = install(reporter, values)
+    try:
+        yield
+    finally:
+        restore(previous)
 
 
 def report_progress(done: float, total: float | None = None) -> None:

@@ -3,10 +3,27 @@
 The derivation depends only on the user's seed and the item's input index, never on the
 worker, the chunk or the order items finish in, so results are reproducible across worker
 counts, chunk sizes, backends and start methods.
+
+Who seeds what (the decision for the global generators):
+
+* In a worker process, a seeded item seeds the global `random` and NumPy generators before
+  it runs: the process is parmap's, and a task written against `random.random()` must be
+  reproducible there.
+* The serial backend runs items in the caller's own thread, so it seeds the global
+  generators the same way, but it saves their state when the chunk starts and restores it
+  when the chunk ends, on every exit path: after a map the caller's `random` is where it
+  was, as if nothing had drawn from it.
+* The thread backend never touches the global generators: threads share them, so seeding
+  them per item could not be reproducible and would disturb the caller's stream; tasks
+  there use [item_rng][] (the item's own generator, which every backend provides).
+
+The item's `(seed, index)` lives in a thread-local context that [item_context][] installs
+for one chunk and restores when the chunk ends, however it ends (Ctrl-C included).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.util
@@ -14,6 +31,7 @@ import os
 import random
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from ._transport import digest
@@ -26,26 +44,58 @@ def derive_seed(seed: int, index: int) -> int:
     return int.from_bytes(digest(f"parmap:{seed}:{index}".encode(), 8), "little")
 
 
-def seed_item(seed: int | None, index: int) -> None:
-    """Before item ``index`` runs: seed ``random`` and NumPy's global generator (if imported)."""
-    _current.seed = seed
-    _current.index = index
+class ItemSeeder:
+    """Seeds each item of one chunk: the thread's item context, and optionally the globals."""
+
+    def __init__(self, seed: int, seed_globals: bool) -> None:
+        self._seed = seed
+        self._seed_globals = seed_globals
+
+    def seed(self, index: int) -> None:
+        """Before item `index` runs."""
+        _current.seed = self._seed
+        _current.index = index
+        if not self._seed_globals:
+            return
+        item_seed = derive_seed(self._seed, index)
+        random.seed(item_seed)
+        numpy = _numpy()
+        if numpy is not None:
+            numpy.random.seed(item_seed % (1 << 32))
+
+
+@contextlib.contextmanager
+def item_context(seed: int | None, *, seed_globals: bool, restore_globals: bool = False) -> Iterator[ItemSeeder | None]:
+    """For one chunk: an [ItemSeeder][] when `seed` is set (else `None`).
+
+    On exit, however the chunk ends, the thread's item context is what it was before (a
+    nested chunk inside a task restores its outer item), and with `restore_globals` the
+    global generators get back the state they had (the serial backend, in the caller's
+    thread).
+    """
     if seed is None:
+        yield None
         return
-    item_seed = derive_seed(seed, index)
-    random.seed(item_seed)
-    numpy = _numpy()
-    if numpy is not None:
-        numpy.random.seed(item_seed % (1 << 32))
+    outer = (getattr(_current, "seed", None), getattr(_current, "index", 0))
+    saved = _save_globals() if seed_globals and restore_globals else None
+    try:
+        yield ItemSeeder(seed, seed_globals)
+    finally:
+        _current.seed, _current.index = outer
+        if saved is not None:
+            _restore_globals(saved)
 
 
-def current_context() -> tuple[int | None, int]:
-    """This thread's ``(seed, index)`` of the running item, to restore after a nested chunk."""
-    return getattr(_current, "seed", None), getattr(_current, "index", 0)
+def _save_globals() -> tuple[Any, Any]:
+    numpy = sys.modules.get("numpy")
+    return random.getstate(), None if numpy is None else numpy.random.get_state()
 
 
-def restore_context(context: tuple[int | None, int]) -> None:
-    _current.seed, _current.index = context
+def _restore_globals(saved: tuple[Any, Any]) -> None:
+    random.setstate(saved[0])
+    numpy = sys.modules.get("numpy")
+    if saved[1] is not None and numpy is not None:
+        numpy.random.set_state(saved[1])
 
 
 @functools.lru_cache(maxsize=1)

@@ -196,3 +196,168 @@ def payload_length(payload: Any) -> int:
 
 def zero_bytes(n: int) -> bytes:
     return bytes(n)
+
+# process helper
+# Tasks for tests/test_process_defects.py (issue 10): faults that come from the input.
+
+
+def wait_then_big_result(args: tuple[str, int]) -> bytes:
+    """``wait_for_file``, then a result of 300 kB: larger than a socket's buffer."""
+    wait_for_file(args)
+    return b"r" * 300_000
+
+
+def raise_stop_iteration_on_two(x: int) -> int:
+    if x == 2:
+        next(iter([]))
+    return x
+
+
+def _rebuild_only_in_the_caller() -> Any:
+    from parmap.backends._worker import in_worker_process
+
+    if in_worker_process():
+        raise ImportError("No module named 'only_in_the_caller'")
+    return UnloadableInWorker()
+
+
+class UnloadableInWorker:
+    """A callable that pickles in the caller but cannot be unpickled in a worker."""
+
+    __qualname__ = "UnloadableInWorker"
+
+    def __call__(self, x: int) -> int:
+        return x
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_only_in_the_caller, ())
+
+
+def _exit_if_unpickled_in_the_caller() -> Any:
+    from parmap.backends._worker import in_worker_process
+
+    if not in_worker_process():
+        raise SystemExit(5)
+    return ExitWhenUnpickledInCaller()
+
+
+class ExitWhenUnpickledInCaller:
+    """A result whose unpickling raises ``SystemExit`` in the caller."""
+
+    def __reduce__(self) -> Any:
+        return (_exit_if_unpickled_in_the_caller, ())
+
+
+def return_exit_in_caller_on_one(x: int) -> Any:
+    return ExitWhenUnpickledInCaller() if x == 1 else x
+
+
+def fork_and_return(x: int) -> tuple[str, int]:
+    """Fork; the child returns into the worker loop as if it were the worker."""
+    pid = os.fork()
+    if pid == 0:
+        return ("child", x)
+    os.waitpid(pid, 0)
+    return ("parent", x)
+
+
+def exit_in_initializer() -> None:
+    os._exit(3)
+
+
+def system_exit_in_initializer() -> None:
+    raise SystemExit(4)
+
+
+_sync: tuple[Any, ...] = ()
+
+
+def keep_sync_objects(*objects: Any) -> None:
+    global _sync
+    _sync = objects
+
+
+def use_sync_objects(x: int) -> int:
+    """Count in the shared ``Value`` under the ``Lock``, put ``x`` on the ``Queue``."""
+    value, lock, event, queue = _sync
+    with lock:
+        value.value += 1
+    queue.put(x)
+    return x + (100 if event.is_set() else 0)
+
+
+class BadStrUnpicklableError(Exception):
+    def __reduce__(self) -> Any:
+        raise TypeError("this exception refuses to be pickled")
+
+    def __str__(self) -> str:
+        raise ValueError("and refuses to be printed")
+
+
+def raise_bad_str_on_one(x: int) -> int:
+    if x == 1:
+        raise BadStrUnpicklableError("x")
+    return x
+
+
+def _marker_in_worker(path: str) -> DropMarker:
+    marker = DropMarker(path)
+    marker.in_worker = True
+    return marker
+
+
+class DropMarker:
+    """Writes ``path`` when a worker's copy of it is collected."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.in_worker = False
+
+    def __reduce__(self) -> Any:
+        return (_marker_in_worker, (self.path,))
+
+    def __del__(self) -> None:
+        if self.in_worker:
+            Path(self.path).write_text(str(os.getpid()))
+
+
+def zero(_: object) -> int:
+    return 0
+
+
+def pid_then_hold_the_gil(path: str) -> int:
+    """Report the pid, then backtrack in ``re`` (one long C call that holds the GIL)."""
+    import re
+
+    Path(path + ".tmp").write_text(str(os.getpid()))
+    os.replace(path + ".tmp", path)
+    return len(re.findall(r"(a+)+b", "a" * 30))  # minutes: the test kills it long before
+
+
+def forge_a_result(_: object) -> int:
+    """Write a result frame with a pid that is not the worker's to the worker's own socket,
+    as a task's forked child writing to the inherited socket would."""
+    import struct
+
+    from parmap.backends import _protocol
+
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            body = b"D" + _protocol.RESULT_HEADER.pack(-1, 1) + struct.pack("<d", 0.0)
+            os.write(int(name), _protocol.frame(body) + body)
+    time.sleep(30)  # the manager stops this worker long before
+    return 0
+
+
+class KillsTheWorkerThatLoadsIt:
+    """A callable whose unpickling ends the process that unpickles it (only workers do)."""
+
+    def __call__(self, x: int) -> int:
+        return x
+
+    def __reduce__(self) -> Any:
+        return (os._exit, (9,))

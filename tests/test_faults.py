@@ -45,7 +45,7 @@ def test_dead_worker_fails_the_job_and_the_pool_heals(process_backend: Decorate,
     assert f"item {culprit}" in str(info.value)
     assert task.map([0, 1]) == [0, 1]  # the next call works
     pool = parmap._registry._pools[task._self_config]
-    wait_until(lambda: sum(w.ready for w in pool._workers.values()) == 2)  # full strength again
+    wait_until(lambda: len(pool.ready_worker_pids) == 2)  # full strength again
 
 
 @pytest.mark.parametrize(("function", "culprit", "cause"), CRASH_CASES)
@@ -274,7 +274,7 @@ def test_forked_child_gets_fresh_pools() -> None:
     assert answer == b"1"
     pool = parmap._registry._pools[task._self_config]
     assert pool.usable  # the child never touched the parent's pool
-    assert set(task.map(range(20), chunksize=1)) <= {w.process.pid for w in pool._workers.values()}
+    assert set(task.map(range(20), chunksize=1)) <= set(pool.ready_worker_pids)
 
 
 def test_fork_pool_created_while_a_thread_is_busy() -> None:
@@ -444,7 +444,7 @@ def test_soak_kills_and_timeouts_leak_nothing(tmp_path: Path) -> None:
     assert kills == 50
     assert timeouts == 50
     pool = parmap._registry._pools[task._self_config]
-    wait_until(lambda: sum(w.ready for w in pool._workers.values()) == 2)
+    wait_until(lambda: len(pool.ready_worker_pids) == 2)
     # Each replaced worker's pipe and sentinel are closed: the process holds no more files
     # than before the 100 faults. (Fewer is fine: earlier tests' objects may close theirs.)
     gc.collect()

@@ -1,20 +1,26 @@
-"""Code that runs items: the loop of a worker process, and the chunk runner every backend uses.
+"""The loop of a worker process, and the nesting markers every backend uses.
 
-The worker process talks to its pool's manager thread over one private duplex pipe::
+A worker talks to its pool's manager thread over one private socket, in the messages of
+[parmap.backends._protocol][] (each framed by its length). Two threads share it:
 
-    manager -> worker   b"F" function (key, payload, key to evict)   once per function
-                        b"C" chunk id (8 bytes), then (function key, indices, items, timeout,
-                             seed, max tasks per worker, profile)
-                        b"S" stop
-    worker -> manager   b"R" ready    after the initializer ran
-                        b"I" initializer failed (pickled traceback text)
-                        b"D" done     (completed, compute seconds, values, errors, retiring)
+* the *reader* thread reads every message as it arrives, so the manager's writes never
+  wait for a running task, and answers `Withdraw` at once, even while a task runs: a
+  chunk still waiting in the worker's inbox is given back and will never run here;
+* the *main* thread takes functions and chunks from the inbox in order, runs each chunk
+  with [run_chunk][] and sends its `ChunkResult`.
 
-It also writes three numbers into a small shared array (``slot``) while it works: the
-id of the chunk it started last, the position of the item it is running within that
-chunk, and (when a timeout is set) when that item started. The manager reads them when
-the worker dies or overruns, so it knows exactly which item to blame without any
-per-item message.
+It also writes four numbers into a small shared array (`slot`, see `SLOT_*` in
+`_protocol`): the position of the running item, when that item started (with a timeout),
+the id of the chunk it started last and when. The manager reads them when the worker dies
+or overruns, so it knows exactly which item to blame without any per-item message, and
+whether a held chunk has started.
+
+A worker dies with its parent: on Linux through `PR_SET_PDEATHSIG` (the kernel kills it,
+even while a task holds the GIL in one long C call; the manager thread, which lives as
+long as the pool, starts every worker, since the signal fires when the forking *thread*
+exits), elsewhere through a thread waiting on the parent's sentinel. A process forked by a
+task that returns into this loop never writes to the socket: every send checks the pid,
+and such a child exits at once.
 
 This module must stay light: a spawned worker imports it, and neither tqdm nor the
 decorator machinery is needed here.
@@ -23,32 +29,62 @@ decorator machinery is needed here.
 from __future__ import annotations
 
 import collections
-import itertools
 import os
 import pickle
+import select
 import signal
-import struct
+import sys
 import threading
 import time
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-from .. import _reporting, _seeding, _transport
-from ..errors import SerializationError, TaskTimeoutError
+from .. import _seeding, _transport
+from ._protocol import (
+    CHUNK_ID,
+    FRAME,
+    PID,
+    POSITION_INITIALIZING,
+    POSITION_LOADING,
+    POSITION_PICKLING,
+    POSITION_READING,
+    POSITION_RUNNING,
+    PROGRESS,
+    RESULT_HEADER,
+    SLOT_CHUNK,
+    SLOT_CHUNK_STARTED,
+    SLOT_POSITION,
+    WITHDRAWN,
+    ChunkResult,
+    Timings,
+    decode_call,
+    describe,
+    encode_result,
+    format_traceback,
+    portable_error,
+    replace_unpicklable,
+    run_chunk,
+    timeout_error,
+)
 
-#: Slot layout: [position of the running item (-1: reading the chunk), start time].
-SLOT_POSITION = 0
-SLOT_STARTED = 1
-SLOT_CHUNK = 2  # id of the chunk started last
-#: Positions written outside any single item: reading the chunk, running it in the fast
-#: path (which records no per-item position), and pickling its results.
-POSITION_READING = -1.0
-POSITION_RUNNING = -3.0
-POSITION_PICKLING = -2.0
+__all__ = [
+    "StarCall",
+    "format_traceback",
+    "in_worker_process",
+    "mark_worker_thread",
+    "nesting_depth",
+    "portable_error",
+    "replace_unpicklable",
+    "run_chunk",
+    "timeout_error",
+    "worker_main",
+]
 
 _nested = threading.local()
 _in_worker_process = False
+
+#: `prctl` option number of `PR_SET_PDEATHSIG` (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
 
 
 def nesting_depth() -> int:
@@ -66,121 +102,8 @@ def mark_worker_thread(depth: int) -> None:
     _nested.depth = depth
 
 
-ErrorInfo = tuple[BaseException, str]
-
-
-def run_chunk(
-    fn: Callable[[Any], Any],
-    indices: Sequence[int],
-    items: Sequence[Any],
-    *,
-    timeout: float | None = None,
-    seed: int | None = None,
-    slot: Any = None,
-    careful: bool = False,
-    budget: int | None = None,
-    propagate: tuple[type[BaseException], ...] = (),
-    reporter: _reporting.Reporter | None = None,
-    item_seconds: list[float] | None = None,
-) -> tuple[list[Any], dict[int, ErrorInfo], int, float]:
-    """Run ``fn`` on each item; return ``(values, errors, completed, compute_seconds)``.
-
-    A failing item becomes an entry ``position -> (exception, traceback text)`` in
-    ``errors`` (its value is ``None``) and the chunk goes on. ``SystemExit`` and
-    ``KeyboardInterrupt`` raised by a task are that item's error too, unless listed in
-    ``propagate`` (the serial backend lets a real Ctrl-C through). With ``budget``, at most
-    that many items run; ``completed`` says how many did. With ``timeout`` (thread and
-    serial backends, which cannot kill a task), an item that overran is reported as a
-    :class:`TaskTimeoutError` once it returns. ``reporter`` receives the task's
-    ``report_progress`` calls; ``item_seconds``, when given, receives each item's duration.
-
-    Items run in C (``list.extend(map(...))``) unless something is needed per item: a seed,
-    a timeout, durations, or ``careful``, which writes each item's position into ``slot``
-    so that a worker's death can be blamed on one item (see ``ChunkTask.careful``).
-    """
-    values: list[Any] = []
-    errors: dict[int, ErrorInfo] = {}
-    count = len(items) if budget is None else min(budget, len(items))
-    plain = timeout is None and seed is None and item_seconds is None and not (careful and slot is not None)
-    outer_reporter = _reporting.install(reporter, values)
-    # A seeded chunk's item seed must not outlive it: a later unseeded job on this worker
-    # (or the caller, after a serial map) would get item_rng() instead of RuntimeError.
-    outer_seed = _seeding.current_context() if seed is not None else None
-    started = time.perf_counter()
-    while len(values) < count:
-        # Each pass runs items until one raises; ``len(values)`` is always the position
-        # of the item running, since every finished item appends exactly one entry (and
-        # ``list.extend`` keeps what it appended before an exception).
-        try:
-            if plain:
-                values.extend(map(fn, itertools.islice(items, len(values), count)))
-            else:
-                _run_instrumented(
-                    fn,
-                    indices,
-                    items,
-                    count=count,
-                    slot=slot,
-                    values=values,
-                    errors=errors,
-                    timeout=timeout,
-                    seed=seed,
-                    item_seconds=item_seconds,
-                )
-        except propagate:
-            raise
-        except BaseException as error:  # a task's SystemExit/KeyboardInterrupt is its own error
-            errors[len(values)] = (error, format_traceback(error))
-            values.append(None)
-    if outer_seed is not None:
-        _seeding.restore_context(outer_seed)
-    _reporting.restore(outer_reporter)
-    return values, errors, count, time.perf_counter() - started
-
-
-def _run_instrumented(
-    fn: Callable[[Any], Any],
-    indices: Sequence[int],
-    items: Sequence[Any],
-    *,
-    count: int,
-    slot: Any,
-    values: list[Any],
-    errors: dict[int, ErrorInfo],
-    timeout: float | None,
-    seed: int | None,
-    item_seconds: list[float] | None,
-) -> None:
-    """Items with seeding, progress reports, timing or timeouts."""
-    clock = time.monotonic
-    for position in range(len(values), count):
-        if seed is not None:
-            _seeding.seed_item(seed, indices[position])
-        item_started = clock()
-        if slot is not None:
-            slot[SLOT_STARTED] = item_started  # written before the position: see process.py
-            slot[SLOT_POSITION] = position
-        try:
-            value = fn(items[position])
-        finally:
-            if item_seconds is not None:
-                item_seconds.append(clock() - item_started)
-        if timeout is not None and slot is None and clock() - item_started > timeout:
-            errors[position] = (timeout_error(indices[position], timeout), "")
-            value = None
-        values.append(value)
-
-
-def timeout_error(index: int, timeout: float | None) -> TaskTimeoutError:
-    return TaskTimeoutError(f"item {index} ran longer than its timeout of {timeout} s", index=index, timeout=timeout)
-
-
-def format_traceback(error: BaseException) -> str:
-    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
-
-
 class StarCall:
-    """``fn(*item)``: what starmap ships, so the worker loop knows one calling convention."""
+    """`fn(*item)`: what starmap ships, so the worker loop knows one calling convention."""
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
@@ -192,136 +115,282 @@ class StarCall:
 # --------------------------------------------------------------------------- child process
 
 
-def worker_main(conn: Any, shared: Any, init_payload: bytes | None, prefix: str) -> None:
-    """Entry point of a worker process: initialise, then run chunks until told to stop."""
+class _Channel:
+    """The worker's end of its socket: blocking, framed, one writer at a time, pid-checked."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pid = os.getpid()
+        self._send_lock = threading.Lock()
+
+    def send(self, body: bytes) -> None:
+        if os.getpid() != self.pid:
+            os._exit(0)  # a child forked by a task: the socket is its parent's
+        with self._send_lock:
+            try:
+                views = [memoryview(FRAME.pack(len(body))), memoryview(body)]
+                while views:
+                    written = os.writev(self.fd, views)
+                    while views and written >= len(views[0]):
+                        written -= len(views[0])
+                        views.pop(0)
+                    if views and written:
+                        views[0] = views[0][written:]
+            except OSError:
+                os._exit(0)  # the parent is gone; nobody is left to report to
+
+    def _read_exactly(self, size: int) -> bytearray:
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        filled = 0
+        while filled < size:
+            got = os.readv(self.fd, [view[filled:]])
+            if got == 0:
+                raise EOFError
+            filled += got
+        return buffer
+
+    def recv(self) -> bytearray:
+        (length,) = FRAME.unpack(self._read_exactly(FRAME.size))
+        return self._read_exactly(length)
+
+
+class _Inbox:
+    """Messages the reader thread received and the main thread has not taken yet.
+
+    A chunk never starts while a message is still arriving on the socket or half read:
+    that message may be the `Withdraw` of this very chunk, sent before the caller moved on
+    (the caller's `cancel` returns once the manager has written it). So the reader holds
+    `reading` while it reads and dispatches one message, and the main thread takes a chunk
+    only under `reading` with nothing left to read.
+    """
+
+    def __init__(self, slot: Any, fd: int) -> None:
+        self._slot = slot
+        self._messages: collections.deque[bytearray] = collections.deque()
+        self._condition = threading.Condition()
+        self.reading = threading.Lock()
+        self._dispatched = 0  # messages the reader has handled, to wait for its progress
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
+
+    def put(self, message: bytearray) -> None:
+        with self._condition:
+            self._messages.append(message)
+            self._dispatched += 1
+            self._condition.notify()
+
+    def take(self) -> bytearray:
+        """The next message; a chunk is marked started in the slot before anyone can withdraw it."""
+        while True:
+            with self.reading:
+                arriving = bool(self._poll.poll(0))
+                with self._condition:
+                    if self._messages and (not arriving or self._messages[0][:1] != b"C"):
+                        return self._pop()
+                    seen = self._dispatched
+            with self._condition:  # wait for the reader to handle what is arriving
+                while self._dispatched == seen:
+                    self._condition.wait()
+
+    def _pop(self) -> bytearray:
+        message = self._messages.popleft()
+        if message[:1] == b"C":
+            self._slot[SLOT_POSITION] = POSITION_READING
+            self._slot[SLOT_CHUNK_STARTED] = time.monotonic()
+            (self._slot[SLOT_CHUNK],) = CHUNK_ID.unpack_from(message, 1)
+        return message
+
+    def withdraw(self, chunk_id: int) -> bool:
+        """Remove chunk `chunk_id` if it has not been taken; True if it was."""
+        with self._condition:
+            self._dispatched += 1
+            self._condition.notify()
+            for message in self._messages:
+                if message[:1] == b"C" and CHUNK_ID.unpack_from(message, 1)[0] == chunk_id:
+                    self._messages.remove(message)
+                    return True
+            return False
+
+
+# Called by multiprocessing with positional arguments (the Process's args).
+def worker_main(  # noqa: PLR0917
+    conn: Any, shared: Any, init_payload: bytes | None, initargs: Any, prefix: str, parent: int, inherited: int
+) -> None:
+    """Entry point of a worker process: initialise, then run chunks until told to stop.
+
+    `initargs`, when not `None`, are the initializer's arguments passed as a `Process`
+    argument (inherited at start, so `multiprocessing` locks, values and queues work);
+    otherwise they travel inside `init_payload`. `parent` is the pid whose death must end
+    this process (the caller; `0` under forkserver, whose server is the parent).
+    `inherited` is the parent's end of this worker's socket, inherited under fork (`-1`
+    otherwise): closed here.
+    """
     global _in_worker_process
     _in_worker_process = True
     # Ctrl-C in a terminal reaches the whole process group; the parent decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if inherited >= 0:
+        os.close(inherited)
+    _die_with_parent(parent)
     _seeding.reseed_worker()
     _watch_parent(prefix)
+    # `shared` is the parent's multiprocessing.heap.BufferWrapper: SLOT_SIZE doubles.
+    slot = shared.create_memoryview().cast("d")
+    channel = _Channel(conn.fileno())
+    pid = os.getpid()
     if init_payload is not None:
+        slot[SLOT_POSITION] = POSITION_INITIALIZING
         try:
-            initializer, initargs = pickle.loads(init_payload)
-            initializer(*initargs)
+            initializer, packed_args = pickle.loads(init_payload)
+            initializer(*(packed_args if initargs is None else initargs))
         except BaseException as error:
-            _send(conn, b"I" + pickle.dumps(format_traceback(error)))
+            channel.send(b"I" + PID.pack(pid) + pickle.dumps(format_traceback(error)))
             return
-    _send(conn, b"R")
-    # ``shared`` is the parent's multiprocessing.heap.BufferWrapper: three doubles.
-    _serve(conn, shared.create_memoryview().cast("d"), prefix)
+        del initializer, packed_args
+    del initargs
+    slot[SLOT_POSITION] = POSITION_READING
+    inbox = _Inbox(slot, channel.fd)
+    threading.Thread(target=_read_loop, args=(channel, inbox), name="parmap-reader", daemon=True).start()
+    channel.send(b"R" + PID.pack(pid))
+    _serve(channel, inbox, slot, prefix)
+    del conn
 
 
-def _serve(conn: Any, slot: Any, prefix: str) -> None:
-    functions: collections.OrderedDict[bytes, Callable[[Any], Any]] = collections.OrderedDict()
+def _read_loop(channel: _Channel, inbox: _Inbox) -> None:
+    """The reader thread: every message into the inbox, except withdrawals, answered here."""
+    waiting = select.poll()
+    waiting.register(channel.fd, select.POLLIN)
+    while True:
+        waiting.poll()  # without the lock: the main thread may take chunks meanwhile
+        with inbox.reading:
+            try:
+                message = channel.recv()
+            except (EOFError, OSError):
+                os._exit(0)  # the parent is gone
+            if message[:1] == b"W":
+                (chunk_id,) = CHUNK_ID.unpack_from(message, 1)
+                withdrawn = inbox.withdraw(chunk_id)
+            else:
+                inbox.put(message)
+        if message[:1] == b"W":
+            channel.send(b"w" + WITHDRAWN.pack(chunk_id, withdrawn))
+
+
+class _Unloadable:
+    """Stands for a function that could not be unpickled here."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+
+
+def _serve(channel: _Channel, inbox: _Inbox, slot: Any, prefix: str) -> None:
+    functions: dict[bytes, Callable[[Any], Any] | _Unloadable] = {}
     items_run = 0
-    send_lock = threading.Lock()
+    pid = channel.pid
 
     def reporter(position: int, fraction: float) -> None:
-        with send_lock:
-            _send(conn, b"P" + struct.pack("<id", position, fraction))
+        channel.send(b"P" + PROGRESS.pack(int(slot[SLOT_CHUNK]), position, fraction))
 
     while True:
-        try:
-            message = conn.recv_bytes()
-        except (EOFError, OSError):
-            return  # the parent is gone
+        message = inbox.take()
         kind = message[:1]
         if kind == b"S":
             return
         if kind == b"F":
-            key, payload, evict = pickle.loads(memoryview(message)[1:])
-            functions[key] = pickle.loads(payload)
-            if evict is not None:
-                functions.pop(evict, None)
+            _load_function(functions, message, slot)
             continue
-        slot[SLOT_POSITION] = POSITION_READING
-        (slot[SLOT_CHUNK],) = struct.unpack_from("<q", message, 1)
         decode_started = time.perf_counter()
-        key, indices, items, timeout, seed, max_tasks, profile, careful = _transport.decode(memoryview(message)[9:])
+        call = decode_call(message)
+        del message
         decode_seconds = time.perf_counter() - decode_started
-        budget = None if max_tasks is None else max(max_tasks - items_run, 0)
+        function = functions.get(call.function_key)
+        if not callable(function):
+            description = function.description if isinstance(function, _Unloadable) else "it never arrived"
+            channel.send(b"f" + RESULT_HEADER.pack(call.chunk_id, pid) + description.encode(errors="replace"))
+            continue
+        budget = None if call.max_tasks is None else max(call.max_tasks - items_run, 0)
         slot[SLOT_POSITION] = POSITION_RUNNING
-        item_seconds: list[float] | None = [] if profile else None
+        item_seconds: list[float] | None = [] if call.profile else None
         values, errors, completed, compute = run_chunk(
-            functions[key],
-            indices,
-            items,
-            timeout=timeout,
-            seed=seed,
+            function,
+            call.indices,
+            call.items,
+            timeout=call.timeout,
+            seed=call.seed,
             slot=slot,
-            careful=careful,
+            careful=call.careful,
             budget=budget,
             reporter=reporter,
             item_seconds=item_seconds,
         )
+        del function
+        if os.getpid() != pid:
+            os._exit(0)  # a task forked and its child returned here: it must not answer
         items_run += completed
-        retiring = max_tasks is not None and items_run >= max_tasks
+        retiring = call.max_tasks is not None and items_run >= call.max_tasks
         slot[SLOT_POSITION] = POSITION_PICKLING
-        summary = (completed, compute, retiring, decode_seconds, item_seconds)
-        _send(conn, b"D" + _encode_results(indices, values, errors, summary, prefix))
+        result = ChunkResult(
+            call.chunk_id, pid, completed, retiring, Timings(compute, decode_seconds, item_seconds), values, errors
+        )
+        indices, careful = call.indices, call.careful
+        # The chunk's items are not needed any more: drop them before the results travel.
+        del call, values, errors
+        encoded = encode_result(result, indices, careful, prefix)
+        del result
+        channel.send(encoded)
+        del encoded
         if retiring:
             return
 
 
-def _encode_results(
-    indices: Sequence[int], values: list[Any], errors: dict[int, ErrorInfo], summary: tuple[Any, ...], prefix: str
-) -> bytes:
-    """Pickle a chunk's results; a value or exception that cannot travel becomes an error entry."""
-    wire_errors = {
-        position: portable_error(error, text, indices[position]) for position, (error, text) in errors.items()
-    }
+def _load_function(functions: dict[bytes, Callable[[Any], Any] | _Unloadable], message: bytearray, slot: Any) -> None:
+    key, payload, evict = pickle.loads(memoryview(message)[1:])
+    if evict is not None:
+        functions.pop(evict, None)
+    slot[SLOT_POSITION] = POSITION_LOADING
     try:
-        return _transport.encode((summary, values, wire_errors), prefix)
-    except Exception:
-        pass
-    replace_unpicklable(
-        indices, values, wire_errors, lambda value: _transport.discard(_transport.encode(value, prefix))
-    )
-    return _transport.encode((summary, values, wire_errors), prefix)
+        functions[key] = pickle.loads(payload)
+    except BaseException as error:
+        functions[key] = _Unloadable(f"{type(error).__name__}: {describe(error)}")
+    slot[SLOT_POSITION] = POSITION_READING
 
 
-def replace_unpicklable(
-    indices: Sequence[int], values: list[Any], wire_errors: dict[int, ErrorInfo], check: Callable[[Any], object]
-) -> None:
-    """Turn each value that ``check`` cannot pickle into a ``SerializationError`` entry."""
-    for position, value in enumerate(values):
-        if position in wire_errors:
-            continue
-        try:
-            check(value)
-        except Exception as error:
-            values[position] = None
-            wire_errors[position] = (
-                SerializationError(
-                    f"the result of item {indices[position]} could not be pickled: {type(error).__name__}: {error}"
-                ),
-                format_traceback(error),
-            )
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel to kill this process when its parent dies (Linux); exit if it already has.
 
-
-def portable_error(error: BaseException, text: str, index: int) -> tuple[BaseException, str]:
-    """``error`` if it survives a pickle round trip, else a ``SerializationError`` that describes it."""
+    Under forkserver the parent is the fork server, which exits once the caller and every
+    process holding the caller's "alive" pipe are gone; a forked server child inherits a
+    copy of that pipe, so it is closed here, or the server (and this worker) would outlive
+    the caller. A daemonic worker never starts processes, so it never needs the pipe.
+    """
+    if not parent:
+        _release_forkserver_alive_pipe()
+    if not sys.platform.startswith("linux"):
+        return
     try:
-        _round_trip(error)
-        return error, text
-    except Exception as failure:
-        replacement = SerializationError(
-            f"item {index} raised {type(error).__qualname__}: {error}, which could not be pickled "
-            f"back to the caller ({type(failure).__name__}: {failure})"
-        )
-        return replacement, text
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # no libc prctl: the watcher thread remains
+        return
+    if parent and os.getppid() != parent:
+        os._exit(0)  # the parent died before the signal was armed
 
 
-def _round_trip(error: BaseException) -> None:
-    pickle.loads(_transport.dumps(error))
+def _release_forkserver_alive_pipe() -> None:
+    from multiprocessing import forkserver
 
-
-def _send(conn: Any, data: bytes) -> None:
+    server = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if server is None or fd is None:
+        return
     try:
-        conn.send_bytes(data)
-    except (BrokenPipeError, OSError):
-        os._exit(0)  # the parent is gone; nobody is left to report to
+        os.close(fd)
+    except OSError:
+        return
+    server._forkserver_alive_fd = None
 
 
 def _watch_parent(prefix: str) -> None:

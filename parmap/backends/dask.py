@@ -59,7 +59,9 @@ import collections
 import concurrent.futures
 import dataclasses
 import functools
+import os
 import pickle
+import struct
 import threading
 import time
 import uuid
@@ -80,8 +82,21 @@ from ..errors import (
     SerializationError,
     WorkerLostError,
 )
-from . import Backend, ChunkDone, ChunkFailed, ChunkLost, ChunkProgress, ChunkTask, Outcome
-from ._worker import format_traceback, mark_worker_thread, nesting_depth, portable_error, replace_unpicklable, run_chunk
+from . import Backend, ChunkDone, ChunkFailed, ChunkLost, ChunkProgress, ChunkTask, ChunkUndecodable, Outcome
+from ._protocol import (
+    ChunkCall,
+    ChunkResult,
+    Timings,
+    decode_call,
+    decode_result,
+    describe,
+    encode_call,
+    encode_result,
+    format_traceback,
+    run_chunk,
+    undecodable_error,
+)
+from ._worker import mark_worker_thread, nesting_depth
 
 #: Functions a worker process keeps unpickled, least recently used evicted first.
 MAX_CACHED_FUNCTIONS = 32
@@ -108,6 +123,9 @@ _LOST_ERRORS = (KilledWorker, CommClosedError, ConnectionError)
 _DONE = b"D"
 _UNLOADABLE = b"U"
 _INIT_FAILED = b"I"
+
+#: After the `_DONE` tag: the length of the pickled extras that precede the encoded result.
+_EXTRAS_LENGTH = struct.Struct("<I")
 
 
 @dataclasses.dataclass(eq=False)
@@ -237,8 +255,11 @@ class DaskBackend(Backend):
         """
         job = task.job
         key, payload = job.pickle_function()
+        call = ChunkCall(
+            task.chunk_id, key, task.indices, task.items, job.timeout, job.seed, None, job.profile, task.careful
+        )
         try:
-            chunk = _transport.dumps((task.indices, task.items))
+            chunk = encode_call(call, None)  # in band: the worker may be on another host
         except Exception as error:
             raise SerializationError(f"a chunk could not be pickled: {type(error).__name__}: {error}") from error
         if not self.usable:
@@ -247,9 +268,6 @@ class DaskBackend(Backend):
         scattered = self._client.scatter(chunk, hash=False) if len(chunk) >= SCATTER_MIN_BYTES else None
         dask_key = f"parmap-chunk-{uuid.uuid4().hex}"
         settings = (
-            job.timeout,
-            job.seed,
-            job.profile,
             self._initializer,
             self.config.depth,
             (self._progress_topic, dask_key),
@@ -415,34 +433,28 @@ class DaskBackend(Backend):
         tag, body = data[:1], data[1:]
         if tag == _DONE:
             decode_started = time.perf_counter()
+            (extras_length,) = _EXTRAS_LENGTH.unpack_from(body)
+            worker, task_seconds, worker_transport = pickle.loads(
+                body[_EXTRAS_LENGTH.size : _EXTRAS_LENGTH.size + extras_length]
+            )
             try:
-                values, wire_errors, summary = pickle.loads(body)
-            except Exception as unpickling:  # e.g. a result's class cannot be imported here
-                failure = SerializationError(
-                    f"the results of items {list(task.indices)} could not be unpickled: "
-                    f"{type(unpickling).__name__}: {unpickling}"
+                result = decode_result(
+                    body[_EXTRAS_LENGTH.size + extras_length :], task.indices, task.careful, in_band=True
                 )
-                failure.__cause__ = unpickling
-                count = len(task.items)
-                return ChunkDone(task, [None] * count, dict.fromkeys(range(count), failure), count, 0.0)
-            completed, compute, worker, item_seconds, task_seconds, worker_transport = summary
-            errors: dict[int, BaseException] = {}
-            for position, (error, text) in wire_errors.items():
-                if text:
-                    error.__cause__ = RemoteTraceback(text)
-                errors[position] = error
+            except BaseException as unpickling:
+                return _undecodable(task, unpickling)
             # The worker's clock is not ours: it started about ``task_seconds`` before the
             # result arrived, which bounds the time the chunk waited in Dask's queues.
             task.dispatched_at = min(arrived, max(task.dispatched_at, arrived - task_seconds))
             transport = worker_transport + time.perf_counter() - decode_started
             return ChunkDone(
                 task,
-                values,
-                errors,
-                completed,
-                compute,
+                result.values,
+                result.errors,
+                result.completed,
+                result.timings.compute_seconds,
                 worker=worker,
-                item_seconds=item_seconds,
+                item_seconds=result.timings.item_seconds,
                 transport_seconds=transport,
             )
         text = pickle.loads(body)
@@ -464,6 +476,20 @@ class DaskBackend(Backend):
         failure.__cause__ = error
         self._broken = failure
         return ChunkFailed(task, failure)
+
+
+def _undecodable(task: ChunkTask, error: BaseException) -> ChunkDone | ChunkUndecodable:
+    """Results that cannot be unpickled here: one item fails; a larger chunk runs again, careful."""
+    if len(task.items) == 1 or task.careful:
+        errors: dict[int, BaseException] = {
+            position: undecodable_error(index, error) for position, index in enumerate(task.indices)
+        }
+        return ChunkDone(task, [None] * len(task.items), errors, len(task.items), 0.0)
+    failure = SerializationError(
+        f"the results of a chunk could not be unpickled: {type(error).__name__}: {describe(error)}"
+    )
+    failure.__cause__ = error
+    return ChunkUndecodable(task, failure)
 
 
 def _worker_lost(task: ChunkTask, error: BaseException) -> WorkerLostError:
@@ -519,37 +545,40 @@ def _run_task(
     function_key: bytes,
     function_payload: bytes,
     chunk: bytes,
-    settings: tuple[float | None, int | None, bool, tuple[bytes, bytes] | None, int, tuple[str, str]],
+    settings: tuple[tuple[bytes, bytes] | None, int, tuple[str, str]],
 ) -> bytes:
     """The Dask task: run one chunk with :func:`run_chunk`; return tagged, pickled results.
 
-    ``settings`` is ``(timeout, seed, profile, initializer, depth, (progress topic, task
-    key))``. Never raises for an item's error (that is part of the results); returns an
+    ``chunk`` is an in-band encoded ``ChunkCall``; ``settings`` is ``(initializer, depth,
+    (progress topic, task key))``. The results travel as a ``ChunkResult`` encoded by the
+    shared codec (in band), after a small pickled ``(worker address, task seconds,
+    transport seconds)``. Never raises for an item's error (that is part of the results); returns an
     ``_UNLOADABLE`` or ``_INIT_FAILED`` tag with the traceback text when the chunk cannot
     run at all.
     """
     started = time.perf_counter()
-    timeout, seed, profile, initializer, depth, (topic, dask_key) = settings
+    initializer, depth, (topic, dask_key) = settings
     try:
         fn = _load_function(function_key, function_payload)
-        indices, items = pickle.loads(chunk)
+        call = decode_call(chunk, in_band=True)
     except Exception as error:
         return _UNLOADABLE + pickle.dumps(format_traceback(error))
     if initializer is not None:
         failure = _initialize_once(*initializer)
         if failure is not None:
             return _INIT_FAILED + pickle.dumps(failure)
-    item_seconds: list[float] | None = [] if profile else None
+    item_seconds: list[float] | None = [] if call.profile else None
     decoded = time.perf_counter()
     previous = nesting_depth()
     mark_worker_thread(depth + 1)  # maps called by the task nest (see the module docstring)
     try:
         values, errors, completed, compute = run_chunk(
             fn,
-            indices,
-            items,
-            timeout=timeout,
-            seed=seed,
+            call.indices,
+            call.items,
+            timeout=call.timeout,
+            seed=call.seed,
+            careful=call.careful,
             item_seconds=item_seconds,
             reporter=functools.partial(_report_progress, distributed.get_worker(), topic, dask_key),
         )
@@ -557,23 +586,14 @@ def _run_task(
         mark_worker_thread(previous)
     encode_started = time.perf_counter()
     worker = distributed.get_worker().address
-    wire_errors = {
-        position: portable_error(error, text, indices[position]) for position, (error, text) in errors.items()
-    }
-
-    def summary() -> tuple[Any, ...]:
-        now = time.perf_counter()
-        transport = (decoded - started) + (now - encode_started)
-        return completed, compute, worker, item_seconds, now - started, transport
-
-    try:
-        encoded: bytes = _transport.dumps((values, wire_errors, summary()))
-        return _DONE + encoded
-    except Exception:
-        pass
-    replace_unpicklable(indices, values, wire_errors, _transport.dumps)  # find the results that cannot travel
-    encoded = _transport.dumps((values, wire_errors, summary()))
-    return _DONE + encoded
+    result = ChunkResult(
+        call.chunk_id, os.getpid(), completed, False, Timings(compute, decoded - started, item_seconds), values, errors
+    )
+    del values, errors
+    encoded = encode_result(result, call.indices, call.careful, None)
+    now = time.perf_counter()
+    extras = pickle.dumps((worker, now - started, (decoded - started) + (now - encode_started)))
+    return _DONE + _EXTRAS_LENGTH.pack(len(extras)) + extras + encoded
 
 
 def _report_progress(worker: Any, topic: str, dask_key: str, position: int, fraction: float) -> None:

@@ -1,75 +1,146 @@
-"""Process backend: worker processes, their sentinels, and the manager thread that owns them.
+"""Process backend: worker processes and the manager thread that alone owns them.
 
-Data flow (compare ``concurrent.futures.process``)::
+Data flow (compare `concurrent.futures.process`):
 
-    caller thread (engine)          manager thread                      worker processes
-    ----------------------          --------------                      ----------------
-    submit(task)
-      encode chunk ----------> pending deque ---- idle worker? ----> b"F" function (once)
-      wake pipe -------------> wait(wake, conns,                     b"C" chunk
-                                    sentinels, deadline)
-                               <- b"D" results ---------------------- run_chunk(...)
-                               decode, job.deliver(ChunkDone)
-                               <- sentinel: died -> read slot ->
-                                  job.deliver(ChunkLost), respawn
-                               <- deadline: slot says item overran
-                                  -> kill that worker only
+```text
+caller thread (engine)        _Flags (one lock)          _Manager thread               worker processes
+----------------------        -----------------          ---------------               ----------------
+submit(task)
+  encode ChunkCall ---------> pending deque ------------> dispatch: idle worker? ----> reader thread -> inbox
+  wake pipe ----------------------------------------------> poll(wake, sockets,         main thread:
+cancel(job) --------------> commands deque                     sentinels, deadline)      run_chunk(...)
+shutdown() ---------------> closing, commands             <- D ChunkResult ------------ encode_result
+                            broken <--------------------- decode, job.deliver(...)
+                                                          <- sentinel: died -> slot ->
+                                                             ChunkLost, respawn
+                                                          <- deadline: item overran ->
+                                                             kill that worker, one _Kill
+```
 
-Each worker has a private pipe and holds the chunk it runs plus at most one small
-prefetched chunk, so the manager always knows which chunks each worker holds; a shared
-three-number slot (chunk id, item position, start time) tells it which chunk and which
-*item* the worker is running. A dead worker is noticed the moment its sentinel fires,
-never by polling.
+State and its owners:
+
+* [_Flags][] is all the caller side and the manager share, under its one lock: `closing`
+  (written by the caller side only: `shutdown`), `broken` (written by the manager only),
+  the pending chunks and commands (appended by the caller side, taken by the manager), and
+  what the manager last published for the caller (`capacity`, `ready_pids`).
+* [_Manager][] alone owns the worker processes, their sockets, their slots, kills and
+  timeouts. It starts every worker itself (a worker's `PR_SET_PDEATHSIG` fires when the
+  thread that forked it exits, and the manager lives as long as the pool).
+* Each kill is one [_Kill][] record (reason, job id, chunk id, position), set once.
+
+The invariant: **the manager thread never blocks on a worker.** Every worker socket is
+non-blocking on the manager's side. A message to a worker goes into that worker's output
+buffer, is written as far as the socket takes it, and the rest is written when `poll`
+reports the socket writable; a message from a worker is read as far as it has arrived
+and parsed when its frame is whole. So a 2 MB function sent to a busy worker waits in a
+buffer, never in `write`, while the manager keeps reading other workers' results and
+enforcing timeouts (the `poll` deadline is the next timeout). Reads do not depend on the
+worker either: its reader thread drains the socket even while a task runs.
+
+Scheduling (load balance): pending chunks go to idle workers first. A chunk is sent ahead
+to a busy worker (prefetched, hiding the round trip between tiny chunks) only while no
+worker is idle or starting, and when a worker goes idle with nothing pending, the manager
+withdraws a prefetched chunk that has not started from a worker whose running chunk has
+run for [WITHDRAW_AFTER_SECONDS][]; the worker's reader thread answers at once, and the
+chunk goes to the idle worker.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import errno
 import itertools
+import math
 import multiprocessing
 import os
 import pickle
+import select
 import signal
-import struct
 import threading
 import time
 import weakref
-from multiprocessing.connection import wait
 from multiprocessing.heap import BufferWrapper
-from typing import Any
+from typing import Any, Literal
 
 from .. import _transport
 from .._config import PoolConfig
-from ..errors import InitializerError, PoolClosedError, RemoteTraceback, SerializationError, WorkerLostError
-from . import Backend, ChunkDone, ChunkFailed, ChunkLost, ChunkProgress, ChunkTask, Outcome
-from ._worker import (
+from ..errors import (
+    InitializerError,
+    PoolClosedError,
+    PoolStartError,
+    RemoteTraceback,
+    SerializationError,
+    WorkerLostError,
+)
+from . import Backend, ChunkDone, ChunkFailed, ChunkLost, ChunkProgress, ChunkTask, ChunkUndecodable, Outcome
+from ._protocol import (
+    CHUNK_ID,
+    FRAME,
+    PID,
+    POSITION_INITIALIZING,
+    POSITION_LOADING,
     POSITION_PICKLING,
     POSITION_READING,
+    PROGRESS,
     SLOT_CHUNK,
+    SLOT_CHUNK_STARTED,
     SLOT_POSITION,
+    SLOT_SIZE,
     SLOT_STARTED,
+    WITHDRAWN,
+    ChunkCall,
+    decode_result,
+    discard_call,
+    encode_call,
+    result_header,
     timeout_error,
-    worker_main,
+    undecodable_error,
 )
+from ._worker import worker_main
 
 #: Functions a worker keeps unpickled; the manager evicts the least recently used beyond it.
 MAX_CACHED_FUNCTIONS = 32
 
 #: A pool whose fresh workers die this many times in a row before becoming ready is broken
-#: (e.g. ``__main__`` cannot be imported under spawn): respawning again would loop forever.
+#: (e.g. `__main__` cannot be imported under spawn): respawning again would loop forever.
 MAX_FAILED_STARTS = 3
 
-#: How long idle workers get to exit after ``b"S"`` before they are killed, at shutdown.
+#: How long idle workers get to exit after `Stop` before they are killed, at shutdown.
 STOP_GRACE_SECONDS = 1.0
 
-#: Chunks a worker may hold at once: one running and one waiting in its pipe, so a worker
-#: starts its next chunk without waiting for the manager thread.
+#: Chunks a worker may hold at once: one running and one waiting in its inbox, so a busy
+#: worker starts its next chunk without waiting for the manager thread.
 PREFETCH = 2
 
-#: Only chunks this small are sent ahead to a busy worker: a larger one could fill the
-#: socket buffer and block the manager until the worker finished its current chunk.
+#: Only chunks this small are sent ahead to a busy worker: a larger one is better kept
+#: here, where any worker that frees up can take it.
 PREFETCH_MAX_BYTES = 64 * 1024
+
+#: A prefetched chunk is taken back for an idle worker only once the chunk running ahead
+#: of it has run this long: a withdrawal costs a round trip (~0.1 ms), which tiny chunks,
+#: finishing sooner, would not repay.
+WITHDRAW_AFTER_SECONDS = 0.005
+
+#: How long `cancel` waits for the manager to have sent its withdrawals. It waits for the
+#: manager, never for a worker (the manager applies a command within one loop pass, well
+#: under a millisecond unless it is unpickling a large result); the bound only keeps a
+#: cancelling caller from waiting on a manager that has stopped.
+CANCEL_WAIT_SECONDS = 2.0
+
+#: The longest single wait of the manager: `poll` takes milliseconds as a C int, so a
+#: deadline further away (a `timeout=` of a year, or `inf`) is waited for in steps.
+MAX_WAIT_SECONDS = 3600.0
+
+#: Bytes read from a socket per system call when no large frame is being filled.
+READ_SIZE = 64 * 1024  # below glibc's mmap threshold: each read is a cheap malloc
+
+#: A frame longer than this cannot come from a worker (bodies above 1 MB travel through
+#: shared memory): the socket was written by something else (a task's forked child).
+MAX_FRAME_BYTES = 1 << 40
+
+#: What a slot's position says before the worker process has run any of our code.
+POSITION_STARTING = -6.0
 
 _pool_ids = itertools.count(1)
 _live_backends: weakref.WeakSet[ProcessBackend] = weakref.WeakSet()
@@ -79,6 +150,117 @@ _live_backends: weakref.WeakSet[ProcessBackend] = weakref.WeakSet()
 class _Pending:
     task: ChunkTask
     payload: bytes
+    #: Seconds the caller side spent pickling the chunk (part of its transport time).
+    encode_seconds: float = 0.0
+    #: Its job was cancelled while a `Withdraw` was on its way: drop it when it comes back.
+    cancelled: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class _Kill:
+    """Why the manager killed a worker: set once, read when its death is handled."""
+
+    reason: Literal["timeout", "cancel", "stray", "shutdown"]
+    job_id: int | None = None
+    chunk_id: int | None = None
+    position: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cancel:
+    job_id: int
+    stop_running: bool
+    #: Set by the manager once it has sent the withdrawals (and kills) of this job.
+    applied: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shutdown:
+    pass
+
+
+class _Flags:
+    """What the caller side and the manager thread share; every field under `lock`.
+
+    Writers: `closing`, `pending` appends and `commands` appends belong to the caller side;
+    `broken`, `capacity`, `ready_pids` and `woken = False` to the manager.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.closing = False
+        self.broken: BaseException | None = None
+        self.pending: collections.deque[_Pending] = collections.deque()
+        self.commands: collections.deque[_Cancel | _Shutdown] = collections.deque()
+        #: Chunks the manager would hand out at once if they were pending.
+        self.capacity = 0
+        #: A wake-up byte is on its way to the manager.
+        self.woken = False
+        #: Pids of the workers ready for chunks (for tests and diagnostics).
+        self.ready_pids: tuple[int, ...] = ()
+
+
+class _Frames:
+    """Reassembles frames from a non-blocking socket; feeds whole messages out."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._body: bytearray | None = None
+        self._filled = 0
+        self.eof = False
+
+    def read(self, fd: int) -> list[bytearray]:
+        """Read what has arrived (never waits); return the messages now whole.
+
+        Raises:
+            ValueError: a frame header that no worker writes (the socket is corrupted).
+        """
+        messages: list[bytearray] = []
+        while not self.eof:
+            try:
+                if self._body is not None:
+                    got = os.readv(fd, [memoryview(self._body)[self._filled :]])
+                    if got == 0:
+                        self.eof = True
+                        break
+                    self._filled += got
+                    if self._filled == len(self._body):
+                        messages.append(self._body)
+                        self._body = None
+                    continue
+                data = os.read(fd, READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # ECONNRESET: the worker died mid-send
+                self.eof = True
+                break
+            if not data:
+                self.eof = True
+                break
+            self._buffer += data
+            self._split(messages)
+        return messages
+
+    def _split(self, messages: list[bytearray]) -> None:
+        buffer = self._buffer
+        offset = 0
+        while len(buffer) - offset >= FRAME.size:
+            (length,) = FRAME.unpack_from(buffer, offset)
+            if length > MAX_FRAME_BYTES:
+                raise ValueError(f"a frame of {length} bytes")
+            start = offset + FRAME.size
+            if len(buffer) - start >= length:
+                messages.append(buffer[start : start + length])
+                offset = start + length
+                continue
+            # A large frame: read the rest of it straight into its own buffer.
+            self._body = bytearray(length)
+            have = len(buffer) - start
+            self._body[:have] = buffer[start:]
+            self._filled = have
+            offset = len(buffer)
+            break
+        del buffer[:offset]
 
 
 @dataclasses.dataclass(eq=False)
@@ -87,20 +269,24 @@ class _Worker:
 
     number: int
     process: Any
-    conn: Any
+    conn: Any  # the parent's end of the socket (kept open; its fd is non-blocking)
+    fd: int
     slot: Any
-    #: The heap block behind ``slot``: it is freed (and handed to the next worker) once
-    #: this wrapper is collected, so it lives exactly as long as the worker's record.
+    #: The heap block behind `slot`: it is freed (and handed to the next worker) once this
+    #: wrapper is collected, so it lives exactly as long as the worker's record.
     slot_buffer: Any
+    pid: int = 0
     ready: bool = False
     #: Chunks sent and not yet answered, oldest first: the one running, and at most
-    #: ``PREFETCH - 1`` waiting in its pipe so it never idles between chunks.
-    held: collections.deque[_Pending] = dataclasses.field(default_factory=collections.deque)
+    #: `PREFETCH - 1` waiting in its inbox.
+    held: list[_Pending] = dataclasses.field(default_factory=list)
+    #: Chunk ids with a `Withdraw` on its way.
+    withdrawing: set[int] = dataclasses.field(default_factory=set)
     functions: collections.OrderedDict[bytes, None] = dataclasses.field(default_factory=collections.OrderedDict)
     retiring: bool = False
-    kill_reason: str | None = None
-    kill_chunk: int | None = None
-    kill_position: int | None = None
+    kill: _Kill | None = None
+    outbox: collections.deque[memoryview] = dataclasses.field(default_factory=collections.deque)
+    frames: _Frames = dataclasses.field(default_factory=_Frames)
 
     def running(self) -> _Pending | None:
         """The held chunk the worker has started (it writes the chunk id into its slot)."""
@@ -109,6 +295,17 @@ class _Worker:
             if pending.task.chunk_id == chunk_id:
                 return pending
         return None
+
+    def find(self, chunk_id: int) -> _Pending | None:
+        for pending in self.held:
+            if pending.task.chunk_id == chunk_id:
+                return pending
+        return None
+
+    @property
+    def usable(self) -> bool:
+        """Ready for chunks: started, not retiring, not being killed."""
+        return self.ready and not self.retiring and self.kill is None
 
 
 class ProcessBackend(Backend):
@@ -122,41 +319,53 @@ class ProcessBackend(Backend):
         return dataclasses.replace(config, backend="serial") if daemonic else config
 
     def __init__(self, config: PoolConfig) -> None:
+        """Start the pool's workers (from its manager thread) and wait until all are started.
+
+        Raises:
+            PoolStartError: a worker could not be started (e.g. too many open files); the
+                workers already started are stopped first.
+        """
         super().__init__(config)
-        self._context = multiprocessing.get_context(config.start_method)
-        self._pool_id = next(_pool_ids)
-        self._prefix = _transport.segment_prefix(os.getpid(), f"p{self._pool_id}")
-        self._init_payload: bytes | None = None
-        if config.initializer is not None:
-            self._init_payload = _transport.dumps((config.initializer, config.initargs))
-        self._lock = threading.Lock()
-        self._pending: collections.deque[_Pending] = collections.deque()
-        self._commands: collections.deque[tuple[str, Any]] = collections.deque()
-        self._wake_reader, self._wake_writer = os.pipe()
-        self._workers: dict[int, _Worker] = {}
-        self._numbers = itertools.count()
-        self._failed_starts = 0
-        self._encode_seconds: dict[int, float] = {}
-        self._capacity = 0  # chunks the workers could take now, as the manager last counted
-        self._woken = False  # a wake-up byte is on its way to the manager
-        self._stopping = False
-        self._broken: BaseException | None = None
+        self._flags = _Flags()
+        self._encode_prefix = ""
+        try:
+            self._manager = _Manager(config, self._flags)
+        except OSError as error:
+            raise PoolStartError(f"the process pool could not be started: {error}") from error
+        self._encode_prefix = self._manager.prefix + "c-"
         _live_backends.add(self)
-        for _ in range(config.workers):
-            self._start_worker()
-        self._manager = threading.Thread(target=self._run, name=f"parmap-pool-{self._pool_id}", daemon=True)
         self._manager.start()
+        self._manager.started.wait()
+        cause = self._manager.start_error
+        if cause is not None:
+            self._manager.join()
+            _live_backends.discard(self)
+            raise PoolStartError(f"the process pool could not start its workers: {cause}") from cause
 
     # ------------------------------------------------------------------ caller side
 
     @property
     def usable(self) -> bool:
-        return not self._stopping and self._broken is None
+        with self._flags.lock:
+            return not self._flags.closing and self._flags.broken is None
+
+    @property
+    def ready_worker_pids(self) -> tuple[int, ...]:
+        """Pids of the workers ready for chunks now, as the manager last published them."""
+        with self._flags.lock:
+            return self._flags.ready_pids
 
     def submit(self, task: ChunkTask) -> None:
+        """Queue `task` for the manager.
+
+        Raises:
+            SerializationError: the chunk cannot be pickled.
+            PoolClosedError: the pool was shut down.
+        """
         job = task.job
         key, _ = job.pickle_function()
-        message = (
+        call = ChunkCall(
+            task.chunk_id,
             key,
             task.indices,
             task.items,
@@ -168,157 +377,326 @@ class ProcessBackend(Backend):
         )
         encode_started = time.perf_counter()
         try:
-            payload = b"C" + struct.pack("<q", task.chunk_id) + _transport.encode(message, self._prefix + "c-")
+            payload = encode_call(call, self._encode_prefix)
         except Exception as error:
             raise SerializationError(f"a chunk could not be pickled: {type(error).__name__}: {error}") from error
-        self._encode_seconds[task.chunk_id] = time.perf_counter() - encode_started
-        with self._lock:
-            if not self.usable:
-                _transport.discard(payload[9:])
-                raise self._broken or PoolClosedError("the pool was shut down")
-            self._pending.append(_Pending(task, payload))
-            # Waking the manager costs a GIL hand-off; when no worker is idle it would find
-            # nothing to do, and it dispatches the pending chunk when a worker reports back.
-            wake = self._capacity > 0 and not self._woken
+        encode_seconds = time.perf_counter() - encode_started
+        flags = self._flags
+        with flags.lock:
+            if flags.closing or flags.broken is not None:
+                discard_call(payload)
+                raise flags.broken or PoolClosedError("the pool was shut down")
+            flags.pending.append(_Pending(task, payload, encode_seconds))
+            # Waking the manager costs a GIL hand-off; when no worker could take the chunk
+            # it would find nothing to do, and it dispatches it when a worker reports back.
+            wake = flags.capacity > 0 and not flags.woken
             if wake:
-                self._woken = True
+                flags.woken = True
         if wake:
-            self._wake()
+            self._manager.wake()
 
     def check_item(self, item: Any) -> None:
-        """Raise ``SerializationError`` if ``item`` cannot be pickled (used to find the bad item)."""
+        """Raise `SerializationError` if `item` cannot be pickled (used to find the bad item)."""
         try:
-            _transport.discard(_transport.encode(item, self._prefix + "c-"))
+            _transport.discard(_transport.encode(item, self._encode_prefix))
         except Exception as error:
             raise SerializationError(f"{type(error).__name__}: {error}") from error
 
     def cancel(self, job_id: int, *, stop_running: bool) -> None:
-        with self._lock:
-            kept = collections.deque(p for p in self._pending if p.task.job.job_id != job_id)
-            dropped = [p for p in self._pending if p.task.job.job_id == job_id]
-            self._pending = kept
-            if stop_running:
-                self._commands.append(("cancel", job_id))
+        """Withdraw the job's queued and prefetched chunks; with `stop_running`, kill its running ones.
+
+        Only workers whose *running* chunk belongs to the job are killed (and replaced); a
+        chunk of another job killed by a race with its start is sent again, uncharged.
+        Returns once the manager has written the withdrawals (it waits for the manager, at
+        most `CANCEL_WAIT_SECONDS`, never for a worker); a worker never starts a chunk while
+        a message is still arriving, so a withdrawn chunk does not start after this returns.
+        Chunks already running finish; their outcomes still reach the job, which ignores them.
+        """
+        flags = self._flags
+        command = _Cancel(job_id, stop_running)
+        with flags.lock:
+            dropped = [p for p in flags.pending if p.task.job.job_id == job_id]
+            if dropped:
+                flags.pending = collections.deque(p for p in flags.pending if p.task.job.job_id != job_id)
+            flags.commands.append(command)
         for pending in dropped:
-            _transport.discard(pending.payload[9:])
-        if stop_running:
-            self._wake()
+            discard_call(pending.payload)
+        self._manager.wake()
+        # Return once the withdrawals are on their way: a worker's reader thread takes them
+        # at once, so a chunk sent ahead does not start after the caller has moved on.
+        if threading.current_thread() is not self._manager and self._manager.is_alive():
+            command.applied.wait(CANCEL_WAIT_SECONDS)
 
     def shutdown(self) -> None:
-        with self._lock:
-            if self._stopping:
-                already = True
-            else:
-                already = False
-                self._stopping = True
-                self._commands.append(("shutdown", None))
+        """Stop every worker (busy ones are killed) and the manager; idempotent."""
+        flags = self._flags
+        with flags.lock:
+            already = flags.closing
+            flags.closing = True
+            if not already:
+                flags.commands.append(_Shutdown())
         if not already:
-            self._wake()
+            self._manager.wake()
         if threading.current_thread() is not self._manager:
-            self._manager.join(timeout=STOP_GRACE_SECONDS + 2.0)
-        for worker in list(self._workers.values()):  # the manager died or timed out: be sure
-            if worker.process.is_alive():
-                worker.process.kill()
-                worker.process.join(timeout=1.0)
+            self._manager.join(timeout=STOP_GRACE_SECONDS + 5.0)
+        if self._manager.is_alive():  # it is stuck: make sure no worker outlives us
+            self._manager.kill_all()
 
-    def _wake(self) -> None:
+
+class _Manager(threading.Thread):
+    """The thread that owns the workers: starts them, feeds them, reads them, kills them.
+
+    Its loop is five named steps: apply the caller's commands, dispatch pending chunks,
+    wait for an event (a socket readable or writable, a worker's death, a wake-up byte or
+    the next deadline), handle what happened, enforce timeouts.
+    """
+
+    def __init__(self, config: PoolConfig, flags: _Flags) -> None:
+        pool_id = next(_pool_ids)
+        super().__init__(name=f"parmap-pool-{pool_id}", daemon=True)
+        self.config = config
+        self.flags = flags
+        self.context = multiprocessing.get_context(config.start_method)
+        self.prefix = _transport.segment_prefix(os.getpid(), f"p{pool_id}")
+        self.started = threading.Event()
+        self.start_error: BaseException | None = None
+        self._pool_id = pool_id
+        self._init_payload, self._initargs = _initializer_payload(config)
+        self._wake_reader, self._wake_writer = os.pipe()
+        os.set_blocking(self._wake_reader, False)
+        # A full pipe means a wake-up is pending anyway: the caller must never wait on it.
+        os.set_blocking(self._wake_writer, False)
+        self._poll = select.poll()
+        self._poll.register(self._wake_reader, select.POLLIN)
+        self._workers: dict[int, _Worker] = {}
+        self._by_fd: dict[int, _Worker] = {}
+        self._numbers = itertools.count()
+        self._failed_starts = 0
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> None:
+        try:
+            self._start_workers()
+        except BaseException as error:
+            self.start_error = error
+            self.started.set()
+            self._close()
+            return
+        self.started.set()
+        try:
+            while not self._apply_commands():
+                self._dispatch()
+                events = self._wait()
+                self._handle(events)
+                self._enforce_timeouts()
+        except BaseException as error:
+            with self.flags.lock:
+                self.flags.broken = error
+        finally:
+            self._close()
+
+    def _start_workers(self) -> None:
+        for _ in range(self.config.workers):
+            self._start_worker()
+
+    def wake(self) -> None:
+        """Interrupt the manager's wait (any thread)."""
         try:
             os.write(self._wake_writer, b"\0")
-        except OSError:  # closed: the manager is gone, nothing to wake
+        except OSError:  # closed, or full (a wake-up is pending anyway)
             pass
+
+    def _apply_commands(self) -> bool:
+        """Run the caller's commands; True when the manager should stop (shut down or broken)."""
+        while True:
+            with self.flags.lock:
+                if self.flags.broken is not None:
+                    return True
+                if not self.flags.commands:
+                    return False
+                command = self.flags.commands.popleft()
+            if isinstance(command, _Shutdown):
+                return True
+            self._cancel(command.job_id, command.stop_running)
+            command.applied.set()
+
+    def _cancel(self, job_id: int, stop_running: bool) -> None:
+        for worker in list(self._workers.values()):
+            running = worker.running()
+            for pending in worker.held:
+                if pending.task.job.job_id != job_id or pending is running:
+                    continue
+                pending.cancelled = True
+                self._withdraw(worker, pending)
+            if stop_running and running is not None and running.task.job.job_id == job_id and worker.kill is None:
+                self._kill(worker, _Kill("cancel", job_id=job_id, chunk_id=running.task.chunk_id))
+
+    def _dispatch(self) -> None:
+        """Idle workers first; prefetch only while none is idle or starting; rebalance."""
+        flags = self.flags
+        workers = list(self._workers.values())
+        usable = [w for w in workers if w.usable]
+        for worker in usable:
+            if not worker.held:
+                pending = self._take_pending(prefetch=False)
+                if pending is None:
+                    break
+                self._send_chunk(worker, pending)
+        idle = [w for w in usable if not w.held]
+        starting = any(not w.ready and w.kill is None for w in workers)
+        capacity = len(idle)
+        if not idle and not starting:
+            for worker in usable:
+                while len(worker.held) < PREFETCH:
+                    pending = self._take_pending(prefetch=True)
+                    if pending is None:
+                        break
+                    self._send_chunk(worker, pending)
+            capacity = sum(PREFETCH - len(w.held) for w in usable)
+        elif idle:
+            self._rebalance(len(idle))
+        with flags.lock:
+            flags.capacity = capacity
+
+    def _take_pending(self, *, prefetch: bool) -> _Pending | None:
+        with self.flags.lock:
+            pending = self.flags.pending
+            if not pending or (prefetch and len(pending[0].payload) > PREFETCH_MAX_BYTES):
+                return None
+            return pending.popleft()
+
+    def _rebalance(self, idle: int) -> None:
+        """Nothing pending and `idle` workers idle: take back prefetched chunks that wait."""
+        now = time.monotonic()
+        for worker in self._workers.values():
+            if idle <= 0:
+                return
+            if len(worker.held) < 2 or worker.kill is not None:
+                continue
+            running = worker.running()
+            if running is None or now - worker.slot[SLOT_CHUNK_STARTED] < WITHDRAW_AFTER_SECONDS:
+                continue
+            for pending in worker.held:
+                if pending is not running and pending.task.chunk_id not in worker.withdrawing:
+                    self._withdraw(worker, pending)
+                    idle -= 1
+                    break
+
+    def _next_rebalance(self) -> float | None:
+        """When a waiting prefetched chunk becomes worth taking back for an idle worker."""
+        if not any(w.usable and not w.held for w in self._workers.values()):
+            return None
+        times = []
+        for worker in self._workers.values():
+            if len(worker.held) >= 2 and worker.kill is None and not worker.withdrawing:
+                times.append(worker.slot[SLOT_CHUNK_STARTED] + WITHDRAW_AFTER_SECONDS)
+        return min(times) if times else None
+
+    def _wait(self) -> list[tuple[int, int]]:
+        deadlines = [d for d in (self._next_deadline(), self._next_rebalance()) if d is not None]
+        if deadlines:
+            seconds = min(max(0.0, min(deadlines) - time.monotonic()), MAX_WAIT_SECONDS)
+            return self._poll.poll(math.ceil(seconds * 1000))
+        return self._poll.poll()
+
+    def _handle(self, events: list[tuple[int, int]]) -> None:
+        deaths: list[_Worker] = []
+        for fd, mask in events:
+            if fd == self._wake_reader:
+                # Drain first, then re-arm: a submit between the two finds the flag still
+                # set and skips its byte, and its chunk is dispatched in the next step anyway.
+                try:
+                    while os.read(self._wake_reader, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+                with self.flags.lock:
+                    self.flags.woken = False
+                continue
+            worker = self._by_fd.get(fd)
+            if worker is None:
+                continue
+            if fd == worker.process.sentinel:
+                deaths.append(worker)
+                continue
+            if mask & select.POLLOUT:
+                self._flush(worker)
+            if mask & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                self._read(worker)
+        for worker in deaths:
+            if worker.number in self._workers:
+                self._on_exit(worker)
 
     # ------------------------------------------------------------------ workers
 
     def _start_worker(self) -> _Worker:
-        parent_end, child_end = self._context.Pipe(duplex=True)
-        # Three doubles of shared memory, read here and written by the worker (which maps
-        # the same buffer). The heap's buffer, unlike sharedctypes, spares loading ctypes.
-        shared = BufferWrapper(3 * 8)
-        slot = shared.create_memoryview().cast("d")
-        slot[SLOT_CHUNK] = -1
-        number = next(self._numbers)
-        process = self._context.Process(  # type: ignore[attr-defined]
-            target=worker_main,
-            name=f"parmap-worker-{self._pool_id}.{number}",
-            args=(child_end, shared, self._init_payload, f"{self._prefix}w{number}-"),
-            daemon=True,
-        )
-        worker = _Worker(number=number, process=process, conn=parent_end, slot=slot, slot_buffer=shared)
-        self._workers[number] = worker
+        parent_end, child_end = self.context.Pipe(duplex=True)
         try:
+            # SLOT_SIZE doubles of shared memory, read here and written by the worker (which
+            # maps the same buffer). The heap's buffer, unlike sharedctypes, spares ctypes.
+            shared = BufferWrapper(SLOT_SIZE * 8)
+            slot = shared.create_memoryview().cast("d")
+            slot[SLOT_CHUNK] = -1
+            slot[SLOT_POSITION] = POSITION_STARTING
+            number = next(self._numbers)
+            method = self.context.get_start_method()
+            parent = 0 if method == "forkserver" else os.getpid()
+            # A forked worker inherits our end of its socket too: it closes it, so that the
+            # socket reads as closed in the worker once this process is gone.
+            inherited = parent_end.fileno() if method == "fork" else -1
+            process = self.context.Process(  # type: ignore[attr-defined]
+                target=worker_main,
+                name=f"parmap-worker-{self._pool_id}.{number}",
+                args=(
+                    child_end,
+                    shared,
+                    self._init_payload,
+                    self._initargs,
+                    f"{self.prefix}w{number}-",
+                    parent,
+                    inherited,
+                ),
+                daemon=True,
+            )
             process.start()
         except BaseException:
-            del self._workers[number]
             parent_end.close()
             raise
         finally:
             child_end.close()
+        fd = parent_end.fileno()
+        os.set_blocking(fd, False)
+        worker = _Worker(number, process, parent_end, fd, slot, shared, pid=process.pid)
+        self._workers[number] = worker
+        self._by_fd[fd] = worker
+        self._by_fd[process.sentinel] = worker
+        self._poll.register(fd, select.POLLIN)
+        self._poll.register(process.sentinel, select.POLLIN)
         return worker
 
-    def _worker_prefix(self, worker: _Worker) -> str:
-        return f"{self._prefix}w{worker.number}-"
+    def _send(self, worker: _Worker, body: bytes) -> None:
+        """Queue `body` for `worker` and write as much as its socket takes now (never waits)."""
+        worker.outbox.append(memoryview(FRAME.pack(len(body))))
+        worker.outbox.append(memoryview(body))
+        self._flush(worker)
 
-    # ------------------------------------------------------------------ manager thread
-
-    def _run(self) -> None:
+    def _flush(self, worker: _Worker) -> None:
+        outbox = worker.outbox
         try:
-            while not self._handle_commands():
-                self._dispatch()
-                conns = {w.conn: w for w in self._workers.values()}
-                sentinels = {w.process.sentinel: w for w in self._workers.values()}
-                ready = wait([self._wake_reader, *conns, *sentinels], self._seconds_to_next_deadline())
-                if self._wake_reader in ready:
-                    # Drain first, then re-arm: a submit between the two finds the flag
-                    # still set and skips its byte, and its chunk is dispatched below anyway.
-                    os.read(self._wake_reader, 4096)
-                    with self._lock:
-                        self._woken = False
-                for obj in ready:
-                    worker = conns.get(obj)
-                    if worker is not None and worker.number in self._workers:
-                        self._receive(worker)
-                for obj in ready:
-                    worker = sentinels.get(obj)
-                    if worker is not None and worker.number in self._workers:
-                        self._on_exit(worker)
-                self._enforce_timeouts()
-        except BaseException as error:  # a bug here must fail jobs, never hang them
-            self._broken = error
-        finally:
-            self._close()
-
-    def _handle_commands(self) -> bool:
-        """Run queued commands; return True when the manager should stop."""
-        while True:
-            with self._lock:
-                if not self._commands:
-                    return False
-                command, argument = self._commands.popleft()
-            if command == "shutdown":
-                return True
-            if command == "cancel":
-                for worker in self._workers.values():
-                    if not worker.kill_reason and any(p.task.job.job_id == argument for p in worker.held):
-                        worker.kill_reason = "cancel"
-                        worker.kill_chunk = argument  # here: the cancelled job's id
-                        worker.process.kill()
-
-    def _dispatch(self) -> None:
-        """Give pending chunks to idle workers first, then one more to each busy worker."""
-        ready = [w for w in self._workers.values() if w.ready and not w.retiring]
-        for depth in range(PREFETCH):
-            for worker in ready:
-                if len(worker.held) != depth:
-                    continue
-                with self._lock:
-                    if not self._pending:
-                        break
-                    if depth and len(self._pending[0].payload) > PREFETCH_MAX_BYTES:
-                        break
-                    pending = self._pending.popleft()
-                self._send_chunk(worker, pending)
-        with self._lock:
-            self._capacity = sum(PREFETCH - len(w.held) for w in ready)
+            while outbox:
+                written = os.writev(worker.fd, list(itertools.islice(outbox, 64)))
+                while outbox and written >= len(outbox[0]):
+                    written -= len(outbox[0])
+                    outbox.popleft()
+                if written:
+                    outbox[0] = outbox[0][written:]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:  # the worker died; its sentinel reports the loss
+            outbox.clear()
+        if worker.number in self._workers and not worker.frames.eof:
+            self._poll.modify(worker.fd, select.POLLIN | (select.POLLOUT if outbox else 0))
 
     def _send_chunk(self, worker: _Worker, pending: _Pending) -> None:
         job = pending.task.job
@@ -326,148 +704,257 @@ class ProcessBackend(Backend):
         key, function = job.function_payload
         worker.held.append(pending)
         pending.task.dispatched_at = time.monotonic()
-        try:
-            if key in worker.functions:
-                worker.functions.move_to_end(key)
-            else:
-                evict = None
-                if len(worker.functions) >= MAX_CACHED_FUNCTIONS:
-                    evict, _ = worker.functions.popitem(last=False)
-                worker.conn.send_bytes(b"F" + pickle.dumps((key, function, evict), protocol=5))
-                worker.functions[key] = None
-            worker.conn.send_bytes(pending.payload)
-        except OSError:
-            pass  # the worker died; its sentinel reports the loss with this chunk attached
+        if key in worker.functions:
+            worker.functions.move_to_end(key)
+        else:
+            evict = None
+            if len(worker.functions) >= MAX_CACHED_FUNCTIONS:
+                evict, _ = worker.functions.popitem(last=False)
+            self._send(worker, b"F" + pickle.dumps((key, function, evict), protocol=5))
+            worker.functions[key] = None
+        self._send(worker, pending.payload)
 
-    def _receive(self, worker: _Worker) -> bool:
-        """Handle one message from ``worker``; False when its pipe is closed (it died)."""
+    def _withdraw(self, worker: _Worker, pending: _Pending) -> None:
+        chunk_id = pending.task.chunk_id
+        if chunk_id in worker.withdrawing:
+            return
+        worker.withdrawing.add(chunk_id)
+        self._send(worker, b"W" + CHUNK_ID.pack(chunk_id))
+
+    def _kill(self, worker: _Worker, kill: _Kill) -> None:
+        worker.kill = kill
+        worker.process.kill()
+
+    def _read(self, worker: _Worker) -> None:
         try:
-            message = worker.conn.recv_bytes()
-        except (EOFError, OSError):
-            return False  # death: handled when its sentinel fires
-        kind = message[:1]
-        if kind == b"R":
+            messages = worker.frames.read(worker.fd)
+        except ValueError:
+            messages = []
+            self._stray(worker)
+        if worker.frames.eof and worker.number in self._workers:
+            # A closed socket polls as hung up for ever: stop watching it (the sentinel,
+            # which fires as the process ends, reports the death).
+            self._by_fd.pop(worker.fd, None)
+            try:
+                self._poll.unregister(worker.fd)
+            except (KeyError, ValueError):
+                pass
+        for message in messages:
+            if worker.kill is not None and worker.kill.reason == "stray":
+                return
+            self._receive(worker, message)
+
+    def _stray(self, worker: _Worker) -> None:
+        """Something other than the worker wrote to its socket: trust nothing more from it."""
+        if worker.kill is None or worker.kill.reason != "stray":
+            self._kill(worker, _Kill("stray"))
+
+    def _receive(self, worker: _Worker, message: bytearray) -> None:
+        kind = bytes(message[:1])
+        if kind == b"D":
+            self._on_result(worker, message)
+        elif kind == b"P":
+            chunk_id, position, fraction = PROGRESS.unpack_from(message, 1)
+            pending = worker.find(chunk_id)
+            if pending is not None:
+                self._deliver(ChunkProgress(pending.task, position, fraction))
+        elif kind == b"w":
+            chunk_id, withdrawn = WITHDRAWN.unpack_from(message, 1)
+            worker.withdrawing.discard(chunk_id)
+            pending = worker.find(chunk_id)
+            if withdrawn and pending is not None:
+                worker.held.remove(pending)
+                if pending.cancelled:
+                    discard_call(pending.payload)
+                else:
+                    with self.flags.lock:
+                        self.flags.pending.appendleft(pending)
+        elif kind == b"R":
+            (pid,) = PID.unpack_from(message, 1)
+            if pid != worker.pid:
+                self._stray(worker)
+                return
             worker.ready = True
             self._failed_starts = 0
+            self._publish_ready()
+        elif kind == b"f":
+            self._on_unloadable(worker, message)
         elif kind == b"I":
-            text = pickle.loads(message[1:])
+            text = pickle.loads(memoryview(message)[1 + PID.size :])
             error = InitializerError("the pool's initializer raised in a worker")
             error.__cause__ = RemoteTraceback(text)
-            self._broken = error
-            self._fail_all(error)
-        elif kind == b"P":
-            running = worker.running()
-            if running is not None:
-                position, fraction = struct.unpack_from("<id", message, 1)
-                self._deliver(ChunkProgress(running.task, position, fraction))
-        elif kind == b"D":
-            if not worker.held:
-                return True
-            task = worker.held.popleft().task
-            encode_seconds = self._encode_seconds.pop(task.chunk_id, 0.0)
-            decode_started = time.perf_counter()
-            try:
-                summary, values, wire_errors = _transport.decode(memoryview(message)[1:])
-            except Exception as error:
-                failure = SerializationError(
-                    f"the results of items {list(task.indices)} could not be unpickled: {type(error).__name__}: {error}"
-                )
-                failure.__cause__ = error
-                self._deliver(
-                    ChunkDone(
-                        task,
-                        [None] * len(task.items),
-                        dict.fromkeys(range(len(task.items)), failure),
-                        len(task.items),
-                        0.0,
-                    )
-                )
-                return True
-            completed, compute, retiring, worker_decode_seconds, item_seconds = summary
-            transport = encode_seconds + worker_decode_seconds + time.perf_counter() - decode_started
-            worker.retiring = retiring
-            self._dispatch()  # keep the other idle workers busy before the caller runs
-            errors = {}
-            for position, (task_error, text) in wire_errors.items():
-                if text:
-                    task_error.__cause__ = RemoteTraceback(text)
-                errors[position] = task_error
-            self._deliver(
-                ChunkDone(
-                    task,
-                    values,
-                    errors,
-                    completed,
-                    compute,
-                    worker=worker.process.pid,
-                    item_seconds=item_seconds,
-                    transport_seconds=transport,
-                )
+            self._break(error)
+        else:
+            self._stray(worker)
+
+    def _on_result(self, worker: _Worker, message: bytearray) -> None:
+        chunk_id, pid = result_header(message)
+        pending = worker.find(chunk_id)
+        if pid != worker.pid or pending is None:
+            self._stray(worker)
+            return
+        worker.held.remove(pending)
+        worker.withdrawing.discard(chunk_id)
+        task = pending.task
+        decode_started = time.perf_counter()
+        try:
+            result = decode_result(message, task.indices, task.careful)
+        except BaseException as error:
+            self._dispatch()
+            self._on_undecodable(task, error)
+            return
+        del message
+        if result.retiring:
+            worker.retiring = True
+        self._dispatch()  # keep the other idle workers busy before the caller runs
+        transport = pending.encode_seconds + result.timings.decode_seconds + time.perf_counter() - decode_started
+        self._deliver(
+            ChunkDone(
+                task,
+                result.values,
+                result.errors,
+                result.completed,
+                result.timings.compute_seconds,
+                worker=worker.pid,
+                item_seconds=result.timings.item_seconds,
+                transport_seconds=transport,
             )
-        return True
+        )
+
+    def _on_undecodable(self, task: ChunkTask, error: BaseException) -> None:
+        """Results that cannot be unpickled here: one item fails; a larger chunk runs again, careful."""
+        if len(task.items) == 1 or task.careful:
+            errors: dict[int, BaseException] = {
+                position: undecodable_error(index, error) for position, index in enumerate(task.indices)
+            }
+            self._deliver(ChunkDone(task, [None] * len(task.items), errors, len(task.items), 0.0))
+            return
+        failure = SerializationError(
+            f"the results of a chunk could not be unpickled: {type(error).__name__}: {_describe(error)}"
+        )
+        failure.__cause__ = error
+        self._deliver(ChunkUndecodable(task, failure))
+
+    def _on_unloadable(self, worker: _Worker, message: bytearray) -> None:
+        chunk_id, pid = result_header(message)
+        pending = worker.find(chunk_id)
+        if pid != worker.pid or pending is None:
+            self._stray(worker)
+            return
+        worker.held.remove(pending)
+        job = pending.task.job
+        assert job.function_payload is not None
+        worker.functions.pop(job.function_payload[0], None)  # sent again next time: it may load then
+        description = bytes(message[1 + 12 :]).decode(errors="replace")
+        failure = f"the function {_name_of(job.function)} could not be unpickled in a worker: {description}"
+        self._deliver(ChunkFailed(pending.task, SerializationError(failure)))
 
     def _on_exit(self, worker: _Worker) -> None:
         """The worker's process ended: report the chunk it was running, re-queue the others."""
-        while worker.conn.poll() and self._receive(worker):  # its last messages come first
-            pass
+        self._read(worker)  # its last messages come first
         worker.process.join(timeout=1.0)
-        del self._workers[worker.number]
-        worker.conn.close()
-        _transport.remove_segments(self._worker_prefix(worker))
+        self._forget(worker)
+        _transport.remove_segments(f"{self.prefix}w{worker.number}-")
         running = worker.running()
-        untouched = []
+        kill = worker.kill
+        # Died unpickling a function: it was sent right before the oldest chunk not started,
+        # which needs it. Sending it again would kill the next worker the same way.
+        unloadable = running is None and worker.held and kill is None and worker.slot[SLOT_POSITION] == POSITION_LOADING
+        requeue: list[_Pending] = []
         for pending in worker.held:
-            self._encode_seconds.pop(pending.task.chunk_id, None)
-            if pending is running:
-                _transport.discard(pending.payload[9:])
+            job_id = pending.task.job.job_id
+            if pending.cancelled or (kill is not None and kill.reason == "cancel" and job_id == kill.job_id):
+                discard_call(pending.payload)  # its job is gone; nobody waits for it
+            elif unloadable and pending is worker.held[0]:
+                discard_call(pending.payload)
+                self._deliver(
+                    ChunkFailed(
+                        pending.task,
+                        SerializationError(
+                            f"the function {_name_of(pending.task.job.function)} could not be unpickled in a "
+                            f"worker: the worker died unpickling it ({_describe_exit(worker.process.exitcode)})"
+                        ),
+                    )
+                )
+            elif pending is running and (kill is None or kill.reason != "cancel"):
+                discard_call(pending.payload)
                 self._report_loss(worker, pending.task)
-            elif worker.kill_reason == "cancel" and pending.task.job.job_id == worker.kill_chunk:
-                _transport.discard(pending.payload[9:])
             else:
-                untouched.append(pending)  # never started: another worker runs it, uncharged
-        with self._lock:
-            self._pending.extendleft(reversed(untouched))
-        if not worker.ready and worker.kill_reason is None:
+                requeue.append(pending)  # never started here (or killed for another job): uncharged
+        with self.flags.lock:
+            self.flags.pending.extendleft(reversed(requeue))
+        self._publish_ready()
+        if not worker.ready and kill is None:
+            phase = worker.slot[SLOT_POSITION]
+            if phase == POSITION_INITIALIZING:
+                self._break(
+                    InitializerError(
+                        f"the pool's initializer ended its worker process ({_describe_exit(worker.process.exitcode)})"
+                    )
+                )
+                return
             self._failed_starts += 1
             if self._failed_starts >= MAX_FAILED_STARTS:
-                error = WorkerLostError(
-                    f"worker processes exit before becoming ready ({_describe_exit(worker.process.exitcode)}); "
-                    "under spawn or forkserver, is the main module importable and guarded by "
-                    "if __name__ == '__main__'?",
-                    exitcode=worker.process.exitcode,
+                self._break(
+                    WorkerLostError(
+                        f"worker processes exit before becoming ready ({_describe_exit(worker.process.exitcode)}); "
+                        "under spawn or forkserver, is the main module importable and guarded by "
+                        "if __name__ == '__main__'?",
+                        exitcode=worker.process.exitcode,
+                    )
                 )
-                self._broken = error
-                self._fail_all(error)
                 return
-        if not self._stopping and self._broken is None:
+        with self.flags.lock:
+            stopping = self.flags.closing or self.flags.broken is not None
+        if not stopping:
             try:
                 self._start_worker()
             except Exception as error:
                 broken = WorkerLostError(f"could not start a replacement worker: {error}")
                 broken.__cause__ = error
-                self._broken = broken
-                self._fail_all(broken)
+                self._break(broken)
+
+    def _forget(self, worker: _Worker) -> None:
+        del self._workers[worker.number]
+        for fd in (worker.fd, worker.process.sentinel):
+            self._by_fd.pop(fd, None)
+            try:
+                self._poll.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+        worker.outbox.clear()
+        worker.conn.close()
 
     def _report_loss(self, worker: _Worker, task: ChunkTask) -> None:
-        if worker.kill_reason == "cancel" and task.job.job_id == worker.kill_chunk:
-            return  # the job is gone; nobody waits for this chunk
-        raw = int(worker.slot[SLOT_POSITION])
-        position: int | None = raw if 0 <= raw < len(task.items) else None
+        raw = worker.slot[SLOT_POSITION]
+        position: int | None = int(raw) if 0 <= raw < len(task.items) else None
         exitcode = worker.process.exitcode
+        kill = worker.kill
         error: BaseException
-        if worker.kill_reason == "timeout" and worker.kill_chunk == task.chunk_id:
-            position = worker.kill_position
+        if kill is not None and kill.reason == "timeout" and kill.chunk_id == task.chunk_id:
+            position = kill.position
             assert position is not None
             error = timeout_error(task.indices[position], task.job.timeout)
+        elif kill is not None and kill.reason == "stray":
+            error = WorkerLostError(
+                f"a process other than worker pid {worker.pid} wrote to its pipe (did a task fork and its "
+                "child return?); the worker was stopped",
+                indices=list(task.indices) if position is None else [task.indices[position]],
+                pid=worker.pid,
+            )
         elif position is None and len(task.items) == 1:
             position = 0
-            phase = {POSITION_READING: " while unpickling it", POSITION_PICKLING: " while pickling its result"}
-            error = self._lost_error(worker, task, 0, exitcode, phase.get(raw, ""))
+            phases = {
+                POSITION_READING: " while unpickling it",
+                POSITION_PICKLING: " while pickling its result",
+                POSITION_LOADING: " while unpickling its function",
+            }
+            error = self._lost_error(worker, task, 0, exitcode, phases.get(raw, ""))
         elif position is None:
             error = WorkerLostError(
                 f"a worker died before its chunk's items could be told apart ({_describe_exit(exitcode)})",
                 exitcode=exitcode,
-                pid=worker.process.pid,
+                pid=worker.pid,
             )
         else:
             error = self._lost_error(worker, task, position, exitcode, "")
@@ -479,24 +966,25 @@ class ProcessBackend(Backend):
     ) -> WorkerLostError:
         index = task.indices[position]
         return WorkerLostError(
-            f"the worker process (pid {worker.process.pid}) running item {index}{phase} died: "
-            f"{_describe_exit(exitcode)}",
+            f"the worker process (pid {worker.pid}) running item {index}{phase} died: {_describe_exit(exitcode)}",
             indices=[index],
             exitcode=exitcode,
-            pid=worker.process.pid,
+            pid=worker.pid,
         )
+
+    # ------------------------------------------------------------------ timeouts
 
     @staticmethod
     def _deadline_of(worker: _Worker) -> tuple[float, _Pending | None] | None:
-        """When the worker's running item overruns (with that chunk); ``None`` if never."""
-        if worker.kill_reason or not worker.held:
+        """When the worker's running item overruns (with that chunk); `None` if never."""
+        if worker.kill is not None or not worker.held:
             return None
         running = worker.running()
         if running is None:  # not started yet: look again within the shortest timeout held
             timeouts = [p.task.job.timeout for p in worker.held if p.task.job.timeout is not None]
             return (time.monotonic() + min(timeouts), None) if timeouts else None
         timeout = running.task.job.timeout
-        if timeout is None:
+        if timeout is None or math.isinf(timeout):
             return None
         # The worker writes the start time before the position; reading in the opposite
         # order never pairs a new position with an old start time.
@@ -506,19 +994,29 @@ class ProcessBackend(Backend):
             return time.monotonic() + timeout, None  # between items: look again
         return float(started) + timeout, running
 
-    def _seconds_to_next_deadline(self) -> float | None:
+    def _next_deadline(self) -> float | None:
         deadlines = [found[0] for found in map(self._deadline_of, self._workers.values()) if found]
-        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+        return min(deadlines) if deadlines else None
 
     def _enforce_timeouts(self) -> None:
         now = time.monotonic()
-        for worker in self._workers.values():
+        for worker in list(self._workers.values()):
             found = self._deadline_of(worker)
             if found is not None and found[1] is not None and found[0] <= now:
-                worker.kill_reason = "timeout"
-                worker.kill_chunk = found[1].task.chunk_id
-                worker.kill_position = int(worker.slot[SLOT_POSITION])
-                worker.process.kill()
+                position = int(worker.slot[SLOT_POSITION])
+                self._kill(
+                    worker,
+                    _Kill(
+                        "timeout", job_id=found[1].task.job.job_id, chunk_id=found[1].task.chunk_id, position=position
+                    ),
+                )
+
+    # ------------------------------------------------------------------ outcomes and the end
+
+    def _publish_ready(self) -> None:
+        pids = tuple(w.pid for w in self._workers.values() if w.ready and w.kill is None)
+        with self.flags.lock:
+            self.flags.ready_pids = pids
 
     def _deliver(self, outcome: Outcome) -> None:
         try:
@@ -526,43 +1024,104 @@ class ProcessBackend(Backend):
         except Exception:  # a closed job's queue: the job no longer listens
             pass
 
+    def _break(self, error: BaseException) -> None:
+        """The pool cannot go on: the loop ends and `_close` fails every chunk with `error`."""
+        with self.flags.lock:
+            self.flags.broken = error
+
     def _fail_all(self, error: BaseException) -> None:
-        with self._lock:
-            pending, self._pending = list(self._pending), collections.deque()
+        with self.flags.lock:
+            pending, self.flags.pending = list(self.flags.pending), collections.deque()
         for item in pending:
-            _transport.discard(item.payload[9:])
+            discard_call(item.payload)
             self._deliver(ChunkFailed(item.task, error))
         for worker in self._workers.values():
-            while worker.held:
-                self._deliver(ChunkFailed(worker.held.popleft().task, error))
+            for item in worker.held:
+                if not item.cancelled:
+                    self._deliver(ChunkFailed(item.task, error))
 
     def _close(self) -> None:
-        """Stop every worker: idle ones are asked, busy ones killed; nothing is left running."""
-        self._stopping = True
-        closed = self._broken if self._broken is not None else PoolClosedError("the pool was shut down")
+        """Stop every worker: idle ones are asked, busy and starting ones killed at once."""
+        with self.flags.lock:
+            self.flags.capacity = 0
+            closed = self.flags.broken if self.flags.broken is not None else PoolClosedError("the pool was shut down")
+            commands, self.flags.commands = list(self.flags.commands), collections.deque()
+        for command in commands:  # every chunk is about to fail: no caller waits on a cancel
+            if isinstance(command, _Cancel):
+                command.applied.set()
         self._fail_all(closed)
         for worker in self._workers.values():
-            try:
-                if not worker.held and worker.ready:
-                    worker.conn.send_bytes(b"S")
-                else:
-                    worker.process.kill()
-            except OSError:
-                pass
+            if worker.held or not worker.ready or worker.outbox:
+                if worker.kill is None:
+                    self._kill(worker, _Kill("shutdown"))
+            else:
+                self._send(worker, b"S")
+            worker.held.clear()
         deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for worker in self._workers.values():
+        for worker in list(self._workers.values()):
             worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
             if worker.process.exitcode is None:
                 worker.process.kill()
                 worker.process.join(timeout=1.0)
-            worker.conn.close()
-        self._workers.clear()
-        _transport.remove_segments(self._prefix)
-        # Leave the fork handler's list first: a child forked later must not close these
-        # fd numbers, which the parent may by then have reused (e.g. for a new worker's pipes).
-        _live_backends.discard(self)
+            self._forget(worker)
+        _transport.remove_segments(self.prefix)
+        with self.flags.lock:
+            self.flags.ready_pids = ()
+        # Leave the fork handler's list first: a child forked later must not close these fd
+        # numbers, which the parent may by then have reused (e.g. for a new worker's pipes).
+        _forget_manager(self)
         os.close(self._wake_reader)
         os.close(self._wake_writer)
+
+    def kill_all(self) -> None:
+        """Last resort from another thread, when this one is stuck: kill every worker."""
+        for worker in list(self._workers.values()):
+            if worker.process.exitcode is None:
+                worker.process.kill()
+                worker.process.join(timeout=1.0)
+
+    def close_in_child(self) -> None:
+        """In a forked child of the caller: close this pool's sockets and pipe, touch nothing else."""
+        for worker in list(self._workers.values()):
+            try:
+                worker.conn.close()
+            except OSError:
+                pass
+        for fd in (self._wake_reader, self._wake_writer):
+            try:
+                os.close(fd)
+            except OSError as error:
+                if error.errno != errno.EBADF:
+                    raise
+
+
+def _initializer_payload(config: PoolConfig) -> tuple[bytes | None, tuple[Any, ...] | None]:
+    """`(pickled (initializer, initargs or None), initargs to pass as Process arguments or None)`.
+
+    `initargs` travel with the cloudpickled initializer when they can; `multiprocessing`
+    locks, values, queues (which may only be shared by inheritance) cannot be pickled that
+    way, and are passed as `Process` arguments instead, which inherits them at start under
+    every start method.
+    """
+    if config.initializer is None:
+        return None, None
+    try:
+        return _transport.dumps((config.initializer, config.initargs)), None
+    except Exception:
+        return _transport.dumps((config.initializer, None)), config.initargs
+
+
+def _name_of(function: object) -> str:
+    """How an error names the job's function: its qualified name, else its repr."""
+    name = getattr(function, "__qualname__", None)
+    return name if isinstance(name, str) else _describe(function)
+
+
+def _describe(obj: object) -> str:
+    try:
+        return str(obj)
+    except BaseException:
+        return f"<{type(obj).__qualname__}>"
 
 
 def _describe_exit(exitcode: int | None) -> str:
@@ -578,19 +1137,18 @@ def _describe_exit(exitcode: int | None) -> str:
     return f"exit code {exitcode}"
 
 
-def _close_inherited_in_child() -> None:
-    """In a forked child: close the pipes of the parent's pools, which the child must not use."""
+def _forget_manager(manager: _Manager) -> None:
     for backend in list(_live_backends):
-        for worker in backend._workers.values():
-            try:
-                worker.conn.close()
-            except OSError:
-                pass
-        for fd in (backend._wake_reader, backend._wake_writer):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        if getattr(backend, "_manager", None) is manager:
+            _live_backends.discard(backend)
+
+
+def _close_inherited_in_child() -> None:
+    """In a forked child: close the sockets of the parent's pools, which the child must not use."""
+    for backend in list(_live_backends):
+        manager = getattr(backend, "_manager", None)
+        if manager is not None:
+            manager.close_in_child()
     _live_backends.clear()
 
 

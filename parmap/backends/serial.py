@@ -12,7 +12,7 @@ import threading
 from .._config import PoolConfig
 from ..errors import InitializerError
 from . import Backend, ChunkDone, ChunkProgress, ChunkTask
-from ._worker import run_chunk
+from ._protocol import run_chunk
 
 
 class SerialBackend(Backend):
@@ -34,7 +34,9 @@ class SerialBackend(Backend):
 
     def submit(self, task: ChunkTask) -> None:
         task.dispatched_at = task.submitted_at
-        task.job.deliver(run_in_this_thread(task, propagate=(KeyboardInterrupt,)))
+        # Items run in the caller's thread: a seeded job seeds the global generators per item
+        # and gives the caller back their state when the chunk ends (see parmap._seeding).
+        task.job.deliver(run_in_this_thread(task, propagate=(KeyboardInterrupt,), restore_globals=True))
 
     def cancel(self, job_id: int, *, stop_running: bool) -> None:
         """Nothing is queued: chunks run as they are submitted."""
@@ -43,7 +45,13 @@ class SerialBackend(Backend):
         """Nothing to stop."""
 
 
-def run_in_this_thread(task: ChunkTask, propagate: tuple[type[BaseException], ...] = ()) -> ChunkDone:
+def run_in_this_thread(
+    task: ChunkTask,
+    propagate: tuple[type[BaseException], ...] = (),
+    *,
+    seed_globals: bool = True,
+    restore_globals: bool = False,
+) -> ChunkDone:
     """Run ``task`` in the calling thread (serial and thread backends): no pickling at all."""
     job = task.job
 
@@ -60,6 +68,8 @@ def run_in_this_thread(task: ChunkTask, propagate: tuple[type[BaseException], ..
         propagate=propagate,
         reporter=reporter,
         item_seconds=item_seconds,
+        seed_globals=seed_globals,
+        restore_globals=restore_globals,
     )
     return ChunkDone(
         task,

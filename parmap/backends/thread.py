@@ -14,7 +14,8 @@ import time
 from .._config import PoolConfig
 from ..errors import InitializerError, PoolClosedError, RemoteTraceback
 from . import Backend, ChunkFailed, ChunkTask
-from ._worker import format_traceback, mark_worker_thread
+from ._protocol import format_traceback
+from ._worker import mark_worker_thread
 from .serial import run_in_this_thread
 
 
@@ -81,7 +82,9 @@ class ThreadBackend(Backend):
                     return
                 task = self._pending.popleft()
             task.dispatched_at = time.monotonic()
-            task.job.deliver(run_in_this_thread(task))
+            # Threads share the global generators: a seeded task here uses item_rng(), and
+            # the caller's `random` is never reseeded (see parmap._seeding).
+            task.job.deliver(run_in_this_thread(task, seed_globals=False))
 
 
 backend_class = ThreadBackend
