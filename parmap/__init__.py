@@ -26,6 +26,7 @@ from .errors import (
     RemoteTraceback,
     ResultTimeoutError,
     SerializationError,
+    TaskStopIteration,
     TaskTimeoutError,
     WorkerLostError,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "ResultTimeoutError",
     "RunStats",
     "SerializationError",
+    "TaskStopIteration",
     "TaskTimeoutError",
     "WorkerLostError",
     "WorkerStats",

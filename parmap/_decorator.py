@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, Uni
 from . import _registry, _transport
 from ._chunking import CostEstimate
 from ._config import MapOptions, PoolConfig, validate_map_options
-from ._engine import Job
+from ._engine import Job, StopIterationEscape
 from ._interrupts import counting_interrupts
 from ._progress import make_progress
 from ._result import AsyncResult
 from ._stats import RunStats
 from .backends._worker import StarCall
+from .errors import TaskStopIteration
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -238,6 +239,8 @@ class _MapMethods(Generic[T, R]):
         try:
             for batch in job.batches():
                 results.extend(batch)  # a copy of the batch's pointers: ~4x faster than chaining items
+        except StopIterationEscape as escaped:  # an item raised StopIteration: raise it as it is
+            raise escaped.error from escaped.error.__cause__
         except KeyboardInterrupt:
             job.close(stop_running=True)  # Ctrl-C may land outside the job's own frame
             raise
@@ -276,6 +279,8 @@ def _iterate(job: Job, progress: Any) -> Iterator[Any]:
                 batch.reverse()
                 while batch:
                     yield batch.pop()
+        except StopIterationEscape as escaped:  # an iterator cannot raise StopIteration: see its docs
+            raise _stop_iteration_error(escaped.error) from escaped.error
         except KeyboardInterrupt:
             job.close(stop_running=True)
             raise
@@ -285,6 +290,15 @@ def _iterate(job: Job, progress: Any) -> Iterator[Any]:
                     job.close(stop_running=True)
                 batches.close()
                 progress.close()
+
+
+def _stop_iteration_error(error: StopIteration) -> TaskStopIteration:
+    """What `imap` raises for an item's `StopIteration`, with the item's index note."""
+    wrapped = TaskStopIteration(f"a task raised StopIteration: {error!r}")
+    notes = getattr(error, "__notes__", None)
+    if notes:
+        setattr(wrapped, "__notes__", list(notes))  # noqa: B010 - typed only on 3.11+
+    return wrapped
 
 
 class _BoundParallelFunction(_MapMethods[T, R], _BoundFunctionWrapper):

@@ -216,6 +216,24 @@ class _Feeder:
                 self._events.put(_InputEnd(error))
 
 
+class StopIterationEscape(Exception):
+    """Carries an item's `StopIteration` out of the job's generator.
+
+    Raised as is, PEP 479 would turn it into `RuntimeError: generator raised StopIteration`
+    and lose its type; the decorator's map methods unwrap it (`map` raises the item's
+    `StopIteration`, `imap` a [TaskStopIteration][parmap.TaskStopIteration] caused by it).
+    """
+
+    def __init__(self, error: StopIteration) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _escaping(error: BaseException) -> BaseException:
+    """`error`, or a [StopIterationEscape][] carrying it when it would end a generator."""
+    return StopIterationEscape(error) if isinstance(error, StopIteration) else error
+
+
 class Job:
     """One map call: iterate `batches()` for results; `close()` cancels what is outstanding.
 
@@ -324,7 +342,7 @@ class Job:
                     if kind is Yield:
                         yield decision.values  # type: ignore[union-attr]  # 3. yield
                     elif kind is Raise:
-                        raise decision.error  # type: ignore[union-attr]
+                        raise _escaping(decision.error)  # type: ignore[union-attr]
                     elif kind is Finish:
                         completed = True
                         self.close()

@@ -8,6 +8,7 @@ Hierarchy::
     ├── ResultTimeoutError           ``AsyncResult.get(timeout)`` ran out (also ``TimeoutError`` and
     │                                ``multiprocessing.TimeoutError``)
     ├── PoolStartError               a pool could not start its workers (the cause is named)
+    ├── TaskStopIteration            a task raised ``StopIteration`` inside ``imap`` (also a ``RuntimeError``)
     ├── SerializationError           an item, result or exception could not be pickled
     ├── InitializerError             the pool's ``initializer`` failed in a worker
     ├── PoolClosedError              the pool was shut down while a job still used it
@@ -33,6 +34,7 @@ __all__ = [
     "RemoteTraceback",
     "ResultTimeoutError",
     "SerializationError",
+    "TaskStopIteration",
     "TaskTimeoutError",
     "WorkerLostError",
 ]
@@ -107,6 +109,17 @@ class PoolStartError(ParmapError):
 
     The workers it did start are stopped; the message names the cause, which is also the
     ``__cause__``.
+    """
+
+
+class TaskStopIteration(ParmapError, RuntimeError):
+    """A task raised ``StopIteration`` (say, ``next()`` on an empty iterator) inside ``imap``.
+
+    ``map``, ``starmap`` and ``AsyncResult.get`` raise the task's own ``StopIteration``. An
+    iterator cannot: a ``StopIteration`` out of ``next()`` is how an iterator says it is
+    exhausted, so a ``for`` loop over ``imap`` would end silently and lose every later
+    result. ``imap`` and ``imap_unordered`` raise this instead: the task's ``StopIteration``
+    (with the worker's traceback) is its ``__cause__``, and it carries the item's index note.
     """
 
 

@@ -112,8 +112,29 @@ def test_stop_iteration_in_a_task_fails_its_item(backend: Decorate, options: dic
     cause = error.__cause__ if error.__cause__ is not None else error
     text = str(cause) + "".join(traceback.format_tb(error.__traceback__))
     assert "raise_stop_iteration_on_two" in text
-    # Raised (not returned), it must also stay a StopIteration: that is the engine's part
-    # (its `Job.batches` generator would turn it into RuntimeError), tested with the engine.
+
+
+@pytest.mark.parametrize("options", STOP_ITERATION_PATHS)
+def test_stop_iteration_raised_by_map_keeps_its_type(backend: Decorate, options: dict[str, Any]) -> None:
+    task = backend(tasks.raise_stop_iteration_on_two)
+    for run in (lambda: task.map(range(6), chunksize=3, **options),
+                lambda: task.map_async(range(6), chunksize=3, **options).get(timeout=20)):
+        with pytest.raises(StopIteration) as info:
+            run()
+        assert type(info.value) is StopIteration  # never "RuntimeError: generator raised StopIteration"
+        assert any("index 2" in note for note in getattr(info.value, "__notes__", []))
+    assert task.map([0, 1]) == [0, 1]  # the pool stays usable
+
+
+def test_stop_iteration_in_imap_is_raised_after_the_results_before_it(backend: Decorate) -> None:
+    # An iterator cannot raise StopIteration (a for loop would end silently and lose the rest):
+    # imap raises TaskStopIteration, caused by the task's own StopIteration.
+    got: list[int] = []
+    with pytest.raises(parmap.TaskStopIteration) as info:
+        got.extend(backend(tasks.raise_stop_iteration_on_two).imap(range(6), chunksize=1))
+    assert got == [0, 1]
+    assert type(info.value.__cause__) is StopIteration
+    assert any("index 2" in note for note in getattr(info.value, "__notes__", []))
 
 
 # --------------------------------------------------------------------------- defect 3
