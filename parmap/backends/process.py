@@ -1035,9 +1035,14 @@ class _Manager(threading.Thread):
             pass
 
     def _break(self, error: BaseException) -> None:
-        """The pool cannot go on: the loop ends and `_close` fails every chunk with `error`."""
+        """The pool cannot go on: the loop ends and `_close` fails every chunk with `error`.
+
+        The first cause wins: a second worker dying of the same initializer in the same
+        round (without a traceback to send) must not replace the error that carries one.
+        """
         with self.flags.lock:
-            self.flags.broken = error
+            if self.flags.broken is None:
+                self.flags.broken = error
 
     def _fail_all(self, error: BaseException) -> None:
         with self.flags.lock:
