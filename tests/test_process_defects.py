@@ -19,7 +19,7 @@ import textwrap
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import pytest
 
@@ -29,7 +29,7 @@ from parmap._config import PoolConfig
 from parmap.backends import ChunkDone, ChunkTask, JobSpec, Outcome
 from parmap.backends.process import ProcessBackend
 from tests import tasks
-from tests.conftest import PROCESS_BACKENDS, wait_until
+from tests.conftest import PROCESS_BACKENDS, StartMethod, wait_until
 
 Decorate = Callable[..., Any]
 
@@ -117,8 +117,10 @@ def test_stop_iteration_in_a_task_fails_its_item(backend: Decorate, options: dic
 @pytest.mark.parametrize("options", STOP_ITERATION_PATHS)
 def test_stop_iteration_raised_by_map_keeps_its_type(backend: Decorate, options: dict[str, Any]) -> None:
     task = backend(tasks.raise_stop_iteration_on_two)
-    for run in (lambda: task.map(range(6), chunksize=3, **options),
-                lambda: task.map_async(range(6), chunksize=3, **options).get(timeout=20)):
+    runs: tuple[Callable[[], object], ...] = (
+        lambda: task.map(range(6), chunksize=3, **options),
+        lambda: task.map_async(range(6), chunksize=3, **options).get(timeout=20))
+    for run in runs:
         with pytest.raises(StopIteration) as info:
             run()
         assert type(info.value) is StopIteration  # never "RuntimeError: generator raised StopIteration"
@@ -214,7 +216,7 @@ def test_cancelling_a_job_never_kills_a_worker_running_another_jobs_chunk(tmp_pa
         backend.cancel(2, stop_running=True)
         wait_until(lambda: not _alive(int((second / "started-0").read_text())))
         (first / "go").write_text("")
-        done = {}
+        done: dict[int, list[Any]] = {}
         while len(done) < 2:
             outcome = outcomes.get(timeout=PROMPT_SECONDS)
             assert outcome.task.job is job_one, outcome
@@ -421,7 +423,7 @@ def test_pool_that_cannot_start_all_its_workers_stops_them_and_says_why(tmp_path
 
 
 @pytest.mark.parametrize("start_method", [p.values[0][1] for p in PROCESS_BACKENDS])  # type: ignore[index]
-def test_initargs_may_carry_multiprocessing_synchronisation_objects(start_method: str) -> None:
+def test_initargs_may_carry_multiprocessing_synchronisation_objects(start_method: StartMethod) -> None:
     context = multiprocessing.get_context(start_method)
     value, lock, event, results = context.Value("i", 0), context.Lock(), context.Event(), context.Queue()
     event.set()
@@ -463,7 +465,7 @@ def test_ctrl_c_in_a_serial_chunk_restores_the_seed_and_progress_contexts() -> N
 
 
 @pytest.mark.parametrize("backend_name", ["serial", "thread"])
-def test_seeded_maps_leave_the_callers_random_alone(backend_name: str) -> None:
+def test_seeded_maps_leave_the_callers_random_alone(backend_name: Literal["serial", "thread"]) -> None:
     random.seed(5)
     expected = random.Random(5).random()
     assert parallel(tasks.square, backend=backend_name, seed=1).map(range(4)) == [0, 1, 4, 9]
