@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -497,3 +498,13 @@ def test_function_whose_unpickling_kills_the_worker_fails_once(process_backend: 
     with pytest.raises(SerializationError, match="died unpickling it"):
         task.map(range(4))
     assert process_backend(tasks.square).map([3]) == [9]
+
+
+def test_the_manager_thread_shadows_nothing_of_threading_thread() -> None:
+    # Python 3.13's Thread keeps its OS handle in `self._handle`: a manager method of that
+    # name made every pool's manager fail. Only `run` is meant to override Thread.
+    from parmap.backends.process import _Manager
+
+    inherited = set(dir(threading.Thread()))
+    own = {name for name in vars(_Manager) if not (name.startswith("__") and name.endswith("__"))}
+    assert own & inherited == {"run"}

@@ -488,7 +488,7 @@ class _Manager(threading.Thread):
             while not self._apply_commands():
                 self._dispatch()
                 events = self._wait()
-                self._handle(events)
+                self._handle_events(events)
                 self._enforce_timeouts()
         except BaseException as error:
             with self.flags.lock:
@@ -600,7 +600,7 @@ class _Manager(threading.Thread):
             return self._poll.poll(math.ceil(seconds * 1000))
         return self._poll.poll()
 
-    def _handle(self, events: list[tuple[int, int]]) -> None:
+    def _handle_events(self, events: list[tuple[int, int]]) -> None:
         deaths: list[_Worker] = []
         for fd, mask in events:
             if fd == self._wake_reader:
