@@ -209,7 +209,7 @@ class Mpire(Contender):
 
     def start(self, workers: int) -> None:
         super().start(workers)
-        from mpire import WorkerPool
+        from mpire.pool import WorkerPool  # where it is defined: mpire's __init__ does not re-export it
 
         self._pool = WorkerPool(n_jobs=workers, keep_alive=True)
 

@@ -8,13 +8,20 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pytest
 import tqdm.auto
 import tqdm.std
 
 import parmap
+
+if TYPE_CHECKING:
+    from parmap.backends.process import ProcessBackend
+
+#: The values ``parallel`` accepts for ``backend`` and ``start_method``.
+BackendName = Literal["process", "thread", "serial", "dask"]
+StartMethod = Literal["fork", "spawn", "forkserver"]
 
 BACKENDS = [
     pytest.param(("serial", None), id="serial"),
@@ -109,11 +116,21 @@ def process_backend(request: pytest.FixtureRequest) -> Callable[..., Any]:
     return functools.partial(_decorate, name, start_method)
 
 
-def _decorate(name: str, start_method: str | None, fn: Callable[..., Any], **options: Any) -> Any:
+def _decorate(name: BackendName, start_method: StartMethod | None, fn: Callable[..., Any], **options: Any) -> Any:
     options.setdefault("workers", 2)
     if start_method is not None:
         options.setdefault("start_method", start_method)
     return parmap.parallel(fn, backend=name, **options)
+
+
+def process_pool_of(task: parmap.ParallelFunction[Any, Any]) -> ProcessBackend:
+    """The process pool the registry holds for ``task`` (which must use the process backend)."""
+    # Imported here: loading conftest must not load the process backend, which parmap imports lazily.
+    from parmap.backends.process import ProcessBackend
+
+    pool = parmap._registry._pools[task._self_config]
+    assert isinstance(pool, ProcessBackend), pool
+    return pool
 
 
 class RecordingBar(tqdm.std.tqdm):  # type: ignore[misc]

@@ -337,7 +337,7 @@ def test_async_result_timeout_is_caught_by_both_timeout_clauses(tmp_path: Any) -
     assert pending.get(timeout=20) == [0]
 
 
-BAD_DECORATOR_OPTIONS = [
+BAD_DECORATOR_OPTIONS: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"workers": 0}, ValueError, "workers must be an int >= 1"),
     ({"workers": "4"}, TypeError, "workers must be an int >= 1"),
     ({"workers": True}, TypeError, "workers must be an int >= 1"),

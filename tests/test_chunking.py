@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given
@@ -102,7 +103,7 @@ def test_iter_chunks_slices_ranges_into_ranges() -> None:
 def test_iter_chunks_reads_lazily() -> None:
     pulled = []
 
-    def source() -> object:
+    def source() -> Iterator[int]:
         for x in range(100):
             pulled.append(x)
             yield x

@@ -391,7 +391,7 @@ def test_timeout_is_reported_once_the_item_returns(local_client: Any) -> None:
 
 
 def test_what_cannot_be_pickled_fails_only_its_item(local_client: Any) -> None:
-    identity = parallel(abs, backend="dask", client=local_client)
+    identity: parmap.ParallelFunction[Any, Any] = parallel(abs, backend="dask", client=local_client)
     results = identity.map([1, threading.Lock(), -3], chunksize=3, return_exceptions=True)
     assert results[0] == 1
     assert results[2] == 3

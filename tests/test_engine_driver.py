@@ -230,7 +230,7 @@ def test_a_slow_stream_keeps_yielding(name: Literal["thread", "process"]) -> Non
     # ~0.02 s of stall detection plus a round trip; 0.5 s leaves room for a loaded machine,
     # and is far below the 1.5 s the stream lasts (a chunk cut only when full or ended).
     assert sorted(delays)[len(delays) // 2] < 0.5, delays
-    assert max(delays) < 1.0, delays
+    assert max(delays) < 1.4, delays  # an item waiting for the end of the stream: 1.5 s
 
 
 def test_a_fast_generator_is_still_read_in_large_chunks() -> None:

@@ -6,6 +6,7 @@ signal sent to a pid the task reported while it waits on a file: never from timi
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import re
@@ -16,14 +17,14 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import pytest
 
 import parmap
 from parmap import RemoteTraceback, SerializationError, TaskTimeoutError, WorkerLostError, parallel
 from tests import tasks
-from tests.conftest import CTRL_C_AS_IN_A_TERMINAL, wait_until
+from tests.conftest import CTRL_C_AS_IN_A_TERMINAL, process_pool_of, wait_until
 
 Decorate = Callable[..., Any]
 
@@ -44,7 +45,7 @@ def test_dead_worker_fails_the_job_and_the_pool_heals(process_backend: Decorate,
     assert info.value.indices == [culprit]
     assert f"item {culprit}" in str(info.value)
     assert task.map([0, 1]) == [0, 1]  # the next call works
-    pool = parmap._registry._pools[task._self_config]
+    pool = process_pool_of(task)
     wait_until(lambda: len(pool.ready_worker_pids) == 2)  # full strength again
 
 
@@ -154,7 +155,7 @@ def test_timeout_with_retries_then_failure(process_backend: Decorate) -> None:
 
 
 @pytest.mark.parametrize("backend_name", ["thread", "serial"])
-def test_timeout_reported_after_the_fact_without_processes(backend_name: str) -> None:
+def test_timeout_reported_after_the_fact_without_processes(backend_name: Literal["thread", "serial"]) -> None:
     results = parallel(tasks.sleep_on, backend=backend_name, workers=2, timeout=0.05).map(
         [0.0, 0.2], return_exceptions=True)
     assert results[0] == 0.0
@@ -272,7 +273,7 @@ def test_forked_child_gets_fresh_pools() -> None:
     os.close(read)
     os.waitpid(pid, 0)
     assert answer == b"1"
-    pool = parmap._registry._pools[task._self_config]
+    pool = process_pool_of(task)
     assert pool.usable  # the child never touched the parent's pool
     assert set(task.map(range(20), chunksize=1)) <= set(pool.ready_worker_pids)
 
@@ -339,7 +340,12 @@ def test_interpreter_exit_with_work_running_is_prompt_and_quiet(start_method: st
         assert stderr == ""
     assert elapsed < 2.0, f"exit took {elapsed:.2f} s with work still running"
     for pid in worker_pids:
-        wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists() or _zombie(pid), timeout=5)
+        wait_until(functools.partial(_gone, pid), timeout=5)
+
+
+def _gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie, dead but not yet reaped, counts as gone)."""
+    return not Path(f"/proc/{pid}").exists() or _zombie(pid)
 
 
 def _zombie(pid: int) -> bool:
@@ -443,7 +449,7 @@ def test_soak_kills_and_timeouts_leak_nothing(tmp_path: Path) -> None:
                 assert isinstance(result, expected), f"round {round_number}: item {item} gave {result!r}"
     assert kills == 50
     assert timeouts == 50
-    pool = parmap._registry._pools[task._self_config]
+    pool = process_pool_of(task)
     wait_until(lambda: len(pool.ready_worker_pids) == 2)
     # Each replaced worker's pipe and sentinel are closed: the process holds no more files
     # than before the 100 faults. (Fewer is fine: earlier tests' objects may close theirs.)

@@ -16,10 +16,11 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import pytest
 
@@ -29,7 +30,7 @@ from parmap._config import PoolConfig
 from parmap.backends import ChunkDone, ChunkTask, JobSpec, Outcome
 from parmap.backends.process import ProcessBackend
 from tests import tasks
-from tests.conftest import PROCESS_BACKENDS, wait_until
+from tests.conftest import PROCESS_BACKENDS, StartMethod, wait_until
 
 Decorate = Callable[..., Any]
 
@@ -117,8 +118,10 @@ def test_stop_iteration_in_a_task_fails_its_item(backend: Decorate, options: dic
 @pytest.mark.parametrize("options", STOP_ITERATION_PATHS)
 def test_stop_iteration_raised_by_map_keeps_its_type(backend: Decorate, options: dict[str, Any]) -> None:
     task = backend(tasks.raise_stop_iteration_on_two)
-    for run in (lambda: task.map(range(6), chunksize=3, **options),
-                lambda: task.map_async(range(6), chunksize=3, **options).get(timeout=20)):
+    runs: tuple[Callable[[], object], ...] = (
+        lambda: task.map(range(6), chunksize=3, **options),
+        lambda: task.map_async(range(6), chunksize=3, **options).get(timeout=20))
+    for run in runs:
         with pytest.raises(StopIteration) as info:
             run()
         assert type(info.value) is StopIteration  # never "RuntimeError: generator raised StopIteration"
@@ -214,7 +217,7 @@ def test_cancelling_a_job_never_kills_a_worker_running_another_jobs_chunk(tmp_pa
         backend.cancel(2, stop_running=True)
         wait_until(lambda: not _alive(int((second / "started-0").read_text())))
         (first / "go").write_text("")
-        done = {}
+        done: dict[int, list[Any]] = {}
         while len(done) < 2:
             outcome = outcomes.get(timeout=PROMPT_SECONDS)
             assert outcome.task.job is job_one, outcome
@@ -290,11 +293,17 @@ def test_cancel_withdraws_chunks_sent_ahead_that_have_not_started(tmp_path: Path
 # --------------------------------------------------------------------------- defect 11
 
 
+#: The long items of the load-balance tests. Spread over both workers they take ~LONG s; one
+#: worker running both takes 2 * LONG or more. The margin between the two absorbs a pool start
+#: and a machine loaded by another test run.
+LONG = 2.5
+
+
 def test_fresh_pool_spreads_two_long_items_over_two_workers() -> None:
     task = parallel(tasks.sleep_on, workers=2)
     started = time.monotonic()
-    assert task.map([1.0, 1.0]) == [1.0, 1.0]
-    assert time.monotonic() - started < 1.8  # one worker running both takes 2 s or more
+    assert task.map([LONG, LONG]) == [LONG, LONG]
+    assert time.monotonic() - started < 1.6 * LONG
 
 
 def test_warm_pool_never_queues_a_long_item_behind_a_busy_worker() -> None:
@@ -302,8 +311,8 @@ def test_warm_pool_never_queues_a_long_item_behind_a_busy_worker() -> None:
     task.map([0.0, 0.0], chunksize=1)
     wait_until(lambda: len(_pool_of(task).ready_worker_pids) == 2)
     started = time.monotonic()
-    assert task.map([1, 0.05, 1, 0.05], chunksize=1) == [1, 0.05, 1, 0.05]
-    assert time.monotonic() - started < 1.8  # both long items on one worker: 2 s or more
+    assert task.map([LONG, 0.05, LONG, 0.05], chunksize=1) == [LONG, 0.05, LONG, 0.05]
+    assert time.monotonic() - started < 1.6 * LONG
 
 
 # --------------------------------------------------------------------------- defect 15
@@ -320,7 +329,11 @@ def test_initializer_that_ends_its_process_is_an_initializer_error(process_backe
 # --------------------------------------------------------------------------- defect 16
 
 
-def test_shutdown_stops_busy_workers_at_once(process_backend: Decorate, tmp_path: Path) -> None:
+def test_shutdown_stops_busy_workers_at_once(process_backend: Decorate, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # Idle workers get this long to exit when asked; a busy worker waited for like an idle
+    # one would make shutdown take all of it.
+    monkeypatch.setattr("parmap.backends.process.STOP_GRACE_SECONDS", 30.0)
     task = process_backend(tasks.wait_for_file)
     with concurrent.futures.ThreadPoolExecutor(1) as executor:
         running = executor.submit(task.map, [(str(tmp_path), 0)])
@@ -328,7 +341,7 @@ def test_shutdown_stops_busy_workers_at_once(process_backend: Decorate, tmp_path
         pid = int((tmp_path / "started-0").read_text())
         started = time.monotonic()
         parmap.shutdown()
-        assert time.monotonic() - started < 0.8  # not the 1 s grace of an idle worker
+        assert time.monotonic() - started < 10  # not the 30 s grace of an idle worker
         assert not _alive(pid)
         with pytest.raises(parmap.PoolClosedError):
             running.result(timeout=PROMPT_SECONDS)
@@ -411,7 +424,7 @@ def test_pool_that_cannot_start_all_its_workers_stops_them_and_says_why(tmp_path
 
 
 @pytest.mark.parametrize("start_method", [p.values[0][1] for p in PROCESS_BACKENDS])  # type: ignore[index]
-def test_initargs_may_carry_multiprocessing_synchronisation_objects(start_method: str) -> None:
+def test_initargs_may_carry_multiprocessing_synchronisation_objects(start_method: StartMethod) -> None:
     context = multiprocessing.get_context(start_method)
     value, lock, event, results = context.Value("i", 0), context.Lock(), context.Event(), context.Queue()
     event.set()
@@ -453,7 +466,7 @@ def test_ctrl_c_in_a_serial_chunk_restores_the_seed_and_progress_contexts() -> N
 
 
 @pytest.mark.parametrize("backend_name", ["serial", "thread"])
-def test_seeded_maps_leave_the_callers_random_alone(backend_name: str) -> None:
+def test_seeded_maps_leave_the_callers_random_alone(backend_name: Literal["serial", "thread"]) -> None:
     random.seed(5)
     expected = random.Random(5).random()
     assert parallel(tasks.square, backend=backend_name, seed=1).map(range(4)) == [0, 1, 4, 9]
@@ -485,3 +498,13 @@ def test_function_whose_unpickling_kills_the_worker_fails_once(process_backend: 
     with pytest.raises(SerializationError, match="died unpickling it"):
         task.map(range(4))
     assert process_backend(tasks.square).map([3]) == [9]
+
+
+def test_the_manager_thread_shadows_nothing_of_threading_thread() -> None:
+    # Python 3.13's Thread keeps its OS handle in `self._handle`: a manager method of that
+    # name made every pool's manager fail. Only `run` is meant to override Thread.
+    from parmap.backends.process import _Manager
+
+    inherited = set(dir(threading.Thread()))
+    own = {name for name in vars(_Manager) if not (name.startswith("__") and name.endswith("__"))}
+    assert own & inherited == {"run"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
-from typing import Any, Callable
+from collections.abc import Generator, Iterator
+from typing import Any, Callable, cast
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -41,7 +41,8 @@ def test_imap_reads_a_bounded_window_ahead(backend: Decorate) -> None:
 
 def test_default_window_is_bounded_and_independent_of_length() -> None:
     source = CountingSource()
-    results = parallel(tasks.square, workers=2).imap(source)
+    # imap is typed as an Iterator; what it returns is a generator, which the caller may close.
+    results = cast("Generator[int, None, None]", parallel(tasks.square, workers=2).imap(source))
     for _ in range(20_000):
         next(results)
     ahead = source.pulled - 20_000

@@ -488,7 +488,7 @@ class _Manager(threading.Thread):
             while not self._apply_commands():
                 self._dispatch()
                 events = self._wait()
-                self._handle(events)
+                self._handle_events(events)
                 self._enforce_timeouts()
         except BaseException as error:
             with self.flags.lock:
@@ -600,7 +600,7 @@ class _Manager(threading.Thread):
             return self._poll.poll(math.ceil(seconds * 1000))
         return self._poll.poll()
 
-    def _handle(self, events: list[tuple[int, int]]) -> None:
+    def _handle_events(self, events: list[tuple[int, int]]) -> None:
         deaths: list[_Worker] = []
         for fd, mask in events:
             if fd == self._wake_reader:
@@ -787,13 +787,26 @@ class _Manager(threading.Thread):
         else:
             self._stray(worker)
 
-    def _on_result(self, worker: _Worker, message: bytearray) -> None:
+    def _claim(self, worker: _Worker, message: bytearray) -> _Pending | None:
+        """The held chunk a `D` or `f` message answers, no longer held; `None` for a stray.
+
+        Both carry the chunk id and the sender's pid: an answer for a chunk this worker does
+        not hold, or from another process (a task's forked child writing to the pipe), fails
+        the worker loudly instead of landing on the wrong items.
+        """
         chunk_id, pid = result_header(message)
         pending = worker.find(chunk_id)
         if pid != worker.pid or pending is None:
             self._stray(worker)
-            return
+            return None
         worker.held.remove(pending)
+        return pending
+
+    def _on_result(self, worker: _Worker, message: bytearray) -> None:
+        pending = self._claim(worker, message)
+        if pending is None:
+            return
+        chunk_id = pending.task.chunk_id
         worker.withdrawing.discard(chunk_id)
         task = pending.task
         decode_started = time.perf_counter()
@@ -836,12 +849,9 @@ class _Manager(threading.Thread):
         self._deliver(ChunkUndecodable(task, failure))
 
     def _on_unloadable(self, worker: _Worker, message: bytearray) -> None:
-        chunk_id, pid = result_header(message)
-        pending = worker.find(chunk_id)
-        if pid != worker.pid or pending is None:
-            self._stray(worker)
+        pending = self._claim(worker, message)
+        if pending is None:
             return
-        worker.held.remove(pending)
         job = pending.task.job
         assert job.function_payload is not None
         worker.functions.pop(job.function_payload[0], None)  # sent again next time: it may load then
@@ -1025,9 +1035,14 @@ class _Manager(threading.Thread):
             pass
 
     def _break(self, error: BaseException) -> None:
-        """The pool cannot go on: the loop ends and `_close` fails every chunk with `error`."""
+        """The pool cannot go on: the loop ends and `_close` fails every chunk with `error`.
+
+        The first cause wins: a second worker dying of the same initializer in the same
+        round (without a traceback to send) must not replace the error that carries one.
+        """
         with self.flags.lock:
-            self.flags.broken = error
+            if self.flags.broken is None:
+                self.flags.broken = error
 
     def _fail_all(self, error: BaseException) -> None:
         with self.flags.lock:
