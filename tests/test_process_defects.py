@@ -161,16 +161,21 @@ def test_function_that_cannot_be_unpickled_in_a_worker(process_backend: Decorate
 # --------------------------------------------------------------------------- defect 4
 
 
-def test_result_whose_unpickling_raises_system_exit_fails_its_item(process_backend: Decorate) -> None:
+@pytest.mark.parametrize("chunksize", [1, 3, "auto"])
+def test_result_whose_unpickling_raises_system_exit_fails_its_item(process_backend: Decorate,
+                                                                   chunksize: Any) -> None:
+    # In a chunk of several items the whole message cannot be unpickled: the engine runs the
+    # chunk again careful, each result pickled on its own, and only item 1 fails (defect 7).
     task = process_backend(tasks.return_exit_in_caller_on_one)
-    results = task.map(range(3), chunksize=1, return_exceptions=True)
+    results = task.map(range(3), chunksize=chunksize, return_exceptions=True)
     assert results[0] == 0
     assert results[2] == 2
     assert isinstance(results[1], SerializationError)
     assert "item 1" in str(results[1])
     assert "SystemExit" in str(results[1])
     with pytest.raises(SerializationError, match="item 1"):
-        task.map(range(3), chunksize=1)
+        task.map(range(3), chunksize=chunksize)
+    assert task.map([0, 2]) == [0, 2]  # the pool stays usable
 
 
 # --------------------------------------------------------------------------- defect 5
