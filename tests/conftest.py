@@ -5,6 +5,9 @@ from __future__ import annotations
 import functools
 import io
 import os
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,6 +39,13 @@ PROCESS_BACKENDS = [p for p in BACKENDS if p.values[0][0] == "process"]  # type:
 #: in a terminal, even when the test run itself was started in the background (a shell's
 #: background job inherits SIGINT ignored, and Python then installs no handler).
 CTRL_C_AS_IN_A_TERMINAL = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
+def run_script(code: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run `code` (dedented) in a fresh Python that can import `tests`, Ctrl-C as in a terminal."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([sys.executable, "-c", CTRL_C_AS_IN_A_TERMINAL + textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=timeout, env=env, check=False)
+
 
 #: Helper processes of multiprocessing itself, which outlive pools by design.
 _INFRASTRUCTURE = ("resource_tracker", "forkserver")

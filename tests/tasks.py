@@ -361,3 +361,18 @@ class KillsTheWorkerThatLoadsIt:
 
     def __reduce__(self) -> Any:
         return (os._exit, (9,))
+
+
+def processes_gone(pids: list[int], within: float) -> bool:
+    """Wait up to `within` seconds for every pid to be gone (or a zombie); True if they are."""
+    def gone(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        return state == "Z"
+
+    deadline = time.monotonic() + within
+    while not all(gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return all(gone(pid) for pid in pids)

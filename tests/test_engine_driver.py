@@ -8,12 +8,8 @@ from __future__ import annotations
 import contextvars
 import decimal
 import gc
-import os
 import queue
 import sqlite3
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 import weakref
@@ -32,18 +28,12 @@ from parmap.backends.serial import SerialBackend, run_in_this_thread
 from parmap.backends.thread import ThreadBackend
 from parmap.errors import SerializationError
 from tests import tasks
-from tests.conftest import CTRL_C_AS_IN_A_TERMINAL
+from tests.conftest import run_script
 
 Decorate = Callable[..., Any]
 
 #: A backend fixture's ids that run in this process (closures and shared state work there).
 IN_PROCESS = ["serial", "thread"]
-
-
-def _run_script(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run([sys.executable, "-c", CTRL_C_AS_IN_A_TERMINAL + textwrap.dedent(code)],
-                          capture_output=True, text=True, timeout=timeout, env=env, check=False)
 
 
 def results_and_error(results: Iterator[Any]) -> tuple[list[Any], BaseException | None]:
@@ -120,19 +110,10 @@ def test_ctrl_c_in_the_body_of_an_imap_loop_stops_the_running_items(tmp_path: Pa
             started = time.monotonic()
             print("next call", task.map([(directory, 0)]), flush=True)
             print("took", time.monotonic() - started, flush=True)
-            def gone(pid):
-                try:
-                    state = Path(f"/proc/{{pid}}/stat").read_text().rsplit(")", 1)[1].split()[0]
-                except FileNotFoundError:
-                    return True
-                return state == "Z"
-            deadline = time.monotonic() + 5
-            while not all(gone(pid) for pid in running) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            print("running tasks stopped", all(gone(pid) for pid in running), flush=True)
+            print("running tasks stopped", tasks.processes_gone(running, within=5), flush=True)
             Path(directory, "go").write_text("")
     """
-    process = _run_script(code, timeout=50)
+    process = run_script(code, timeout=50)
     assert "interrupted" in process.stdout, process.stderr
     assert "next call [0]" in process.stdout, process.stderr
     assert float(process.stdout.split("took")[1].split()[0]) < 10
@@ -332,7 +313,7 @@ def test_a_job_closed_in_a_forked_child_touches_nothing(tmp_path: Path) -> None:
             os.waitpid(pid, 0)
             print("rest", sum(results) == sum(range(1, 1000)), flush=True)
     """
-    process = _run_script(code)
+    process = run_script(code, timeout=60)
     assert "rest True" in process.stdout, process.stderr
     assert (tmp_path / "child").read_text() == "0 True"
 

@@ -24,7 +24,7 @@ import pytest
 import parmap
 from parmap import RemoteTraceback, SerializationError, TaskTimeoutError, WorkerLostError, parallel
 from tests import tasks
-from tests.conftest import CTRL_C_AS_IN_A_TERMINAL, process_pool_of, wait_until
+from tests.conftest import process_pool_of, run_script, wait_until
 
 Decorate = Callable[..., Any]
 
@@ -297,12 +297,6 @@ def test_fork_pool_created_while_a_thread_is_busy() -> None:
         thread.join(5)
 
 
-def _run_script(code: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run([sys.executable, "-c", CTRL_C_AS_IN_A_TERMINAL + textwrap.dedent(code)],
-                          capture_output=True, text=True, timeout=timeout, env=env, check=False)
-
-
 @pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
 @pytest.mark.parametrize("ending", ["pending map_async", "sys.exit", "unhandled exception"])
 def test_interpreter_exit_with_work_running_is_prompt_and_quiet(start_method: str, ending: str,
@@ -384,18 +378,9 @@ def test_ctrl_c_reaches_the_caller_within_a_second(method: str, tmp_path: Path) 
             Path(directory, "go").write_text("")
             print("next call", task.map([(directory, 7)]), flush=True)
             # The workers that ran the interrupted tasks were stopped, not left to finish.
-            def gone(pid):
-                try:
-                    state = Path(f"/proc/{{pid}}/stat").read_text().rsplit(")", 1)[1].split()[0]
-                except FileNotFoundError:
-                    return True
-                return state == "Z"
-            deadline = time.monotonic() + 5
-            while not all(gone(pid) for pid in running) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            print("running tasks stopped", all(gone(pid) for pid in running), flush=True)
+            print("running tasks stopped", tasks.processes_gone(running, within=5), flush=True)
     """
-    process = _run_script(code)
+    process = run_script(code, timeout=30)
     assert "interrupted after" in process.stdout, process.stderr
     delay = float(process.stdout.split("interrupted after")[1].split()[0])
     assert delay < 1.0

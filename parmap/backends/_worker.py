@@ -61,22 +61,14 @@ from ._protocol import (
     describe,
     encode_result,
     format_traceback,
-    portable_error,
-    replace_unpicklable,
     run_chunk,
-    timeout_error,
 )
 
 __all__ = [
     "StarCall",
-    "format_traceback",
     "in_worker_process",
     "mark_worker_thread",
     "nesting_depth",
-    "portable_error",
-    "replace_unpicklable",
-    "run_chunk",
-    "timeout_error",
     "worker_main",
 ]
 
