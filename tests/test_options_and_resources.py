@@ -337,12 +337,16 @@ print("ok", flush=True)
 """
 
 
+def _run_forking_script(script: str, path: Path) -> subprocess.CompletedProcess[str]:
+    """Run `script` with `path` as its argument (it forks: 3.12's fork warning is not ours to see)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([sys.executable, "-W", "ignore::DeprecationWarning", "-c", script, str(path)],
+                          env=env, capture_output=True, text=True, timeout=30, check=False)
+
+
 def test_a_forked_child_never_writes_or_closes_the_parents_checkpoint(tmp_path: Path) -> None:
     """Issue 10: 21, checkpoint side."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    done = subprocess.run([sys.executable, "-W", "ignore::DeprecationWarning", "-c", _FORK_WITH_A_STORE,
-                           str(tmp_path / "run.sqlite")], env=env, capture_output=True, text=True, timeout=30,
-                          check=False)
+    done = _run_forking_script(_FORK_WITH_A_STORE, tmp_path / "run.sqlite")
     assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
 
 
@@ -371,9 +375,6 @@ print("ok", flush=True)
 
 def test_a_forked_child_leaves_the_parents_progress_bar_alone(tmp_path: Path) -> None:
     """Issue 10: 21, progress side."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    done = subprocess.run([sys.executable, "-W", "ignore::DeprecationWarning", "-c", _FORK_WITH_A_BAR,
-                           str(tmp_path / "bar.txt")], env=env, capture_output=True, text=True, timeout=30,
-                          check=False)
+    done = _run_forking_script(_FORK_WITH_A_BAR, tmp_path / "bar.txt")
     assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
     assert "10/10" in (tmp_path / "bar.txt").read_text()
