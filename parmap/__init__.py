@@ -17,6 +17,7 @@ from ._result import AsyncResult
 from ._seeding import item_numpy_rng, item_rng
 from ._stats import RunStats, WorkerStats
 from .errors import (
+    CancelledError,
     CheckpointLockedError,
     CheckpointMismatchError,
     InitializerError,
@@ -35,6 +36,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncResult",
+    "CancelledError",
     "CheckpointLockedError",
     "CheckpointMismatchError",
     "InitializerError",

@@ -69,6 +69,7 @@ def resolve_chunksize(
     remaining: int | None,
     seconds_per_item: float | None,
     target_seconds: float | None = None,
+    at_least: int = 1,
 ) -> int:
     """Return the size of the next chunk.
 
@@ -79,9 +80,19 @@ def resolve_chunksize(
         seconds_per_item: measured compute cost per item, or ``None`` before the first
             measurement.
         target_seconds: compute time to aim for per chunk (default ``TARGET_CHUNK_SECONDS``).
+        at_least: the smallest ``"auto"`` chunk (probes included) while that many items
+            remain: an ``async def`` task with ``concurrency=N`` needs N items in a chunk
+            to await N at once.
     """
     if isinstance(requested, int):
         return requested
+    floor = at_least if remaining is None else max(1, min(at_least, remaining))
+    return max(floor, _auto_chunksize(workers, remaining, seconds_per_item, target_seconds))
+
+
+def _auto_chunksize(
+    workers: int, remaining: int | None, seconds_per_item: float | None, target_seconds: float | None
+) -> int:
     if seconds_per_item is None:
         return 1
     limit = MAX_STREAM_CHUNKSIZE if remaining is None else max(1, min(MAX_CHUNKSIZE, remaining))

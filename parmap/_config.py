@@ -135,6 +135,7 @@ class MapOptions:
     checkpoint: str | None = None
     checkpoint_mode: str = "resume"
     stats: bool = False
+    concurrency: int = 1
 
     def replace(self, overrides: Mapping[str, Any]) -> MapOptions:
         """Return a copy with ``overrides`` applied and validated."""
@@ -177,6 +178,8 @@ def validate_map_options(options: Mapping[str, Any]) -> dict[str, Any]:
             if value not in CHECKPOINT_MODES:
                 raise ValueError(f"checkpoint_mode must be one of {CHECKPOINT_MODES}, got {value!r}")
             checked[name] = value
+        elif name == "concurrency":
+            checked[name] = validate_positive_int(name, value)
         elif name in ("max_tasks_per_worker", "max_in_flight"):
             checked[name] = None if value is None else validate_positive_int(name, value)
         elif name == "seed":

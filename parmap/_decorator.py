@@ -2,19 +2,25 @@
 
 The decorated object *is* the function for every purpose (calls, name, docstring,
 ``inspect.signature``, ``__wrapped__``, binding as a method) and gains ``map``, ``imap``,
-``imap_unordered``, ``starmap``, ``map_async`` and ``starmap_async``. It knows its
-:class:`PoolConfig` and default :class:`MapOptions`; the work itself is done by the
-engine on the pool the registry hands out.
+``imap_unordered``, ``starmap``, ``map_async``, ``starmap_async``, ``aimap`` and
+``aimap_unordered``. It knows its :class:`PoolConfig` and default :class:`MapOptions`; the
+work itself is done by the engine on the pool the registry hands out.
+
+An ``async def`` function is decorated the same way: its items are awaited on each worker's
+own event loop, ``concurrency`` at once (see `parmap.backends._async_tasks`). A generator
+function is refused: its items would come back as generator objects, which cannot travel.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, Union, overload
 
 from . import _registry, _transport
+from ._async_maps import AsyncMapIterator, AsyncSource
 from ._chunking import CostEstimate
 from ._config import MapOptions, PoolConfig, validate_map_options
 from ._engine import Job, StopIterationEscape
@@ -22,8 +28,8 @@ from ._interrupts import counting_interrupts
 from ._progress import make_progress
 from ._result import AsyncResult
 from ._stats import RunStats
+from .backends._protocol import AsyncCall
 from .backends._worker import StarCall
-from .errors import TaskStopIteration
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -66,6 +72,7 @@ class MapOverrides(TypedDict, total=False):
     checkpoint: Union[str, os.PathLike[str], None]
     checkpoint_mode: Literal["resume", "overwrite"]
     stats: bool
+    concurrency: int
 
 
 class ResultList(list[R]):
@@ -108,6 +115,37 @@ def _split_settings(settings: Mapping[str, Any]) -> tuple[PoolConfig, MapOptions
         raise ValueError(f"{', '.join(backend_options)} only apply to backend='dask'")
     job_settings = {key: value for key, value in settings.items() if key in MapOverrides.__annotations__}
     return config, MapOptions(**validate_map_options(job_settings))
+
+
+def _is_async(function: object) -> bool:
+    """An ``async def`` function, method, ``partial`` of one, or object with an async ``__call__``."""
+    target = getattr(function, "__func__", function)  # staticmethod / classmethod
+    call = type(target).__call__ if callable(target) and not inspect.isroutine(target) else None
+    return inspect.iscoroutinefunction(target) or (call is not None and inspect.iscoroutinefunction(call))
+
+
+def _refuse_generators(function: object) -> None:
+    target = getattr(function, "__func__", function)
+    if inspect.isasyncgenfunction(target):
+        raise TypeError(
+            "parallel() cannot run an async generator function: its items would return async "
+            "generators, which cannot travel between processes; collect the values in an async "
+            "def function (`return [x async for x in gen(item)]`) and decorate that"
+        )
+    if inspect.isgeneratorfunction(target):
+        raise TypeError(
+            "parallel() cannot run a generator function: its items would return generator "
+            "objects, which cannot travel between processes; return a list instead "
+            "(`return list(gen(item))`), or decorate a function that calls it"
+        )
+
+
+def _check_concurrency(options: MapOptions, is_async: bool, name: str) -> None:
+    if options.concurrency > 1 and not is_async:
+        raise ValueError(
+            f"concurrency={options.concurrency} applies to async def tasks; {name} is a plain "
+            "function, which runs one item at a time per worker (use more workers instead)"
+        )
 
 
 def _call_through(wrapped: Callable[..., Any], instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -178,7 +216,7 @@ class _MapMethods(Generic[T, R]):
     ) -> AsyncResult[list[R]]:
         """Start :meth:`map` in the background; return an :class:`AsyncResult` at once."""
         job = self._prepare(items, overrides, ordered=True, star=False, read_here=False)
-        return AsyncResult(lambda: self._run_to_list(*job), callback, error_callback)
+        return AsyncResult(lambda: self._run_to_list(*job), callback, error_callback, cancel=job[0].cancel)
 
     def starmap_async(
         self,
@@ -189,7 +227,29 @@ class _MapMethods(Generic[T, R]):
     ) -> AsyncResult[list[R]]:
         """Start :meth:`starmap` in the background; return an :class:`AsyncResult` at once."""
         job = self._prepare(items, overrides, ordered=True, star=True, read_here=False)
-        return AsyncResult(lambda: self._run_to_list(*job), callback, error_callback)
+        return AsyncResult(lambda: self._run_to_list(*job), callback, error_callback, cancel=job[0].cancel)
+
+    def aimap(self, items: Iterable[T] | AsyncIterable[T], **overrides: Unpack[MapOverrides]) -> AsyncMapIterator[R]:
+        """An async iterator of results in input order: `async for r in f.aimap(items)`.
+
+        The options and guarantees of [imap][parmap.ParallelFunction.imap], for asyncio
+        code: the event loop never blocks on the job. `items` may be a plain iterable or an
+        async iterable (an async generator); an async input is read on the caller's loop,
+        never more than the job's window ahead. Leaving the loop early (`break`,
+        `aclose()`, the task cancelled) cancels the job: its queued chunks are dropped and
+        the workers running its items are killed and replaced, as by
+        [AsyncResult.cancel][parmap.AsyncResult.cancel].
+
+        Raises:
+            TypeError: `items` is neither iterable nor async iterable.
+        """
+        return self._stream_async(items, overrides, ordered=True)
+
+    def aimap_unordered(
+        self, items: Iterable[T] | AsyncIterable[T], **overrides: Unpack[MapOverrides]
+    ) -> AsyncMapIterator[R]:
+        """Like [aimap][parmap.ParallelFunction.aimap], yielding results in the order they complete."""
+        return self._stream_async(items, overrides, ordered=False)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -198,12 +258,17 @@ class _MapMethods(Generic[T, R]):
     ) -> tuple[Job, MapOptions, int | None]:
         config, defaults, name = self._settings()
         options = defaults.replace(overrides)
-        try:
-            iter(items)
-        except TypeError:
-            raise TypeError(f"{name}() needs an iterable of items, got {type(items).__name__}") from None
+        is_async = self._owner()._self_is_async
+        _check_concurrency(options, is_async, name)
+        if not isinstance(items, AsyncSource):
+            try:
+                iter(items)
+            except TypeError:
+                raise TypeError(f"{name}() needs an iterable of items, got {type(items).__name__}") from None
         total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
         function: Callable[[Any], Any] = StarCall(self.__wrapped__) if star else self.__wrapped__
+        if is_async:
+            function = AsyncCall(function, options.concurrency)
         store = None
         if options.checkpoint is not None:
             from ._checkpoint import CheckpointStore
@@ -259,6 +324,18 @@ class _MapMethods(Generic[T, R]):
         job, options, total = self._prepare(items, overrides, ordered=ordered, star=star, read_here=False)
         return _iterate(job, make_progress(options.progress, total, self._settings()[2]))
 
+    def _stream_async(self, items: Any, overrides: Mapping[str, Any], *, ordered: bool) -> AsyncMapIterator[R]:
+        source = AsyncSource(items) if hasattr(items, "__aiter__") else None
+        if source is None and not hasattr(items, "__iter__"):
+            name = self._settings()[2]
+            raise TypeError(f"{name}() needs an iterable or async iterable of items, got {type(items).__name__}")
+        job, options, total = self._prepare(
+            items if source is None else source, overrides, ordered=ordered, star=False, read_here=False
+        )
+        progress = make_progress(options.progress, total, self._settings()[2])
+        job.progress = progress
+        return AsyncMapIterator(job, progress, source)
+
 
 def _iterate(job: Job, progress: Any) -> Iterator[Any]:
     """Results of ``job`` one by one; the bar closes however the loop ends.
@@ -280,7 +357,7 @@ def _iterate(job: Job, progress: Any) -> Iterator[Any]:
                 while batch:
                     yield batch.pop()
         except StopIterationEscape as escaped:  # an iterator cannot raise StopIteration: see its docs
-            raise _stop_iteration_error(escaped.error) from escaped.error
+            raise escaped.task_error() from escaped.error
         except KeyboardInterrupt:
             job.close(stop_running=True)
             raise
@@ -290,15 +367,6 @@ def _iterate(job: Job, progress: Any) -> Iterator[Any]:
                     job.close(stop_running=True)
                 batches.close()
                 progress.close()
-
-
-def _stop_iteration_error(error: StopIteration) -> TaskStopIteration:
-    """What `imap` raises for an item's `StopIteration`, with the item's index note."""
-    wrapped = TaskStopIteration(f"a task raised StopIteration: {error!r}")
-    notes = getattr(error, "__notes__", None)
-    if notes:
-        setattr(wrapped, "__notes__", list(notes))  # noqa: B010 - typed only on 3.11+
-    return wrapped
 
 
 class _BoundParallelFunction(_MapMethods[T, R], _BoundFunctionWrapper):
@@ -321,8 +389,11 @@ class ParallelFunction(_MapMethods[T, R], _FunctionWrapper):
     __bound_function_wrapper__ = _BoundParallelFunction
 
     def __init__(self, function: Callable[..., R], settings: Mapping[str, Any]) -> None:
+        _refuse_generators(function)
         config, options = _split_settings(settings)
+        is_async = _is_async(function)
         super().__init__(function, _call_through)
+        self._self_is_async = is_async
         self._self_config = config
         self._self_options = options
         self._self_settings = dict(settings)
@@ -330,6 +401,7 @@ class ParallelFunction(_MapMethods[T, R], _FunctionWrapper):
         self._self_costs: dict[bool, CostEstimate] = {}  # per calling convention (map / starmap)
         target = getattr(function, "__func__", function)  # staticmethod / classmethod
         self._self_label = str(getattr(target, "__qualname__", None) or getattr(target, "__name__", "task"))
+        _check_concurrency(options, is_async, self._self_label)
 
     def _settings(self) -> tuple[PoolConfig, MapOptions, str]:
         return self._self_config, self._self_options, self._self_label
@@ -430,11 +502,13 @@ def parallel(
     * ``address``, ``client``: the Dask cluster (``backend="dask"`` only).
     * per call: ``chunksize`` (``"auto"`` or int >= 1), ``progress`` (bool or tqdm kwargs),
       ``timeout``, ``retries``, ``retry_on``, ``return_exceptions``, ``max_tasks_per_worker``,
-      ``max_in_flight``, ``seed``, ``checkpoint``, ``checkpoint_mode``, ``stats``.
+      ``max_in_flight``, ``seed``, ``checkpoint``, ``checkpoint_mode``, ``stats``,
+      ``concurrency`` (``async def`` tasks: items awaited at once per worker, default 1).
 
     Raises:
-        TypeError: an option has the wrong type, or ``function`` is not callable.
-        ValueError: an option has an unusable value.
+        TypeError: an option has the wrong type, ``function`` is not callable, or it is a
+            generator or async generator function.
+        ValueError: an option has an unusable value (``concurrency`` > 1 for a plain function).
     """
     if function is None:
         return _Decorator(settings)

@@ -71,7 +71,7 @@ from .backends import (
     JobSpec,
     Outcome,
 )
-from .errors import SerializationError
+from .errors import CancelledError, SerializationError, TaskStopIteration
 
 __all__ = ["IN_FLIGHT_PER_WORKER", "Job", "ProgressSink", "ResultStore", "add_index_note"]
 
@@ -114,7 +114,12 @@ class _InputEnd:
     error: BaseException | None
 
 
-_Event = Union[Outcome, _InputChunk, _InputEnd]
+@dataclasses.dataclass
+class _Cancel:
+    """Another thread cancelled the job ([Job.cancel][])."""
+
+
+_Event = Union[Outcome, _InputChunk, _InputEnd, _Cancel]
 
 
 class _Feeder:
@@ -227,6 +232,16 @@ class StopIterationEscape(Exception):
     def __init__(self, error: StopIteration) -> None:
         super().__init__(error)
         self.error = error
+
+    def task_error(self) -> TaskStopIteration:
+        """What an iterator (`imap`, `aimap`) raises instead: a `TaskStopIteration` with the
+        item's index note, caused by the item's `StopIteration`."""
+        wrapped = TaskStopIteration(f"a task raised StopIteration: {self.error!r}")
+        notes = getattr(self.error, "__notes__", None)
+        if notes:
+            setattr(wrapped, "__notes__", list(notes))  # noqa: B010 - typed only on 3.11+
+        wrapped.__cause__ = self.error
+        return wrapped
 
 
 def _escaping(error: BaseException) -> BaseException:
@@ -359,6 +374,16 @@ class Job:
             if not completed:
                 self.close()
 
+    def cancel(self) -> None:
+        """Cancel the job from any thread: its thread stops queued *and* running chunks.
+
+        Safe to call from any thread at any time: it only queues an event. The thread that
+        iterates the job handles it in order with the outcomes, as the owner of the job's
+        state: it calls `close(stop_running=True)` and `batches()` raises
+        [CancelledError][parmap.CancelledError]. Nothing happens once the job has ended.
+        """
+        self._events.put(_Cancel())
+
     def close(self, *, stop_running: bool = False) -> None:
         """Cancel the job's queued chunks (and, with `stop_running`, its running ones).
 
@@ -402,6 +427,7 @@ class Job:
             target_seconds=backend.target_chunk_seconds,
             max_in_flight=options.max_in_flight,
             max_tasks_per_worker=options.max_tasks_per_worker,
+            min_chunksize=options.concurrency,
             retries=options.retries,
             retry_on=options.retry_on,
             return_exceptions=options.return_exceptions,
@@ -542,6 +568,9 @@ class Job:
         if kind is _InputChunk:
             chunk: _InputChunk = event  # type: ignore[assignment]
             return self._input_read(chunk.start, chunk.items)
+        if kind is _Cancel:
+            self.close(stop_running=True)
+            raise CancelledError("the map was cancelled")
         if kind is _InputEnd:
             self._input_over = True
             return core.input_ended(event.error)  # type: ignore[union-attr]

@@ -8,6 +8,7 @@ seconds, so calling it in a tight loop costs a clock read and a comparison.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,16 @@ REPORT_INTERVAL = 0.1
 Reporter = Callable[[int, float], None]
 
 _current = threading.local()
+
+#: The position of the running item when items of one thread interleave (`async def`
+#: tasks with `concurrency`); None on the plain path, where the result list's length is it.
+_position: contextvars.ContextVar[int | None] = contextvars.ContextVar("parmap_item_position", default=None)
+
+
+def set_position(position: int) -> None:
+    """Name the position of the item running in this context (an `async def` item's task)."""
+    _position.set(position)
+
 
 #: What ``install`` replaced, for ``restore`` (a nested map's chunk runs inside a task).
 Installed = tuple[Optional[Reporter], Optional[list[Any]]]
@@ -76,4 +87,5 @@ def report_progress(done: float, total: float | None = None) -> None:
     if now - _current.last < REPORT_INTERVAL:
         return
     _current.last = now
-    reporter(len(_current.values), fraction)
+    position = _position.get()
+    reporter(len(_current.values) if position is None else position, fraction)

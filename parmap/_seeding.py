@@ -17,26 +17,32 @@ Who seeds what (the decision for the global generators):
   them per item could not be reproducible and would disturb the caller's stream; tasks
   there use [item_rng][] (the item's own generator, which every backend provides).
 
-The item's `(seed, index)` lives in a thread-local context that [item_context][] installs
-for one chunk and restores when the chunk ends, however it ends (Ctrl-C included).
+The item's `(seed, index)` lives in a context variable that [item_context][] installs
+for one chunk and restores when the chunk ends, however it ends (Ctrl-C included). A
+context variable rather than a thread-local: the items of an `async def` task that run
+at once on one event loop (`concurrency=N`) are asyncio tasks of one thread, each in its
+own context, so each sees its own item. With `concurrency` > 1 the global generators are
+not seeded (items interleave on one thread, so their draws could not be reproducible);
+[item_rng][] is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import importlib
 import importlib.util
 import os
 import random
 import sys
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 from ._transport import digest
 
-_current = threading.local()
+#: `(seed, index)` of the item running in this context, or None outside a seeded item.
+_current: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar("parmap_item_seed", default=None)
 
 
 def derive_seed(seed: int, index: int) -> int:
@@ -52,9 +58,8 @@ class ItemSeeder:
         self._seed_globals = seed_globals
 
     def seed(self, index: int) -> None:
-        """Before item `index` runs."""
-        _current.seed = self._seed
-        _current.index = index
+        """Before item `index` runs (in the item's own context, for an `async def` item)."""
+        _current.set((self._seed, index))
         if not self._seed_globals:
             return
         item_seed = derive_seed(self._seed, index)
@@ -76,12 +81,12 @@ def item_context(seed: int | None, *, seed_globals: bool, restore_globals: bool 
     if seed is None:
         yield None
         return
-    outer = (getattr(_current, "seed", None), getattr(_current, "index", 0))
+    outer = _current.get()
     saved = _save_globals() if seed_globals and restore_globals else None
     try:
         yield ItemSeeder(seed, seed_globals)
     finally:
-        _current.seed, _current.index = outer
+        _current.set(outer)
         if saved is not None:
             _restore_globals(saved)
 
@@ -118,10 +123,10 @@ def reseed_worker() -> None:
 
 def current_item_seed() -> int:
     """The seed of the item running in this thread; raises ``RuntimeError`` outside a seeded task."""
-    seed = getattr(_current, "seed", None)
-    if seed is None:
+    current = _current.get()
+    if current is None:
         raise RuntimeError("item_rng() needs a task running under @parallel(seed=...)")
-    return derive_seed(seed, _current.index)
+    return derive_seed(*current)
 
 
 def item_rng() -> random.Random:

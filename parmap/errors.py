@@ -9,6 +9,7 @@ Hierarchy::
     │                                ``multiprocessing.TimeoutError``)
     ├── PoolStartError               a pool could not start its workers (the cause is named)
     ├── TaskStopIteration            a task raised ``StopIteration`` inside ``imap`` (also a ``RuntimeError``)
+    ├── CancelledError               the job was cancelled (also ``concurrent.futures.CancelledError``)
     ├── SerializationError           an item, result or exception could not be pickled
     ├── InitializerError             the pool's ``initializer`` failed in a worker
     ├── PoolClosedError              the pool was shut down while a job still used it
@@ -22,9 +23,11 @@ chained (``__cause__``) to a :class:`RemoteTraceback` holding the worker's trace
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import CancelledError as _FuturesCancelledError
 from multiprocessing import TimeoutError as _MultiprocessingTimeoutError
 
 __all__ = [
+    "CancelledError",
     "CheckpointLockedError",
     "CheckpointMismatchError",
     "InitializerError",
@@ -120,6 +123,17 @@ class TaskStopIteration(ParmapError, RuntimeError):
     exhausted, so a ``for`` loop over ``imap`` would end silently and lose every later
     result. ``imap`` and ``imap_unordered`` raise this instead: the task's ``StopIteration``
     (with the worker's traceback) is its ``__cause__``, and it carries the item's index note.
+    """
+
+
+class CancelledError(ParmapError, _FuturesCancelledError):
+    """The job was cancelled: `AsyncResult.cancel()`, the awaiting asyncio task cancelled, or
+    an `aimap` loop left early.
+
+    Also `concurrent.futures.CancelledError`, so code written against futures catches it.
+    It is an `Exception`, unlike `asyncio.CancelledError`: a task that awaits a map which
+    *another* task cancelled gets this error, while a task that is itself cancelled gets
+    its own `asyncio.CancelledError`, as asyncio expects.
     """
 
 

@@ -39,11 +39,14 @@ import pickle
 import struct
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple, Union
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 from .. import _reporting, _seeding, _transport
 from ..errors import RemoteTraceback, SerializationError, TaskTimeoutError
+
+if TYPE_CHECKING:
+    from ._event_loops import EventLoops
 
 # --------------------------------------------------------------------------- messages
 
@@ -127,6 +130,24 @@ class FunctionUnloadable(NamedTuple):
     chunk_id: int
     pid: int
     description: str
+
+
+class AsyncCall:
+    """An `async def` task as it travels to the workers: the function and the call's `concurrency`.
+
+    [run_chunk][] runs a chunk of it on the worker's event loop (see
+    [parmap.backends._async_tasks][]).
+    """
+
+    def __init__(self, function: Callable[[Any], Awaitable[Any]], concurrency: int) -> None:
+        self.function = function
+        self.concurrency = concurrency
+
+    def __call__(self, item: Any) -> Awaitable[Any]:
+        return self.function(item)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (AsyncCall, (self.function, self.concurrency))
 
 
 class Timings(NamedTuple):
@@ -373,7 +394,10 @@ SLOT_POSITION = 0
 SLOT_STARTED = 1
 SLOT_CHUNK = 2
 SLOT_CHUNK_STARTED = 3
-SLOT_SIZE = 4
+#: 1.0 while several items of an `async def` chunk run at once: the position is then the
+#: oldest running item (for its timeout), not one a worker's death can be blamed on.
+SLOT_SHARED = 4
+SLOT_SIZE = 5
 #: Positions written outside any single item.
 POSITION_READING = -1.0  # unpickling the chunk
 POSITION_PICKLING = -2.0  # pickling its results
@@ -399,6 +423,7 @@ def run_chunk(
     item_seconds: list[float] | None = None,
     seed_globals: bool = True,
     restore_globals: bool = False,
+    loops: EventLoops | None = None,
 ) -> tuple[list[Any], dict[int, ErrorInfo], int, float]:
     """Run `fn` on each item; return `(values, errors, completed, compute_seconds)`.
 
@@ -429,10 +454,32 @@ def run_chunk(
 
     The seed and progress contexts are installed in `with` blocks, so they are restored
     on every exit path, `KeyboardInterrupt` included.
+
+    An [AsyncCall][] (an `async def` task) runs on the thread's event loop from `loops`
+    (default: the process's), `concurrency` items at once: see [parmap.backends._async_tasks][].
     """
+    count = len(items) if budget is None else min(budget, len(items))
+    if type(fn) is AsyncCall:
+        from . import _async_tasks, _event_loops  # it imports this module, and asyncio: on the first async chunk
+
+        return _async_tasks.run_async_chunk(
+            fn,
+            indices,
+            items,
+            count=count,
+            loops=_event_loops.PROCESS_LOOPS if loops is None else loops,
+            timeout=timeout,
+            seed=seed,
+            slot=slot,
+            careful=careful,
+            propagate=propagate,
+            reporter=reporter,
+            item_seconds=item_seconds,
+            seed_globals=seed_globals,
+            restore_globals=restore_globals,
+        )
     values: list[Any] = []
     errors: dict[int, ErrorInfo] = {}
-    count = len(items) if budget is None else min(budget, len(items))
     plain = timeout is None and seed is None and item_seconds is None and not (careful and slot is not None)
     with _reporting.installed(reporter, values):
         item_seeds = _seeding.item_context(seed, seed_globals=seed_globals, restore_globals=restore_globals)

@@ -86,6 +86,7 @@ from ._protocol import (
     SLOT_CHUNK,
     SLOT_CHUNK_STARTED,
     SLOT_POSITION,
+    SLOT_SHARED,
     SLOT_SIZE,
     SLOT_STARTED,
     WITHDRAWN,
@@ -937,7 +938,9 @@ class _Manager(threading.Thread):
 
     def _report_loss(self, worker: _Worker, task: ChunkTask) -> None:
         raw = worker.slot[SLOT_POSITION]
-        position: int | None = int(raw) if 0 <= raw < len(task.items) else None
+        # Several async items at once (SLOT_SHARED): the position only names the oldest.
+        exact = not worker.slot[SLOT_SHARED]
+        position: int | None = int(raw) if exact and 0 <= raw < len(task.items) else None
         exitcode = worker.process.exitcode
         kill = worker.kill
         error: BaseException

@@ -12,6 +12,7 @@ import threading
 from .._config import PoolConfig
 from ..errors import InitializerError
 from . import Backend, ChunkDone, ChunkProgress, ChunkTask
+from ._event_loops import EventLoops
 from ._protocol import run_chunk
 
 
@@ -23,6 +24,7 @@ class SerialBackend(Backend):
                 config.initializer(*config.initargs)
             except Exception as error:
                 raise InitializerError("the pool's initializer raised") from error
+        self._loops = EventLoops()  # `async def` tasks: one loop per calling thread
 
     @property
     def workers(self) -> int:
@@ -36,23 +38,28 @@ class SerialBackend(Backend):
         task.dispatched_at = task.submitted_at
         # Items run in the caller's thread: a seeded job seeds the global generators per item
         # and gives the caller back their state when the chunk ends (see parmap._seeding).
-        task.job.deliver(run_in_this_thread(task, propagate=(KeyboardInterrupt,), restore_globals=True))
+        task.job.deliver(run_in_this_thread(task, self._loops, propagate=(KeyboardInterrupt,), restore_globals=True))
 
     def cancel(self, job_id: int, *, stop_running: bool) -> None:
         """Nothing is queued: chunks run as they are submitted."""
 
     def shutdown(self) -> None:
-        """Nothing to stop."""
+        """Close the event loops of `async def` tasks; nothing else to stop."""
+        self._loops.close()
 
 
 def run_in_this_thread(
     task: ChunkTask,
+    loops: EventLoops,
     propagate: tuple[type[BaseException], ...] = (),
     *,
     seed_globals: bool = True,
     restore_globals: bool = False,
 ) -> ChunkDone:
-    """Run ``task`` in the calling thread (serial and thread backends): no pickling at all."""
+    """Run ``task`` in the calling thread (serial and thread backends): no pickling at all.
+
+    An `async def` task runs on this thread's loop from `loops` (the backend's).
+    """
     job = task.job
 
     def reporter(position: int, fraction: float) -> None:
@@ -70,6 +77,7 @@ def run_in_this_thread(
         item_seconds=item_seconds,
         seed_globals=seed_globals,
         restore_globals=restore_globals,
+        loops=loops,
     )
     return ChunkDone(
         task,

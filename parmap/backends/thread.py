@@ -14,6 +14,7 @@ import time
 from .._config import PoolConfig
 from ..errors import InitializerError, PoolClosedError, RemoteTraceback
 from . import Backend, ChunkFailed, ChunkTask
+from ._event_loops import EventLoops
 from ._protocol import format_traceback
 from ._worker import mark_worker_thread
 from .serial import run_in_this_thread
@@ -26,6 +27,7 @@ class ThreadBackend(Backend):
         self._pending: collections.deque[ChunkTask] = collections.deque()
         self._stopping = False
         self._broken: BaseException | None = None
+        self._loops = EventLoops()  # `async def` tasks: one loop per worker thread
         self._threads = [
             threading.Thread(target=self._serve, name=f"parmap-thread-{number}", daemon=True)
             for number in range(config.workers)
@@ -59,6 +61,7 @@ class ThreadBackend(Backend):
         for thread in self._threads:
             if thread is not current:
                 thread.join(timeout=0.1)  # a busy thread finishes its item on its own
+        self._loops.close()  # a busy thread's loop is closed when the thread ends
 
     def _serve(self) -> None:
         mark_worker_thread(self.config.depth + 1)
@@ -84,7 +87,7 @@ class ThreadBackend(Backend):
             task.dispatched_at = time.monotonic()
             # Threads share the global generators: a seeded task here uses item_rng(), and
             # the caller's `random` is never reseeded (see parmap._seeding).
-            task.job.deliver(run_in_this_thread(task, seed_globals=False))
+            task.job.deliver(run_in_this_thread(task, self._loops, seed_globals=False))
 
 
 backend_class = ThreadBackend
