@@ -100,14 +100,11 @@ class AsyncMapIterator(AsyncIterator[R], Generic[R]):
     """
 
     def __init__(self, job: Job, progress: NullProgress | TqdmProgress, source: AsyncSource | None) -> None:
-        self._job = job
-        self._progress = progress
-        self._source = source
+        # The driver thread holds only the _Driver, never this object: dropping the iterator
+        # (a `break`) must be able to reach `__del__` while the thread still runs.
+        self._driver = _Driver(job, progress, source)
         self._batch: list[Any] = []  # reversed: results pop from the end
-        self._requests: queue.SimpleQueue[asyncio.Future[_Outcome] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
         self._finished = False  # no more results will be handed out
-        self._left_early = False  # cancelled before the end
 
     def __aiter__(self) -> AsyncMapIterator[R]:
         return self
@@ -120,14 +117,8 @@ class AsyncMapIterator(AsyncIterator[R], Generic[R]):
             return result
         if self._finished:
             raise StopAsyncIteration
-        loop = asyncio.get_running_loop()
-        if self._thread is None:
-            if self._source is not None:
-                self._source.bind(loop)
-            self._thread = threading.Thread(target=self._drive, args=(loop,), name="parmap-aimap", daemon=True)
-            self._thread.start()
-        request: asyncio.Future[_Outcome] = loop.create_future()
-        self._requests.put(request)
+        request: asyncio.Future[_Outcome] = asyncio.get_running_loop().create_future()
+        self._driver.ask(request)
         try:
             kind, payload = await request
         except asyncio.CancelledError:
@@ -154,8 +145,39 @@ class AsyncMapIterator(AsyncIterator[R], Generic[R]):
     def _cancel(self) -> None:
         if self._finished:
             return
-        self._finished = self._left_early = True
+        self._finished = True
         self._batch = []
+        self._driver.cancel()
+
+
+class _Driver:
+    """The job's side of an [AsyncMapIterator][]: a thread that hands out one batch per request.
+
+    `_requests` is written by the loop's thread (and by `cancel`, from any thread) and read
+    by the driver thread only; `_left_early` is written once, by `cancel`.
+    """
+
+    def __init__(self, job: Job, progress: NullProgress | TqdmProgress, source: AsyncSource | None) -> None:
+        self._job = job
+        self._progress = progress
+        self._source = source
+        self._requests: queue.SimpleQueue[asyncio.Future[_Outcome] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._left_early = False
+
+    def ask(self, request: asyncio.Future[_Outcome]) -> None:
+        """Ask for the next batch; the first request starts the job, on the request's loop."""
+        if self._thread is None:
+            loop = request.get_loop()
+            if self._source is not None:
+                self._source.bind(loop)
+            self._thread = threading.Thread(target=self._drive, args=(loop,), name="parmap-aimap", daemon=True)
+            self._thread.start()
+        self._requests.put(request)
+
+    def cancel(self) -> None:
+        """Leave early: the job stops its queued and running chunks (a no-op before it starts)."""
+        self._left_early = True
         if self._thread is not None:
             self._job.cancel()  # wakes the driver if it waits for the job
             self._requests.put(None)  # wakes it if it waits for a request

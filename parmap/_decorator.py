@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, Callable, Coroutine, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, Union, overload
 
 from . import _registry, _transport
@@ -447,6 +447,15 @@ class ParallelFunction(_MapMethods[T, R], _FunctionWrapper):
 
 _transport.PICKLED_BY_OWN_REDUCE.update((ParallelFunction, _BoundParallelFunction))
 
+if TYPE_CHECKING:
+
+    class AsyncParallelFunction(ParallelFunction[T, R]):
+        """What a type checker sees of a decorated `async def` function (at run time it is a
+        [ParallelFunction][parmap.ParallelFunction]): a plain call gives the coroutine, as
+        before, and the maps give the awaited values (`map` is a `list[R]`)."""
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, R]: ...  # type: ignore[override]
+
 
 def _import_by_name(module: str, qualname: str) -> Any:
     target: Any = importlib.import_module(module)
@@ -467,13 +476,32 @@ class _Decorator:
         self._settings = settings
 
     @overload
+    def __call__(self, function: Callable[[T], Coroutine[Any, Any, R]], /) -> AsyncParallelFunction[T, R]: ...
+
+    @overload
+    def __call__(self, function: Callable[..., Coroutine[Any, Any, R]], /) -> AsyncParallelFunction[Any, R]: ...
+
+    @overload
     def __call__(self, function: Callable[[T], R], /) -> ParallelFunction[T, R]: ...
 
     @overload
     def __call__(self, function: Callable[..., R], /) -> ParallelFunction[Any, R]: ...
 
-    def __call__(self, function: Callable[..., R], /) -> ParallelFunction[Any, R]:
-        return parallel(function, **self._settings)
+    def __call__(self, function: Callable[..., Any], /) -> ParallelFunction[Any, Any]:
+        decorated: ParallelFunction[Any, Any] = parallel(function, **self._settings)
+        return decorated
+
+
+@overload
+def parallel(
+    function: Callable[[T], Coroutine[Any, Any, R]], /, **settings: Unpack[ParallelOptions]
+) -> AsyncParallelFunction[T, R]: ...
+
+
+@overload
+def parallel(
+    function: Callable[..., Coroutine[Any, Any, R]], /, **settings: Unpack[ParallelOptions]
+) -> AsyncParallelFunction[Any, R]: ...
 
 
 @overload

@@ -40,11 +40,18 @@ PROCESS_BACKENDS = [p for p in BACKENDS if p.values[0][0] == "process"]  # type:
 #: background job inherits SIGINT ignored, and Python then installs no handler).
 CTRL_C_AS_IN_A_TERMINAL = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
 
+
 def run_script(code: str, timeout: float) -> subprocess.CompletedProcess[str]:
     """Run `code` (dedented) in a fresh Python that can import `tests`, Ctrl-C as in a terminal."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run([sys.executable, "-c", CTRL_C_AS_IN_A_TERMINAL + textwrap.dedent(code)],
-                          capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", CTRL_C_AS_IN_A_TERMINAL + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
 
 
 #: Helper processes of multiprocessing itself, which outlive pools by design.

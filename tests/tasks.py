@@ -180,6 +180,7 @@ def fail_one_late_and_four_at_once(x: int) -> int:
         raise KeyError("item 4 failed")
     return x
 
+
 # transport helper
 
 
@@ -196,6 +197,7 @@ def payload_length(payload: Any) -> int:
 
 def zero_bytes(n: int) -> bytes:
     return bytes(n)
+
 
 # process helper
 # Tasks for tests/test_process_defects.py (issue 10): faults that come from the input.
@@ -365,6 +367,7 @@ class KillsTheWorkerThatLoadsIt:
 
 def processes_gone(pids: list[int], within: float) -> bool:
     """Wait up to `within` seconds for every pid to be gone (or a zombie); True if they are."""
+
     def gone(pid: int) -> bool:
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

@@ -36,8 +36,13 @@ def wait_for(condition: Any) -> None:
 
 def seeded_draws(x: int) -> tuple[int, float, float, float, float]:
     """Draws from the global generators (seeded per item) and from the per-item generators."""
-    return (x, random.random(), float(numpy.random.random()), parmap.item_rng().random(),
-            float(parmap.item_numpy_rng().random()))
+    return (
+        x,
+        random.random(),
+        float(numpy.random.random()),
+        parmap.item_rng().random(),
+        float(parmap.item_numpy_rng().random()),
+    )
 
 
 def item_rng_draws(x: int) -> tuple[int, float, float]:

@@ -370,11 +370,13 @@ def test_bad_options_fail_at_decoration(options: dict[str, Any], error: type[Exc
         parallel(**options)  # the decorator form fails before it is applied
 
 
-@pytest.mark.parametrize(("options", "error", "match"),
-                         [case for case in BAD_DECORATOR_OPTIONS
-                          if set(case[0]) <= set(parmap._decorator.MapOverrides.__annotations__)])
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [case for case in BAD_DECORATOR_OPTIONS if set(case[0]) <= set(parmap._decorator.MapOverrides.__annotations__)],
+)
 def test_bad_per_call_options_fail_at_call_time_and_the_pool_stays_usable(
-        options: dict[str, Any], error: type[Exception], match: str) -> None:
+    options: dict[str, Any], error: type[Exception], match: str
+) -> None:
     task = parallel(tasks.square, workers=2)
     assert task.map([1]) == [1]
     with pytest.raises(error, match=match):

@@ -17,8 +17,21 @@ VERDICTS = {"PASS", "MISS", "n/a"}
 
 def test_harness_writes_well_formed_reports(tmp_path: Path) -> None:
     """Two workloads, two contenders, one round, tiny sizes: every file is produced and parses."""
-    command = [sys.executable, "-m", "benchmarks", "--only", "cpu,stream", "--contenders", "serial,parmap",
-               "--rounds", "1", "--scale", "0.002", "--output-dir", str(tmp_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks",
+        "--only",
+        "cpu,stream",
+        "--contenders",
+        "serial,parmap",
+        "--rounds",
+        "1",
+        "--scale",
+        "0.002",
+        "--output-dir",
+        str(tmp_path),
+    ]
     completed = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=50, check=False)
     assert completed.returncode == 0, completed.stderr
 
@@ -52,20 +65,29 @@ def test_bars_are_judged_on_medians() -> None:
     """Made-up samples: the best peer excludes serial and parmap; a missing reference gives n/a."""
     from benchmarks import bars, runner, summary
 
-    plan = runner.Plan(workloads=["tiny", "repeat", "payload"], contenders=["serial", "mp-pool", "ppe", "parmap"],
-                       rounds=3)
+    plan = runner.Plan(
+        workloads=["tiny", "repeat", "payload"], contenders=["serial", "mp-pool", "ppe", "parmap"], rounds=3
+    )
 
     def record(name: str, seconds: list[float], **metrics: float) -> runner.Record:
         samples = [runner.Sample(i + 1, runner.STATUS_OK, value, dict(metrics)) for i, value in enumerate(seconds)]
         return runner.Record(name, samples=samples)
 
     results: runner.Results = {
-        "tiny": {"serial": record("serial", [0.01, 0.02, 0.03]), "mp-pool": record("mp-pool", [1.0, 2.0, 9.0]),
-                 "ppe": record("ppe", [3.0, 3.0, 3.0]), "parmap": record("parmap", [1.5, 1.6, 0.1])},
-        "repeat": {"mp-pool": record("mp-pool", [0.2, 0.2, 0.2]),
-                   "parmap": record("parmap", [0.1, 0.1, 0.1], per_map_ms=0.4)},
-        "payload": {"mp-pool": runner.Record("mp-pool", runner.STATUS_MISSING, "not installed"),
-                    "parmap": record("parmap", [1.0])},
+        "tiny": {
+            "serial": record("serial", [0.01, 0.02, 0.03]),
+            "mp-pool": record("mp-pool", [1.0, 2.0, 9.0]),
+            "ppe": record("ppe", [3.0, 3.0, 3.0]),
+            "parmap": record("parmap", [1.5, 1.6, 0.1]),
+        },
+        "repeat": {
+            "mp-pool": record("mp-pool", [0.2, 0.2, 0.2]),
+            "parmap": record("parmap", [0.1, 0.1, 0.1], per_map_ms=0.4),
+        },
+        "payload": {
+            "mp-pool": runner.Record("mp-pool", runner.STATUS_MISSING, "not installed"),
+            "parmap": record("parmap", [1.0]),
+        },
     }
     summaries = {s.name: s for s in summary.summarise(plan, results)}
 

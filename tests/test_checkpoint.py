@@ -167,7 +167,8 @@ def test_progress_text_shows_the_resumed_count(tmp_path: Path) -> None:
     task.map(range(8), checkpoint=checkpoint)
     output = io.StringIO()
     assert task.map(range(8), checkpoint=checkpoint, progress={"file": output, "mininterval": 0}) == [
-        x * x for x in range(8)]
+        x * x for x in range(8)
+    ]
     assert "8/8" in output.getvalue()
 
 
@@ -190,6 +191,7 @@ def test_changed_code_is_refused(tmp_path: Path) -> None:
     def make(offset: int) -> Callable[[int], int]:
         def shifted(x: int) -> int:
             return x + offset
+
         return shifted
 
     parallel(make(1), backend="serial").map(range(5), checkpoint=checkpoint)
@@ -217,15 +219,20 @@ def test_map_and_starmap_of_one_function_are_different_jobs(tmp_path: Path) -> N
 
 
 def test_fingerprint_is_stable_across_processes() -> None:
-    code = ("from parmap._checkpoint import function_fingerprint; from tests import tasks, tasks_insights; "
-            "import functools; print(function_fingerprint(tasks_insights.logged_square)[1], "
-            "function_fingerprint(functools.partial(tasks.add, 2))[1], "
-            "function_fingerprint(lambda x: x in {'a', 'b', 'c'})[1])")
+    code = (
+        "from parmap._checkpoint import function_fingerprint; from tests import tasks, tasks_insights; "
+        "import functools; print(function_fingerprint(tasks_insights.logged_square)[1], "
+        "function_fingerprint(functools.partial(tasks.add, 2))[1], "
+        "function_fingerprint(lambda x: x in {'a', 'b', 'c'})[1])"
+    )
     outputs = set()
     for hash_seed in ("1", "2"):
         env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": hash_seed}
-        outputs.add(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                                   check=True, cwd=REPO, timeout=30).stdout)
+        outputs.add(
+            subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, cwd=REPO, timeout=30
+            ).stdout
+        )
     assert len(outputs) == 1
     assert function_fingerprint(tasks_insights.logged_square)[1] in outputs.pop()
 
@@ -234,9 +241,9 @@ def test_overwrite_discards_what_was_stored(tmp_path: Path) -> None:
     checkpoint = tmp_path / "run.sqlite"
     parallel(tasks.square, backend="serial").map(range(5), checkpoint=checkpoint)
     cube = parallel(tasks_insights.cube, backend="serial")
-    assert cube.map(range(7), checkpoint=checkpoint, checkpoint_mode="overwrite") == [x ** 3 for x in range(7)]
-    assert stored_results(checkpoint) == {x: x ** 3 for x in range(7)}
-    assert cube.map(range(7), checkpoint=checkpoint) == [x ** 3 for x in range(7)]  # resumes the new job
+    assert cube.map(range(7), checkpoint=checkpoint, checkpoint_mode="overwrite") == [x**3 for x in range(7)]
+    assert stored_results(checkpoint) == {x: x**3 for x in range(7)}
+    assert cube.map(range(7), checkpoint=checkpoint) == [x**3 for x in range(7)]  # resumes the new job
 
     task = parallel(tasks_insights.logged_square, backend="serial")
     items = [(str(tmp_path), x, -1, 0) for x in range(4)]
@@ -245,17 +252,23 @@ def test_overwrite_discards_what_was_stored(tmp_path: Path) -> None:
     assert tasks_insights.run_log(str(tmp_path)) == [0, 1, 2, 3, 0, 1, 2, 3]  # overwrite reruns everything
 
 
-@pytest.mark.parametrize(("checkpoint", "mode", "error", "match"), [
-    pytest.param(123, "resume", TypeError, "checkpoint must be", id="path-int"),
-    pytest.param(["run.sqlite"], "resume", TypeError, "checkpoint must be", id="path-list"),
-    pytest.param("", "resume", ValueError, "path of a file", id="path-empty"),
-    pytest.param(":memory:", "resume", ValueError, "path of a file", id="path-memory"),
-    pytest.param(".", "resume", IsADirectoryError, "not a directory", id="path-directory"),  # an OSError (issue 10: 29)
-    pytest.param("run.sqlite", "bogus", ValueError, "checkpoint_mode", id="mode-unknown"),
-    pytest.param("run.sqlite", 1, TypeError, "checkpoint_mode", id="mode-int"),
-])
-def test_bad_checkpoint_arguments(tmp_path: Path, checkpoint: Any, mode: Any, error: type[Exception],
-                                  match: str) -> None:
+@pytest.mark.parametrize(
+    ("checkpoint", "mode", "error", "match"),
+    [
+        pytest.param(123, "resume", TypeError, "checkpoint must be", id="path-int"),
+        pytest.param(["run.sqlite"], "resume", TypeError, "checkpoint must be", id="path-list"),
+        pytest.param("", "resume", ValueError, "path of a file", id="path-empty"),
+        pytest.param(":memory:", "resume", ValueError, "path of a file", id="path-memory"),
+        pytest.param(
+            ".", "resume", IsADirectoryError, "not a directory", id="path-directory"
+        ),  # an OSError (issue 10: 29)
+        pytest.param("run.sqlite", "bogus", ValueError, "checkpoint_mode", id="mode-unknown"),
+        pytest.param("run.sqlite", 1, TypeError, "checkpoint_mode", id="mode-int"),
+    ],
+)
+def test_bad_checkpoint_arguments(
+    tmp_path: Path, checkpoint: Any, mode: Any, error: type[Exception], match: str
+) -> None:
     if checkpoint == ".":
         checkpoint = tmp_path
     elif checkpoint == "run.sqlite":
@@ -300,8 +313,7 @@ def test_a_corrupt_row_is_not_read_back(tmp_path: Path) -> None:
     items = [(str(tmp_path), x, -1, 0) for x in range(6)]
     task.map(items, checkpoint=checkpoint)
     with sqlite3.connect(checkpoint) as connection:  # flip bits in one payload, truncate another
-        connection.execute("UPDATE parmap_results SET payload = CAST(? AS BLOB) WHERE idx = 2",
-                           (b"\x80\x05garbage",))
+        connection.execute("UPDATE parmap_results SET payload = CAST(? AS BLOB) WHERE idx = 2", (b"\x80\x05garbage",))
         connection.execute("UPDATE parmap_results SET payload = substr(payload, 1, 3) WHERE idx = 4")
     connection.close()
     (tmp_path / "log").unlink()
@@ -390,9 +402,25 @@ def _kill_chain(number: int, directory: Path) -> tuple[int, int]:
     for _ in range(KILL_RUNS_PER_CHAIN):
         with errors.open("w") as stderr:
             child = subprocess.Popen(
-                [sys.executable, "-c", textwrap.dedent(_KILL_CHILD), str(path), backend, str(start_method),
-                 str(chunksize), str(rows), str(seconds), str(KILL_ITEMS), mode],
-                stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=REPO)
+                [
+                    sys.executable,
+                    "-c",
+                    textwrap.dedent(_KILL_CHILD),
+                    str(path),
+                    backend,
+                    str(start_method),
+                    str(chunksize),
+                    str(rows),
+                    str(seconds),
+                    str(KILL_ITEMS),
+                    mode,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                env=env,
+                cwd=REPO,
+            )
         try:
             assert child.stdout is not None
             output = child.stdout.readline()

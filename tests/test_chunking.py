@@ -36,8 +36,9 @@ def test_slow_items_go_one_by_one() -> None:
 def test_tiny_items_are_amortised_up_to_the_target_duration() -> None:
     size = resolve_chunksize("auto", workers=2, remaining=10**7, seconds_per_item=1e-6)
     assert size == int(TARGET_CHUNK_SECONDS / 1e-6)
-    assert resolve_chunksize("auto", workers=2, remaining=10**7, seconds_per_item=1e-6,
-                             target_seconds=0.1) == int(0.1 / 1e-6)
+    assert resolve_chunksize("auto", workers=2, remaining=10**7, seconds_per_item=1e-6, target_seconds=0.1) == int(
+        0.1 / 1e-6
+    )
 
 
 def test_streams_of_unknown_length_keep_chunks_small() -> None:

@@ -128,27 +128,48 @@ class SchedulerCluster:
     def __init__(self, logs: Path) -> None:
         self.logs = logs
         self.address = f"tcp://127.0.0.1:{_free_port()}"
-        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
-                                                                               os.environ.get("PYTHONPATH")]))}
-        self.scheduler = self._launch("scheduler", ["scheduler", "--host", "127.0.0.1", "--port",
-                                                    self.address.rsplit(":", 1)[1], "--no-dashboard"])
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        }
+        self.scheduler = self._launch(
+            "scheduler",
+            ["scheduler", "--host", "127.0.0.1", "--port", self.address.rsplit(":", 1)[1], "--no-dashboard"],
+        )
         self.workers: list[subprocess.Popen[bytes]] = []
         self.client: Any = None
 
     def _launch(self, name: str, arguments: list[str]) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("ab")
         try:
-            return subprocess.Popen([sys.executable, "-m", "dask", *arguments], cwd=ROOT, env=self.env,
-                                    stdout=log, stderr=subprocess.STDOUT)
+            return subprocess.Popen(
+                [sys.executable, "-m", "dask", *arguments], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         finally:
             log.close()
 
     def start_workers(self, count: int) -> None:
         for _ in range(count):
             number = len(self.workers)
-            self.workers.append(self._launch(f"worker-{number}", [
-                "worker", self.address, "--host", "127.0.0.1", "--nthreads", "1", "--no-nanny",
-                "--no-dashboard", "--name", f"worker-{number}", "--death-timeout", "30"]))
+            self.workers.append(
+                self._launch(
+                    f"worker-{number}",
+                    [
+                        "worker",
+                        self.address,
+                        "--host",
+                        "127.0.0.1",
+                        "--nthreads",
+                        "1",
+                        "--no-nanny",
+                        "--no-dashboard",
+                        "--name",
+                        f"worker-{number}",
+                        "--death-timeout",
+                        "30",
+                    ],
+                )
+            )
 
     def connect(self, workers: int) -> None:
         if self.client is None:
@@ -187,11 +208,15 @@ _cluster_pids: list[Any] = []  # callables returning the pids the module's clust
 
 @pytest.fixture(scope="module")
 def local_cluster() -> Iterator[Any]:
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0,
-                          "distributed.scheduler.worker-saturation": 1.0}):
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                           dashboard_address=None,
-                                           scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0, "distributed.scheduler.worker-saturation": 1.0}):
+        cluster = distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        )
 
     def pids() -> set[int]:
         return {nanny.pid for nanny in cluster.workers.values() if nanny.pid}
@@ -273,6 +298,24 @@ def test_map_and_starmap(on_dask: dict[str, Any]) -> None:
     assert parallel(square, **on_dask).map([]) == []
 
 
+def test_async_def_tasks_with_concurrency_and_awaited_maps(on_dask: dict[str, Any], tmp_path: Path) -> None:
+    """Items await at once on a Dask worker's thread (a barrier of 4 needs them together)."""
+    import asyncio
+
+    from tests import tasks_async
+
+    assert parallel(tasks_async.double, concurrency=4, **on_dask).map(range(30)) == [2 * x for x in range(30)]
+    barrier = parallel(tasks_async.barrier, concurrency=4, chunksize=4, **on_dask)
+    assert barrier.map([(str(tmp_path), 4, x) for x in range(4)]) == [0, 1, 2, 3]
+
+    async def main() -> tuple[list[int], list[int]]:
+        awaited = await parallel(square, **on_dask).map_async(range(10))
+        streamed = [value async for value in parallel(square, **on_dask).aimap(range(10))]
+        return awaited, streamed
+
+    assert asyncio.run(main()) == ([x * x for x in range(10)], [x * x for x in range(10)])
+
+
 def test_imap_is_ordered_and_lazy(on_dask: dict[str, Any]) -> None:
     consumed: list[int] = []
 
@@ -311,8 +354,9 @@ def test_progress_bar_counts_items(on_dask: dict[str, Any], capsys: pytest.Captu
     assert "30/30" in capsys.readouterr().err
 
 
-def test_report_progress_moves_the_bar_before_the_item_ends(on_dask: dict[str, Any], tmp_path: Path,
-                                                            bars: list[RecordingBar]) -> None:
+def test_report_progress_moves_the_bar_before_the_item_ends(
+    on_dask: dict[str, Any], tmp_path: Path, bars: list[RecordingBar]
+) -> None:
     task = parallel(report_half_then_wait, **on_dask)
     result = task.map_async([(str(tmp_path), 0)], progress=True, chunksize=1)
     wait_until(lambda: bool(bars) and bars[-1].n == 0.5, timeout=WAIT_SECONDS)
@@ -396,8 +440,9 @@ def test_what_cannot_be_pickled_fails_only_its_item(local_client: Any) -> None:
     assert results[0] == 1
     assert results[2] == 3
     assert isinstance(results[1], parmap.SerializationError)
-    returned = parallel(lock_on_one, backend="dask", client=local_client).map([0, 1, 2], chunksize=3,
-                                                                               return_exceptions=True)
+    returned = parallel(lock_on_one, backend="dask", client=local_client).map(
+        [0, 1, 2], chunksize=3, return_exceptions=True
+    )
     assert returned[0] == 0
     assert returned[2] == 2
     assert isinstance(returned[1], parmap.SerializationError)
@@ -425,8 +470,9 @@ def test_crashing_item_is_a_worker_lost_error_and_the_pool_heals(local_client: A
 
 
 @pytest.mark.timeout(90)
-def test_killed_worker_process_gives_a_result_or_a_clear_error(scheduler_cluster: SchedulerCluster,
-                                                               tmp_path: Path) -> None:
+def test_killed_worker_process_gives_a_result_or_a_clear_error(
+    scheduler_cluster: SchedulerCluster, tmp_path: Path
+) -> None:
     task = parallel(wait_for_file, backend="dask", address=scheduler_cluster.address)
     pending = task.map_async([(str(tmp_path), 7)], chunksize=1)
     started = tmp_path / "started-7"
@@ -451,8 +497,14 @@ def test_killed_worker_process_gives_a_result_or_a_clear_error(scheduler_cluster
 
 
 def _run_python(code: str, timeout: float = 50) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_importing_parmap_does_not_import_dask() -> None:
@@ -484,7 +536,8 @@ def test_missing_dask_says_what_to_install() -> None:
 
 @pytest.mark.timeout(90)
 def test_own_local_cluster_is_closed_at_exit() -> None:
-    done = _run_python("""
+    done = _run_python(
+        """
         import os
         import parmap
 
@@ -495,7 +548,9 @@ def test_own_local_cluster_is_closed_at_exit() -> None:
             pids = set(parmap.parallel(pid_of, backend="dask", workers=2).map(range(8), chunksize=1))
             assert os.getpid() not in pids
             print(" ".join(map(str, sorted(pids))), flush=True)
-    """, timeout=80)
+    """,
+        timeout=80,
+    )
     assert done.returncode == 0, done.stderr
     pids = [int(pid) for pid in done.stdout.split()]
     assert pids

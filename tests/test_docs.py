@@ -44,13 +44,15 @@ PAGE_TIMEOUT = 150
 #: Runs the block files named in ``sys.argv[1:]`` one after another in ``__main__``. Each is
 #: compiled on its own (a block may start with ``from __future__ import ...``), under its
 #: file name, so tracebacks show the block's source. Ctrl-C acts as in a terminal.
-_RUNNER = (CTRL_C_AS_IN_A_TERMINAL
-           + "import sys\n"
-           "for path in sys.argv[1:]:\n"
-           "    exec(compile(open(path, encoding='utf-8').read(), path, 'exec'), vars(sys.modules['__main__']))\n")
+_RUNNER = (
+    CTRL_C_AS_IN_A_TERMINAL + "import sys\n"
+    "for path in sys.argv[1:]:\n"
+    "    exec(compile(open(path, encoding='utf-8').read(), path, 'exec'), vars(sys.modules['__main__']))\n"
+)
 
-_FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>python|py)[ \t]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$",
-                    re.MULTILINE | re.DOTALL)
+_FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)```(?P<lang>python|py)[ \t]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.MULTILINE | re.DOTALL
+)
 _INCLUDE = re.compile(r'^--8<--[ \t]+"(?P<path>[^"]+)"[ \t]*$', re.MULTILINE)
 _MARKER = re.compile(r"<!--\s*(?P<kind>no-run|requires:)(?P<argument>[^>]*?)\s*-->")
 
@@ -71,13 +73,17 @@ def extract_blocks(page: Path) -> list[Block]:
     text = page.read_text(encoding="utf-8")
     blocks = []
     for match in _FENCE.finditer(text):
-        before = text[:match.start()].rstrip("\n").rsplit("\n", 1)[-1].strip()
+        before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1].strip()
         marker = _MARKER.fullmatch(before)
-        blocks.append(Block(
-            page=page, line=text.count("\n", 0, match.start()) + 1,
-            code=_expand_includes(textwrap.dedent(match.group("body"))),
-            marker=marker.group("kind") if marker else None,
-            argument=marker.group("argument").strip() if marker else ""))
+        blocks.append(
+            Block(
+                page=page,
+                line=text.count("\n", 0, match.start()) + 1,
+                code=_expand_includes(textwrap.dedent(match.group("body"))),
+                marker=marker.group("kind") if marker else None,
+                argument=marker.group("argument").strip() if marker else "",
+            )
+        )
     return blocks
 
 
@@ -119,18 +125,31 @@ def test_page_code_blocks_run(page: Path, tmp_path: Path) -> None:
     if not blocks:
         pytest.skip(f"{_page_id(page)} has no runnable python block")
     block_files = write_block_files(blocks, tmp_path)
-    env = {**os.environ, "PARMAP_EXAMPLE_SLEEP_SCALE": "0.02",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PARMAP_EXAMPLE_SLEEP_SCALE": "0.02",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     try:
-        process = subprocess.run([sys.executable, "-c", _RUNNER, *map(str, block_files)], cwd=tmp_path, env=env,
-                                 capture_output=True, text=True, timeout=PAGE_TIMEOUT, check=False)
+        process = subprocess.run(
+            [sys.executable, "-c", _RUNNER, *map(str, block_files)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=PAGE_TIMEOUT,
+            check=False,
+        )
     except subprocess.TimeoutExpired as expired:
-        pytest.fail(f"the code blocks of {_page_id(page)} ran longer than {PAGE_TIMEOUT} s; "
-                    f"output so far:\n{expired.stdout!r}\n{expired.stderr!r}")
+        pytest.fail(
+            f"the code blocks of {_page_id(page)} ran longer than {PAGE_TIMEOUT} s; "
+            f"output so far:\n{expired.stdout!r}\n{expired.stderr!r}"
+        )
     assert process.returncode == 0, (
         f"the code blocks of {_page_id(page)} failed (exit code {process.returncode}); "
         f"each block ran from a file named after its page and line.\n"
-        f"--- stdout (tail)\n{process.stdout[-3000:]}\n--- stderr (tail)\n{process.stderr[-5000:]}")
+        f"--- stdout (tail)\n{process.stdout[-3000:]}\n--- stderr (tail)\n{process.stderr[-5000:]}"
+    )
 
 
 def test_markers_are_rare_and_well_formed() -> None:
@@ -146,7 +165,8 @@ def test_markers_are_rare_and_well_formed() -> None:
 
 def test_block_extraction_handles_markers_and_indentation(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
-    page.write_text(textwrap.dedent("""\
+    page.write_text(
+        textwrap.dedent("""\
         Text.
 
         ```python
@@ -176,7 +196,8 @@ def test_block_extraction_handles_markers_and_indentation(tmp_path: Path) -> Non
         ```python
         --8<-- "examples/quickstart.py"
         ```
-        """))
+        """)
+    )
     blocks = extract_blocks(page)
     assert [(b.marker, b.code) for b in blocks[:4]] == [
         (None, "x = 1\n"),
@@ -229,8 +250,7 @@ def test_readme_links_point_to_files() -> None:
 
 def test_readme_shows_the_two_setup_commands() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert ("python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/python examples/quickstart.py"
-            in readme)
+    assert "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/python examples/quickstart.py" in readme
     assert "\nscripts/test\n" in readme
     assert (ROOT / "examples" / "quickstart.py").exists()
     assert os.access(ROOT / "scripts" / "test", os.X_OK)

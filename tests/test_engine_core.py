@@ -72,8 +72,9 @@ def feed_all(core: SchedulingCore, items: list[int], decisions: list[Decision]) 
     return sends, rest
 
 
-def done(core: SchedulingCore, send: Send, errors: dict[int, BaseException] | None = None,
-         completed: int | None = None) -> list[Decision]:
+def done(
+    core: SchedulingCore, send: Send, errors: dict[int, BaseException] | None = None, completed: int | None = None
+) -> list[Decision]:
     completed = len(send.items) if completed is None else completed
     values = [x * 10 for x in send.items[:completed]]
     return core.chunk_done(send.chunk_id, values, errors or {}, completed, 0.001 * completed)
@@ -353,16 +354,33 @@ class CoreMachine(RuleBasedStateMachine):
         lazy=st.booleans(),
         max_tasks=st.one_of(st.none(), st.integers(min_value=1, max_value=4)),
     )
-    def begin(self, *, n: int, ordered: bool, workers: int, chunksize: Any, max_in_flight: int | None,
-              retries: int, return_exceptions: bool, lazy: bool, max_tasks: int | None) -> None:
+    def begin(
+        self,
+        *,
+        n: int,
+        ordered: bool,
+        workers: int,
+        chunksize: Any,
+        max_in_flight: int | None,
+        retries: int,
+        return_exceptions: bool,
+        lazy: bool,
+        max_tasks: int | None,
+    ) -> None:
         self.n = n
         self.ordered = ordered
         self.lazy = lazy
         self.return_exceptions = return_exceptions
         self.core = SchedulingCore(
-            ordered=ordered, workers=workers, chunksize=chunksize, length=None if lazy else n,
-            max_in_flight=max_in_flight, max_tasks_per_worker=max_tasks, retries=retries,
-            retry_on=ItemError, return_exceptions=return_exceptions,
+            ordered=ordered,
+            workers=workers,
+            chunksize=chunksize,
+            length=None if lazy else n,
+            max_in_flight=max_in_flight,
+            max_tasks_per_worker=max_tasks,
+            retries=retries,
+            retry_on=ItemError,
+            return_exceptions=return_exceptions,
         )
         self.window = self.core.window
         self.reads: collections.deque[int] = collections.deque()

@@ -155,8 +155,9 @@ def test_the_sigint_handler_is_restored_however_the_job_ends() -> None:
 _BACKEND_CLASSES = {"serial": SerialBackend, "thread": ThreadBackend, "process": ProcessBackend}
 
 
-def test_break_out_of_imap_withdraws_and_submits_nothing_more(backend: Decorate,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_break_out_of_imap_withdraws_and_submits_nothing_more(
+    backend: Decorate, monkeypatch: pytest.MonkeyPatch
+) -> None:
     task = backend(tasks.identity)
     cls = _BACKEND_CLASSES[task._self_config.backend]
     calls: list[tuple[str, int, Any]] = []
@@ -273,8 +274,9 @@ def test_undecodable_results_fail_only_their_item_and_do_not_feed_the_cost() -> 
     (result,) = list(job)
     assert isinstance(result, SerializationError)
     assert cost.seconds_per_item is None  # no measurement arrived: the next map still probes
-    job = Job(lambda: backend, tasks.square, list(range(5)), MapOptions(chunksize=5, return_exceptions=True),
-              ordered=True)
+    job = Job(
+        lambda: backend, tasks.square, list(range(5)), MapOptions(chunksize=5, return_exceptions=True), ordered=True
+    )
     results = list(job)
     assert [r for i, r in enumerate(results) if i != 2] == [0, 1, 9, 16]
     assert isinstance(results[2], SerializationError)

@@ -28,17 +28,37 @@ SLEEP_SCALE = "0.02"
 
 
 def _run(example: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PARMAP_EXAMPLE_SLEEP_SCALE": SLEEP_SCALE,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, str(example)], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=EXAMPLE_TIMEOUT, check=False)
+    env = {
+        **os.environ,
+        "PARMAP_EXAMPLE_SLEEP_SCALE": SLEEP_SCALE,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    return subprocess.run(
+        [sys.executable, str(example)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=EXAMPLE_TIMEOUT,
+        check=False,
+    )
 
 
 def test_the_examples_are_there() -> None:
     names = {example.name for example in EXAMPLES}
-    assert {"quickstart.py", "seed_map_with_results.py", "seed_map_no_results.py", "seed_chunksize.py",
-            "progress_batch_loop.py", "decorate_library_function.py", "methods.py", "reproducible_randomness.py",
-            "resumable_map.py", "progress_from_tasks.py", "run_insights.py"} <= names
+    assert {
+        "quickstart.py",
+        "seed_map_with_results.py",
+        "seed_map_no_results.py",
+        "seed_chunksize.py",
+        "progress_batch_loop.py",
+        "decorate_library_function.py",
+        "methods.py",
+        "reproducible_randomness.py",
+        "resumable_map.py",
+        "progress_from_tasks.py",
+        "run_insights.py",
+    } <= names
 
 
 @pytest.mark.timeout(EXAMPLE_TIMEOUT + 30)
@@ -50,7 +70,8 @@ def test_example_runs(example: Path, tmp_path: Path) -> None:
     process = _run(example, tmp_path)
     assert process.returncode == 0, (
         f"{example.name} exited with {process.returncode}\n--- stdout (tail)\n{process.stdout[-3000:]}\n"
-        f"--- stderr (tail)\n{process.stderr[-5000:]}")
+        f"--- stderr (tail)\n{process.stderr[-5000:]}"
+    )
     assert "Traceback" not in process.stderr, process.stderr[-5000:]
     assert process.stdout.strip(), f"{example.name} printed nothing"
 

@@ -37,8 +37,9 @@ CRASH_CASES = [
 
 @pytest.mark.parametrize(("function", "culprit", "cause"), CRASH_CASES)
 @pytest.mark.parametrize("chunksize", [1, 4, "auto"])
-def test_dead_worker_fails_the_job_and_the_pool_heals(process_backend: Decorate, function: Any, culprit: int,
-                                                      cause: str, chunksize: Any) -> None:
+def test_dead_worker_fails_the_job_and_the_pool_heals(
+    process_backend: Decorate, function: Any, culprit: int, cause: str, chunksize: Any
+) -> None:
     task = process_backend(function)
     with pytest.raises(WorkerLostError, match=cause) as info:
         task.map(range(10), chunksize=chunksize)
@@ -50,8 +51,9 @@ def test_dead_worker_fails_the_job_and_the_pool_heals(process_backend: Decorate,
 
 
 @pytest.mark.parametrize(("function", "culprit", "cause"), CRASH_CASES)
-def test_dead_worker_with_return_exceptions_keeps_other_results(process_backend: Decorate, function: Any,
-                                                                culprit: int, cause: str) -> None:
+def test_dead_worker_with_return_exceptions_keeps_other_results(
+    process_backend: Decorate, function: Any, culprit: int, cause: str
+) -> None:
     results = process_backend(function).map(range(10), chunksize=3, return_exceptions=True)
     assert isinstance(results[culprit], WorkerLostError)
     assert [r for i, r in enumerate(results) if i != culprit] == [i for i in range(10) if i != culprit]
@@ -128,8 +130,7 @@ def test_return_exceptions_puts_errors_in_their_slots(backend: Decorate) -> None
 
 
 @pytest.mark.parametrize("function", [tasks.raise_system_exit, tasks.raise_keyboard_interrupt])
-def test_system_exit_and_keyboard_interrupt_in_a_task_are_item_errors(process_backend: Decorate,
-                                                                      function: Any) -> None:
+def test_system_exit_and_keyboard_interrupt_in_a_task_are_item_errors(process_backend: Decorate, function: Any) -> None:
     results = process_backend(function).map(range(3), return_exceptions=True)
     assert results[0] == 0
     assert results[2] == 2
@@ -157,7 +158,8 @@ def test_timeout_with_retries_then_failure(process_backend: Decorate) -> None:
 @pytest.mark.parametrize("backend_name", ["thread", "serial"])
 def test_timeout_reported_after_the_fact_without_processes(backend_name: Literal["thread", "serial"]) -> None:
     results = parallel(tasks.sleep_on, backend=backend_name, workers=2, timeout=0.05).map(
-        [0.0, 0.2], return_exceptions=True)
+        [0.0, 0.2], return_exceptions=True
+    )
     assert results[0] == 0.0
     assert isinstance(results[1], TaskTimeoutError)
 
@@ -299,10 +301,12 @@ def test_fork_pool_created_while_a_thread_is_busy() -> None:
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
 @pytest.mark.parametrize("ending", ["pending map_async", "sys.exit", "unhandled exception"])
-def test_interpreter_exit_with_work_running_is_prompt_and_quiet(start_method: str, ending: str,
-                                                                tmp_path: Path) -> None:
-    finish = {"pending map_async": "", "sys.exit": "sys.exit(0)",
-              "unhandled exception": "raise RuntimeError('user error')"}[ending]
+def test_interpreter_exit_with_work_running_is_prompt_and_quiet(start_method: str, ending: str, tmp_path: Path) -> None:
+    finish = {
+        "pending map_async": "",
+        "sys.exit": "sys.exit(0)",
+        "unhandled exception": "raise RuntimeError('user error')",
+    }[ending]
     code = f"""
         import os, sys, time
         from pathlib import Path
@@ -319,8 +323,9 @@ def test_interpreter_exit_with_work_running_is_prompt_and_quiet(start_method: st
     script = tmp_path / "main.py"
     script.write_text(textwrap.dedent(code))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, env=env) as process:
+    with subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as process:
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "started"  # work is running from here on
         exiting = time.monotonic()
@@ -351,9 +356,11 @@ def _zombie(pid: int) -> bool:
 
 @pytest.mark.parametrize("method", ["map", "imap", "progress"])
 def test_ctrl_c_reaches_the_caller_within_a_second(method: str, tmp_path: Path) -> None:
-    call = {"map": "task.map(items, chunksize=1)",
-            "imap": "list(task.imap(items, chunksize=1))",
-            "progress": "task.map(items, chunksize=1, progress=True)"}[method]
+    call = {
+        "map": "task.map(items, chunksize=1)",
+        "imap": "list(task.imap(items, chunksize=1))",
+        "progress": "task.map(items, chunksize=1, progress=True)",
+    }[method]
     code = f"""
         import os, signal, sys, threading, time
         from pathlib import Path

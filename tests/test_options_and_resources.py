@@ -32,8 +32,9 @@ Decorate = Callable[..., Any]
 BAD_PROGRESS_OPTIONS = [
     pytest.param({"bogus": 1}, r"unknown tqdm keyword argument\(s\): 'bogus'", id="unknown-key"),
     pytest.param({"minterval": 1}, r"'minterval' \(did you mean 'mininterval'\?\)", id="misspelt-key"),
-    pytest.param({"desc": "x", "colr": "red", "zzz": 1}, r"'colr' \(did you mean 'colour'\?\), 'zzz'",
-                 id="several-keys"),
+    pytest.param(
+        {"desc": "x", "colr": "red", "zzz": 1}, r"'colr' \(did you mean 'colour'\?\), 'zzz'", id="several-keys"
+    ),
     pytest.param({"iterable": [1, 2]}, r"'iterable'", id="iterable-is-parmaps-own"),
     pytest.param({1: "x"}, "str keys", id="non-str-key"),
 ]
@@ -101,13 +102,18 @@ def _not_a_checkpoint_error(error: BaseException) -> None:
     assert "not a parmap checkpoint" not in str(error)
 
 
-@pytest.mark.parametrize(("make", "error", "match"), [
-    pytest.param(lambda tmp: tmp, IsADirectoryError, "not a directory", id="a-directory"),
-    pytest.param(lambda tmp: tmp / "missing" / "run.sqlite", FileNotFoundError, "does not exist",
-                 id="missing-directory"),
-])
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        pytest.param(lambda tmp: tmp, IsADirectoryError, "not a directory", id="a-directory"),
+        pytest.param(
+            lambda tmp: tmp / "missing" / "run.sqlite", FileNotFoundError, "does not exist", id="missing-directory"
+        ),
+    ],
+)
 def test_a_checkpoint_path_that_cannot_be_opened_is_an_os_error(
-        tmp_path: Path, make: Callable[[Path], Path], error: type[OSError], match: str) -> None:
+    tmp_path: Path, make: Callable[[Path], Path], error: type[OSError], match: str
+) -> None:
     task = parallel(tasks.square, backend="serial")
     for call in (task.map, task.map_async):  # refused at call time, map_async included
         with pytest.raises(error, match=match) as info:
@@ -136,8 +142,9 @@ def read_only_copy(tmp_path: Path) -> Iterator[Path]:
     writable, read_only = tmp_path / "rw", tmp_path / "ro"
     writable.mkdir()
     read_only.mkdir()
-    mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(writable), str(read_only)],
-                             capture_output=True, check=False)
+    mounted = subprocess.run(
+        ["mount", "--bind", "-o", "ro", str(writable), str(read_only)], capture_output=True, check=False
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot bind-mount here: {mounted.stderr.decode(errors='replace').strip()}")
     try:
@@ -154,18 +161,22 @@ def test_a_checkpoint_on_a_read_only_filesystem_is_an_os_error(read_only_copy: P
     assert info.value.errno == errno.EROFS
 
 
-@pytest.mark.parametrize(("message", "code", "error", "match"), [
-    ("database is locked", 5, CheckpointLockedError, "locked by another process"),
-    ("database table is locked", 6, CheckpointLockedError, "locked by another process"),
-    ("attempt to write a readonly database", 8, PermissionError, "permission denied"),
-    ("access permission denied", 3, PermissionError, "permission denied"),
-    ("database or disk is full", 13, OSError, "full"),
-    ("disk I/O error", 10, OSError, "disk I/O error"),
-    ("file is not a database", 26, CheckpointMismatchError, "not a parmap checkpoint"),
-])
+@pytest.mark.parametrize(
+    ("message", "code", "error", "match"),
+    [
+        ("database is locked", 5, CheckpointLockedError, "locked by another process"),
+        ("database table is locked", 6, CheckpointLockedError, "locked by another process"),
+        ("attempt to write a readonly database", 8, PermissionError, "permission denied"),
+        ("access permission denied", 3, PermissionError, "permission denied"),
+        ("database or disk is full", 13, OSError, "full"),
+        ("disk I/O error", 10, OSError, "disk I/O error"),
+        ("file is not a database", 26, CheckpointMismatchError, "not a parmap checkpoint"),
+    ],
+)
 @pytest.mark.parametrize("has_code", [True, False], ids=["python3.11+", "message-only"])
-def test_sqlite_errors_map_to_file_errors(message: str, code: int, error: type[Exception], match: str,
-                                          has_code: bool) -> None:
+def test_sqlite_errors_map_to_file_errors(
+    message: str, code: int, error: type[Exception], match: str, has_code: bool
+) -> None:
     failure = sqlite3.OperationalError(message)
     if has_code:
         failure.sqlite_errorcode = code  # type: ignore[attr-defined,unused-ignore]  # 3.11+ only
@@ -187,8 +198,9 @@ connection.execute("ROLLBACK")
 @contextlib.contextmanager
 def _locked_by_another_process(path: Path) -> Iterator[None]:
     """A second process holds a write transaction (``BEGIN IMMEDIATE``) on ``path`` meanwhile."""
-    with subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(path)], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, text=True) as holder:
+    with subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as holder:
         assert holder.stdout is not None
         assert holder.stdin is not None
         assert holder.stdout.readline() == "locked\n"
@@ -201,8 +213,9 @@ def _locked_by_another_process(path: Path) -> Iterator[None]:
 
 
 @pytest.mark.parametrize("existing", [True, False], ids=["a-checkpoint", "a-new-file"])
-def test_a_locked_checkpoint_is_reported_as_locked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   existing: bool) -> None:
+def test_a_locked_checkpoint_is_reported_as_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: bool
+) -> None:
     monkeypatch.setattr(_checkpoint, "BUSY_TIMEOUT_SECONDS", 0.2)  # not the ten seconds a person gets
     checkpoint = tmp_path / "run.sqlite"
     if existing:
@@ -216,15 +229,18 @@ def test_a_locked_checkpoint_is_reported_as_locked(tmp_path: Path, monkeypatch: 
 
 
 def test_a_commit_that_waits_for_a_lock_in_vain_raises_and_keeps_its_rows(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(_checkpoint, "BUSY_TIMEOUT_SECONDS", 0.2)
     monkeypatch.setattr(_checkpoint, "COMMIT_ROWS", 3)
     monkeypatch.setattr(_checkpoint, "COMMIT_SECONDS", 3600.0)  # only the job's thread commits here
     checkpoint = tmp_path / "run.sqlite"
     store = CheckpointStore.open(checkpoint, function=tasks.square, length=10)
     try:
-        with _locked_by_another_process(checkpoint), pytest.raises(
-                CheckpointLockedError, match="could not save 3 results to the checkpoint"):
+        with (
+            _locked_by_another_process(checkpoint),
+            pytest.raises(CheckpointLockedError, match="could not save 3 results to the checkpoint"),
+        ):
             store.save([(0, 0), (1, 1), (2, 4)])
         store.save([(3, 9)])  # released: the retry commits the kept rows with the new one
         assert stored_results(checkpoint) == {0: 0, 1: 1, 2: 4, 3: 9}
@@ -266,7 +282,8 @@ def test_a_commit_on_a_full_disk_raises_and_keeps_its_rows(tmp_path: Path, monke
 
 
 def test_a_failed_timer_commit_is_retried_then_raised_in_the_jobs_thread(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(_checkpoint, "COMMIT_SECONDS", 0.01)
     checkpoint = tmp_path / "run.sqlite"
     store = CheckpointStore.open(checkpoint, function=tasks.square, length=10)
@@ -297,7 +314,8 @@ def test_close_raises_when_the_last_commit_fails(tmp_path: Path, monkeypatch: py
 
 @pytest.mark.parametrize("backend_name", ["serial", "thread"])
 def test_a_map_whose_checkpoint_cannot_grow_raises_rather_than_drop_rows(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend_name: Any) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend_name: Any
+) -> None:
     real = _checkpoint._prepare_file
 
     def prepare_then_fill(connection: sqlite3.Connection, *args: Any, **kwargs: Any) -> bool:
@@ -340,8 +358,14 @@ print("ok", flush=True)
 def _run_forking_script(script: str, path: Path) -> subprocess.CompletedProcess[str]:
     """Run `script` with `path` as its argument (it forks: 3.12's fork warning is not ours to see)."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run([sys.executable, "-W", "ignore::DeprecationWarning", "-c", script, str(path)],
-                          env=env, capture_output=True, text=True, timeout=30, check=False)
+    return subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", script, str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 def test_a_forked_child_never_writes_or_closes_the_parents_checkpoint(tmp_path: Path) -> None:

@@ -27,26 +27,46 @@ ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTION = "parmap-decorator"
 
 #: Not part of a source distribution's inputs: virtual environments, caches, build outputs.
-_NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", ".venvs", "venv", "build", "dist", "site", "*.egg-info",
-                                     "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache", ".hypothesis",
-                                     "*.sqlite", "*.sqlite-*")
+_NOT_SOURCE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    ".venvs",
+    "venv",
+    "build",
+    "dist",
+    "site",
+    "*.egg-info",
+    "__pycache__",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    ".hypothesis",
+    "*.sqlite",
+    "*.sqlite-*",
+)
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("build") is None,
-                                reason="the 'build' package is not installed (pip install build, or the dev extra)")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("build") is None,
+    reason="the 'build' package is not installed (pip install build, or the dev extra)",
+)
 
 
 def _run(command: list[str], *, cwd: Path, timeout: float, env: dict[str, str] | None = None) -> str:
-    process = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                             check=False)
-    assert process.returncode == 0, (f"{' '.join(command)} failed ({process.returncode})\n"
-                                     f"--- stdout\n{process.stdout[-4000:]}\n--- stderr\n{process.stderr[-4000:]}")
+    process = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    assert process.returncode == 0, (
+        f"{' '.join(command)} failed ({process.returncode})\n"
+        f"--- stdout\n{process.stdout[-4000:]}\n--- stderr\n{process.stderr[-4000:]}"
+    )
     return process.stdout
 
 
 def _clean_env() -> dict[str, str]:
     """The environment without anything that could make Python find the checkout."""
-    return {key: value for key, value in os.environ.items()
-            if key not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "PYTHONSAFEPATH")}
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "PYTHONSAFEPATH")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +76,9 @@ def dist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = base / "source"
     shutil.copytree(ROOT, source, ignore=_NOT_SOURCE)
     dist = base / "dist"
-    _run([sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", str(dist), str(source)], cwd=base,
-         timeout=240)
+    _run(
+        [sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", str(dist), str(source)], cwd=base, timeout=240
+    )
     return dist
 
 
@@ -73,19 +94,26 @@ def test_wheel_installs_and_runs_outside_the_checkout(dist_dir: Path, tmp_path: 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path, timeout=120)
     python = venv / "bin" / "python"
-    _run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(wheel)],
-         cwd=tmp_path, timeout=240, env=_clean_env())
+    _run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(wheel)],
+        cwd=tmp_path,
+        timeout=240,
+        env=_clean_env(),
+    )
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     shutil.copy(ROOT / "examples" / "quickstart.py", elsewhere / "quickstart.py")
-    probe = ("import pathlib, sysconfig, parmap; "
-             "print(pathlib.Path(parmap.__file__).resolve()); "
-             "print(pathlib.Path(sysconfig.get_paths()['purelib']).resolve()); "
-             "print(parmap.__version__); "
-             "print((pathlib.Path(parmap.__file__).parent / 'py.typed').exists())")
-    location, site_packages, version, typed = _run([str(python), "-c", probe], cwd=elsewhere, timeout=60,
-                                                   env=_clean_env()).split()
+    probe = (
+        "import pathlib, sysconfig, parmap; "
+        "print(pathlib.Path(parmap.__file__).resolve()); "
+        "print(pathlib.Path(sysconfig.get_paths()['purelib']).resolve()); "
+        "print(parmap.__version__); "
+        "print((pathlib.Path(parmap.__file__).parent / 'py.typed').exists())"
+    )
+    location, site_packages, version, typed = _run(
+        [str(python), "-c", probe], cwd=elsewhere, timeout=60, env=_clean_env()
+    ).split()
     assert Path(location).is_relative_to(Path(site_packages)), f"parmap imported from {location}"
     assert not Path(location).is_relative_to(ROOT), f"parmap imported from the checkout: {location}"
     assert version == parmap.__version__
@@ -100,8 +128,16 @@ def test_sdist_contains_the_package_and_py_typed(dist_dir: Path) -> None:
     sdist = _one(dist_dir, "parmap_decorator-*.tar.gz")
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
-    expected = {"pyproject.toml", "README.md", "LICENSE", "parmap/__init__.py", "parmap/py.typed",
-                "parmap/errors.py", "parmap/backends/__init__.py", "parmap/backends/process.py"}
+    expected = {
+        "pyproject.toml",
+        "README.md",
+        "LICENSE",
+        "parmap/__init__.py",
+        "parmap/py.typed",
+        "parmap/errors.py",
+        "parmap/backends/__init__.py",
+        "parmap/backends/process.py",
+    }
     assert expected <= names, f"missing from the sdist: {sorted(expected - names)}"
     packaged = {name for name in names if name.startswith("parmap/") and name.endswith(".py")}
     in_tree = {path.relative_to(ROOT).as_posix() for path in (ROOT / "parmap").rglob("*.py")}

@@ -120,7 +120,8 @@ def test_stop_iteration_raised_by_map_keeps_its_type(backend: Decorate, options:
     task = backend(tasks.raise_stop_iteration_on_two)
     runs: tuple[Callable[[], object], ...] = (
         lambda: task.map(range(6), chunksize=3, **options),
-        lambda: task.map_async(range(6), chunksize=3, **options).get(timeout=20))
+        lambda: task.map_async(range(6), chunksize=3, **options).get(timeout=20),
+    )
     for run in runs:
         with pytest.raises(StopIteration) as info:
             run()
@@ -162,8 +163,7 @@ def test_function_that_cannot_be_unpickled_in_a_worker(process_backend: Decorate
 
 
 @pytest.mark.parametrize("chunksize", [1, 3, "auto"])
-def test_result_whose_unpickling_raises_system_exit_fails_its_item(process_backend: Decorate,
-                                                                   chunksize: Any) -> None:
+def test_result_whose_unpickling_raises_system_exit_fails_its_item(process_backend: Decorate, chunksize: Any) -> None:
     # In a chunk of several items the whole message cannot be unpickled: the engine runs the
     # chunk again careful, each result pickled on its own, and only item 1 fails (defect 7).
     task = process_backend(tasks.return_exit_in_caller_on_one)
@@ -324,8 +324,7 @@ def test_warm_pool_never_queues_a_long_item_behind_a_busy_worker() -> None:
 
 
 @pytest.mark.parametrize("initializer", [tasks.exit_in_initializer, tasks.system_exit_in_initializer])
-def test_initializer_that_ends_its_process_is_an_initializer_error(process_backend: Decorate,
-                                                                   initializer: Any) -> None:
+def test_initializer_that_ends_its_process_is_an_initializer_error(process_backend: Decorate, initializer: Any) -> None:
     task = process_backend(tasks.square, initializer=initializer)
     with pytest.raises(InitializerError):
         task.map(range(4))
@@ -334,8 +333,9 @@ def test_initializer_that_ends_its_process_is_an_initializer_error(process_backe
 # --------------------------------------------------------------------------- defect 16
 
 
-def test_shutdown_stops_busy_workers_at_once(process_backend: Decorate, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shutdown_stops_busy_workers_at_once(
+    process_backend: Decorate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Idle workers get this long to exit when asked; a busy worker waited for like an idle
     # one would make shutdown take all of it.
     monkeypatch.setattr("parmap.backends.process.STOP_GRACE_SECONDS", 30.0)
@@ -420,8 +420,14 @@ if __name__ == "__main__":
 def test_pool_that_cannot_start_all_its_workers_stops_them_and_says_why(tmp_path: Path, start_method: str) -> None:
     script = tmp_path / "nofile.py"
     script.write_text(textwrap.dedent(_NOFILE_SCRIPT))
-    done = subprocess.run([sys.executable, str(script), start_method], capture_output=True, text=True,
-                          timeout=PROMPT_SECONDS * 2, env=_script_env(), check=False)
+    done = subprocess.run(
+        [sys.executable, str(script), start_method],
+        capture_output=True,
+        text=True,
+        timeout=PROMPT_SECONDS * 2,
+        env=_script_env(),
+        check=False,
+    )
     assert done.stdout.split() == ["PoolStartError", "True", "0"], done.stdout + done.stderr
 
 
@@ -433,9 +439,13 @@ def test_initargs_may_carry_multiprocessing_synchronisation_objects(start_method
     context = multiprocessing.get_context(start_method)
     value, lock, event, results = context.Value("i", 0), context.Lock(), context.Event(), context.Queue()
     event.set()
-    task = parallel(tasks.use_sync_objects, workers=2, start_method=start_method,
-                    initializer=tasks.keep_sync_objects,
-                    initargs=(value, lock, event, results))
+    task = parallel(
+        tasks.use_sync_objects,
+        workers=2,
+        start_method=start_method,
+        initializer=tasks.keep_sync_objects,
+        initargs=(value, lock, event, results),
+    )
     assert task.map(range(6), chunksize=1) == [100 + x for x in range(6)]
     assert value.value == 6
     assert sorted(results.get(timeout=PROMPT_SECONDS) for _ in range(6)) == list(range(6))

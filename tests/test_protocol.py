@@ -107,8 +107,9 @@ def test_careful_results_decode_each_item_on_its_own() -> None:
 
 def test_an_exception_whose_str_raises_is_described_not_fatal() -> None:
     error = tasks.BadStrUnpicklableError("x")
-    message = _protocol.encode_result(_result([None], {0: (error, _protocol.format_traceback(error))}), [5], False,
-                                      PREFIX)
+    message = _protocol.encode_result(
+        _result([None], {0: (error, _protocol.format_traceback(error))}), [5], False, PREFIX
+    )
     decoded = _protocol.decode_result(message, [5], False)
     assert isinstance(decoded.errors[0], SerializationError)
     assert "BadStrUnpicklableError" in str(decoded.errors[0])

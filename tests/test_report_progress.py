@@ -23,8 +23,7 @@ from tests.conftest import RecordingBar, wait_until
 Decorate = Callable[..., Any]
 
 
-def test_fraction_shows_before_the_item_finishes(backend: Decorate, tmp_path: Path,
-                                                 bars: list[RecordingBar]) -> None:
+def test_fraction_shows_before_the_item_finishes(backend: Decorate, tmp_path: Path, bars: list[RecordingBar]) -> None:
     task = backend(tasks_insights.report_half_then_wait, workers=1)
     result = task.map_async([(str(tmp_path), 0)], progress=True, chunksize=1)
     wait_until(lambda: bool(bars) and bars[-1].n == 0.5)
@@ -36,8 +35,9 @@ def test_fraction_shows_before_the_item_finishes(backend: Decorate, tmp_path: Pa
     assert bars[-1].total == 1
 
 
-def test_fraction_shows_in_a_multi_item_chunk(process_backend: Decorate, tmp_path: Path,
-                                              bars: list[RecordingBar]) -> None:
+def test_fraction_shows_in_a_multi_item_chunk(
+    process_backend: Decorate, tmp_path: Path, bars: list[RecordingBar]
+) -> None:
     task = process_backend(tasks_insights.report_half_then_wait, workers=1)
     result = task.map_async([(str(tmp_path), x) for x in range(3)], progress=True, chunksize=3)
     wait_until(lambda: bool(bars) and bars[-1].n == 0.5)
@@ -81,14 +81,17 @@ def test_reports_are_throttled(bars: list[RecordingBar]) -> None:
     assert bars[-1].n == 2
 
 
-@pytest.mark.parametrize(("args", "match"), [
-    pytest.param((1.5,), "fraction", id="above-one"),
-    pytest.param((-0.1,), "fraction", id="negative"),
-    pytest.param((math.nan,), "fraction", id="nan"),
-    pytest.param((5, 4), "fraction", id="done-over-total"),
-    pytest.param((1, 0), "total", id="zero-total"),
-    pytest.param((1, -3), "total", id="negative-total"),
-])
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        pytest.param((1.5,), "fraction", id="above-one"),
+        pytest.param((-0.1,), "fraction", id="negative"),
+        pytest.param((math.nan,), "fraction", id="nan"),
+        pytest.param((5, 4), "fraction", id="done-over-total"),
+        pytest.param((1, 0), "total", id="zero-total"),
+        pytest.param((1, -3), "total", id="negative-total"),
+    ],
+)
 def test_invalid_values_raise_value_error(args: tuple[float, ...], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         parmap.report_progress(*args)

@@ -26,7 +26,8 @@ SEED = 20240611
 
 def _reference(function: Callable[..., Any], seed: int = SEED) -> list[Any]:
     """The results of one worker, one item per chunk, inline: what every other run must match."""
-    return parallel(function, backend="serial", chunksize=1, seed=seed).map(ITEMS)
+    results: list[Any] = parallel(function, backend="serial", chunksize=1, seed=seed).map(ITEMS)
+    return results
 
 
 def _task_for(backend: Decorate) -> Callable[..., Any]:
@@ -125,8 +126,13 @@ def test_forked_workers_never_share_random_state(tmp_path: Path, generator: str)
     numpy.random.set_state(saved[0])
     random.setstate(saved[1])
 
-    task = parallel(tasks.square, workers=3, start_method="fork", initializer=tasks_insights.record_first_draws,
-                    initargs=(str(tmp_path),))
+    task = parallel(
+        tasks.square,
+        workers=3,
+        start_method="fork",
+        initializer=tasks_insights.record_first_draws,
+        initargs=(str(tmp_path),),
+    )
     assert task.map([2]) == [4]  # starts the pool: three workers forked from this state
     wait_until(lambda: len(list(tmp_path.glob("draws-*[0-9]"))) == 3)
 

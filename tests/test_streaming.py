@@ -76,13 +76,14 @@ def test_map_over_a_generator(backend: Decorate) -> None:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(items=st.lists(st.integers(min_value=-1000, max_value=1000), max_size=60),
-       chunksize=st.one_of(st.just("auto"), st.integers(min_value=1, max_value=70)))
+@given(
+    items=st.lists(st.integers(min_value=-1000, max_value=1000), max_size=60),
+    chunksize=st.one_of(st.just("auto"), st.integers(min_value=1, max_value=70)),
+)
 def test_map_equals_builtin_map(items: list[int], chunksize: Any) -> None:
     task = parallel(tasks.square, workers=2)
     assert task.map(items, chunksize=chunksize) == list(map(tasks.square, items))
-    assert parallel(tasks.square, backend="thread", workers=2).map(items, chunksize=chunksize) == [
-        x * x for x in items]
+    assert parallel(tasks.square, backend="thread", workers=2).map(items, chunksize=chunksize) == [x * x for x in items]
 
 
 def test_every_item_exactly_once_under_imap_unordered_with_small_chunks() -> None:

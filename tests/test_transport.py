@@ -146,8 +146,7 @@ def _room_for_one_segment() -> Callable[[str, memoryview], str]:
 
 
 @pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
-def test_a_message_that_does_not_fit_in_shared_memory_goes_in_band(kind: Any, monkeypatch: pytest.MonkeyPatch
-                                                                    ) -> None:
+def test_a_message_that_does_not_fit_in_shared_memory_goes_in_band(kind: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_transport, "_write_segment", _room_for_one_segment())
     first, second = os.urandom(BIG), os.urandom(BIG)
     prefix = _transport.segment_prefix(os.getpid(), "unit")
@@ -188,7 +187,8 @@ def test_too_little_free_space_goes_in_band_without_writing(monkeypatch: pytest.
 
 
 def test_when_not_even_the_pipe_can_take_it_the_error_names_the_segment_directory(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(_transport, "_write_segment", _no_room)
     real_dumps = _transport.dumps
 
@@ -208,8 +208,9 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB tmpfs (mounting needs root or CAP_SYS_ADMIN: skipped where it is not permitted)."""
     directory = tmp_path / "shm"
     directory.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(directory)],
-                             capture_output=True, check=False)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(directory)], capture_output=True, check=False
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
     try:
@@ -276,8 +277,12 @@ def test_a_killed_caller_leaves_no_segment_behind(signal_number: int, tmp_path: 
     script = tmp_path / "caller.py"
     script.write_text(textwrap.dedent(_CALLER.format(size=BIG)))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    caller = subprocess.Popen([sys.executable, "-W", "ignore::DeprecationWarning", str(script), str(tmp_path)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    caller = subprocess.Popen(
+        [sys.executable, "-W", "ignore::DeprecationWarning", str(script), str(tmp_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_until(lambda: (tmp_path / "started-0").exists() or caller.poll() is not None)
         assert caller.poll() is None, caller.communicate()[1].decode()
@@ -360,13 +365,17 @@ _LEAVES_A_SEGMENT = """
 """
 
 
-@pytest.mark.parametrize("ending", ["", "sys.exit(3)", "raise RuntimeError('user error')"],
-                         ids=["end-of-script", "sys.exit", "unhandled-exception"])
+@pytest.mark.parametrize(
+    "ending",
+    ["", "sys.exit(3)", "raise RuntimeError('user error')"],
+    ids=["end-of-script", "sys.exit", "unhandled-exception"],
+)
 def test_interpreter_exit_leaves_no_segment_behind(ending: str) -> None:
     code = textwrap.dedent(_LEAVES_A_SEGMENT.format(size=BIG, ending=ending))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
     assert done.returncode == {"": 0, "sys.exit(3)": 3}.get(ending, 1), done.stderr
     assert segments(int(done.stdout)) == []  # swept by the watcher as the interpreter exited
 
@@ -411,6 +420,12 @@ def test_a_child_forked_inside_imap_leaves_the_parents_work_alone(ending: str, t
     script = tmp_path / "forking.py"
     script.write_text(textwrap.dedent(_FORKING_CALLER.format(size=BIG + 1)))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-W", "ignore::DeprecationWarning", str(script), ending],
-                          env=env, capture_output=True, text=True, timeout=45, check=False)
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", str(script), ending],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=45,
+        check=False,
+    )
     assert (done.returncode, done.stdout, done.stderr) == (0, "complete\n", "")

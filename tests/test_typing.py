@@ -16,7 +16,20 @@ HERE = Path(__file__).parent / "typing"
 def test_revealed_types_match_the_snapshot(name: str) -> None:
     pytest.importorskip("mypy", reason="mypy is in the dev extra")
     process = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", "--hide-error-context",
-         "--no-incremental", f"{name}.py"],
-        cwd=HERE, capture_output=True, text=True, timeout=110, check=False)
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-error-summary",
+            "--hide-error-context",
+            "--no-incremental",
+            f"{name}.py",
+        ],
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
     assert process.stdout.splitlines() == (HERE / f"{name}.out").read_text().splitlines(), process.stderr

@@ -38,7 +38,9 @@ class SerialBackend(Backend):
         task.dispatched_at = task.submitted_at
         # Items run in the caller's thread: a seeded job seeds the global generators per item
         # and gives the caller back their state when the chunk ends (see parmap._seeding).
-        task.job.deliver(run_in_this_thread(task, self._loops, propagate=(KeyboardInterrupt,), restore_globals=True))
+        task.job.deliver(
+            run_in_this_thread(task, propagate=(KeyboardInterrupt,), loops=self._loops, restore_globals=True)
+        )
 
     def cancel(self, job_id: int, *, stop_running: bool) -> None:
         """Nothing is queued: chunks run as they are submitted."""
@@ -50,15 +52,16 @@ class SerialBackend(Backend):
 
 def run_in_this_thread(
     task: ChunkTask,
-    loops: EventLoops,
     propagate: tuple[type[BaseException], ...] = (),
     *,
+    loops: EventLoops | None = None,
     seed_globals: bool = True,
     restore_globals: bool = False,
 ) -> ChunkDone:
     """Run ``task`` in the calling thread (serial and thread backends): no pickling at all.
 
-    An `async def` task runs on this thread's loop from `loops` (the backend's).
+    An `async def` task runs on this thread's loop from `loops` (the backend's; by default
+    the process's).
     """
     job = task.job
 

@@ -87,7 +87,7 @@ class ThreadBackend(Backend):
             task.dispatched_at = time.monotonic()
             # Threads share the global generators: a seeded task here uses item_rng(), and
             # the caller's `random` is never reseeded (see parmap._seeding).
-            task.job.deliver(run_in_this_thread(task, self._loops, seed_globals=False))
+            task.job.deliver(run_in_this_thread(task, loops=self._loops, seed_globals=False))
 
 
 backend_class = ThreadBackend
