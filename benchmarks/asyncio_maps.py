@@ -252,13 +252,13 @@ OVERHEAD = "await-overhead"
 
 CONTENDERS = [
     Contender("parmap map", TASKS,
-              f"`parallel(sleepy, workers={WORKERS}, concurrency={CONCURRENCY}).map(items)`, a blocking call",
+              f"`parallel(sleepy_double, workers={WORKERS}, concurrency={CONCURRENCY}).map(items)`, a blocking call",
               lambda items, calls: _tasks_parmap_map(items)),
     Contender("parmap await map_async", TASKS,
               "the same function, `await f.map_async(items)` inside `asyncio.run`",
               lambda items, calls: _tasks_parmap_map_async(items)),
     Contender("aiomultiprocess", TASKS,
-              f"`await pool.map(sleepy, items)` on `aiomultiprocess.Pool(processes={WORKERS}, "
+              f"`await pool.map(sleepy_double, items)` on `aiomultiprocess.Pool(processes={WORKERS}, "
               f"childconcurrency={CONCURRENCY})`",
               lambda items, calls: _tasks_aiomultiprocess(items), requires="aiomultiprocess"),
     Contender("gather (unbounded)", TASKS,
@@ -430,6 +430,8 @@ def write_report(output_dir: Path, meta: dict[str, Any], rows: list[dict[str, An
         json.dumps({"meta": meta, "results": rows, "ratios": ratio_rows}, indent=2) + "\n")
     sizes = meta["sizes"]
     ideal = meta["ideal_seconds"]
+    busy = (" (above the CPU count: other work competed with the run)"
+            if max(meta["load_average_start"], meta["load_average_end"]) > meta["usable_cpus"] else "")
     lines = [
         "# Benchmark: parmap's asyncio API",
         "",
@@ -470,7 +472,7 @@ def write_report(output_dir: Path, meta: dict[str, Any], rows: list[dict[str, An
         f"Environment: {meta['python']}, {meta['platform']}, parmap-decorator "
         f"{meta['versions']['parmap-decorator']}, aiomultiprocess {meta['versions']['aiomultiprocess']}; "
         f"1-minute load average {meta['load_average_start']:.1f} at the start and "
-        f"{meta['load_average_end']:.1f} at the end; {meta['date']}.",
+        f"{meta['load_average_end']:.1f} at the end{busy}; {meta['date']}.",
         "",
     ]
     (output_dir / f"{REPORT_NAME}.md").write_text("\n".join(lines))
