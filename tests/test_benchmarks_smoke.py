@@ -122,3 +122,33 @@ def test_ceiling_check_reports_three_efficiencies() -> None:
         values = dict(zip(*[iter(line.split(":")[1].split())] * 2))
         assert set(values) == {"independent", "parmap", "mp-pool"}
         assert all(float(value) > 0 for value in values.values())
+
+
+def test_asyncio_maps_writes_well_formed_reports(tmp_path: Path) -> None:
+    """``python -m benchmarks.asyncio_maps`` at a toy size: every contender has a median, every ratio a value."""
+    pytest.importorskip("aiomultiprocess")
+    command = [sys.executable, "-m", "benchmarks.asyncio_maps", "--rounds", "1", "--scale", "0.05",
+               "--output-dir", str(tmp_path)]
+    completed = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=50, check=False)
+    assert completed.returncode == 0, completed.stderr
+
+    data = json.loads((tmp_path / "benchmarks-asyncio.json").read_text())
+    assert {"command", "python", "usable_cpus", "rounds", "versions", "sizes", "ideal_seconds"} <= set(data["meta"])
+    rows = {(row["workload"], row["name"]): row for row in data["results"]}
+    assert set(rows) == {
+        ("async-tasks", "parmap map"), ("async-tasks", "parmap await map_async"), ("async-tasks", "aiomultiprocess"),
+        ("async-tasks", "gather (unbounded)"), ("async-tasks", "gather (Semaphore 100)"),
+        ("await-overhead", "parmap await map_async"), ("await-overhead", "parmap map (blocking)"),
+        ("await-overhead", "run_in_executor, per item"), ("await-overhead", "run_in_executor, one chunk"),
+    }
+    for row in rows.values():
+        assert row["status"] == "ok", row["reason"]
+        assert len(row["samples"]) == 1
+        assert 0 < row["min"] <= row["median"] <= row["max"]
+    assert data["ratios"]
+    assert all(entry["ratio"] > 0 for entry in data["ratios"])
+
+    markdown = (tmp_path / "benchmarks-asyncio.md").read_text()
+    headings = ("# Benchmark: parmap's asyncio API", "## async-tasks:", "## await-overhead:", "## Ratios of medians")
+    for heading in headings:
+        assert heading in markdown
