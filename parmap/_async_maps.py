@@ -183,28 +183,24 @@ class _Driver:
             self._requests.put(None)  # wakes it if it waits for a request
 
     def _drive(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The job's thread: one batch per request, until the end, an error or a cancel."""
+        """The job's thread: one batch per request, until the end, an error or a cancel.
+
+        The last outcome (the end or an error) is handed over only after the job, the input
+        and the bar are closed, as `imap` closes them before its `StopIteration`.
+        """
         batches = self._job.batches()
+        final: tuple[asyncio.Future[_Outcome], _Outcome] | None = None
         try:
             while True:
                 request = self._requests.get()
                 if request is None:
                     break
-                outcome: _Outcome
-                try:
-                    outcome = ("batch", next(batches))
-                except StopIteration:
-                    outcome = ("end", None)
-                except StopIterationEscape as escaped:  # a task's StopIteration, as imap raises it
-                    outcome = ("error", escaped.task_error())
-                except BaseException as error:
-                    outcome = ("error", error)
-                try:
-                    loop.call_soon_threadsafe(_settle, request, outcome)
-                except RuntimeError:  # the loop is closed: nobody is waiting
-                    break
+                outcome = _next_outcome(batches)
                 if outcome[0] != "batch":
+                    final = (request, outcome)
                     break
+                if not _hand_over(loop, request, outcome):
+                    break  # the loop is closed: nobody is waiting
         finally:
             if self._left_early and self._job.owned_here():
                 self._job.close(stop_running=True)  # left early: stop its running items too
@@ -212,6 +208,28 @@ class _Driver:
             if self._source is not None:
                 self._source.stop()
             self._progress.close()
+            if final is not None:
+                _hand_over(loop, *final)
+
+
+def _next_outcome(batches: Iterator[list[Any]]) -> _Outcome:
+    try:
+        return ("batch", next(batches))
+    except StopIteration:
+        return ("end", None)
+    except StopIterationEscape as escaped:  # a task's StopIteration, as imap raises it
+        return ("error", escaped.task_error())
+    except BaseException as error:
+        return ("error", error)
+
+
+def _hand_over(loop: asyncio.AbstractEventLoop, request: asyncio.Future[_Outcome], outcome: _Outcome) -> bool:
+    """Settle `request` on its loop; False if the loop is closed."""
+    try:
+        loop.call_soon_threadsafe(_settle, request, outcome)
+    except RuntimeError:
+        return False
+    return True
 
 
 def _settle(request: asyncio.Future[_Outcome], outcome: _Outcome) -> None:

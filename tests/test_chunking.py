@@ -66,6 +66,28 @@ def test_upper_bound() -> None:
     assert resolve_chunksize("auto", workers=1, remaining=5, seconds_per_item=0.0) == 5
 
 
+@given(
+    remaining=st.one_of(st.none(), st.integers(1, 100_000)),
+    seconds=st.one_of(st.none(), st.floats(1e-7, 1.0)),
+    concurrency=st.integers(2, 200),
+)
+def test_async_chunks_are_whole_waves_of_concurrency(
+    remaining: int | None, seconds: float | None, concurrency: int
+) -> None:
+    """A worker awaits `concurrency` items of a chunk at once: a chunk is whole waves of them,
+    probes included, unless fewer items than one wave remain (then it takes them all)."""
+    size = resolve_chunksize("auto", workers=2, remaining=remaining, seconds_per_item=seconds, at_least=concurrency)
+    if remaining is not None and remaining <= concurrency:
+        assert size == remaining
+    else:
+        assert size >= concurrency
+        assert size % concurrency == 0
+
+
+def test_a_fixed_chunksize_wins_over_concurrency() -> None:
+    assert resolve_chunksize(7, workers=2, remaining=100, seconds_per_item=None, at_least=50) == 7
+
+
 def test_cost_estimate_weighs_chunks_by_their_items() -> None:
     estimate = CostEstimate()
     assert estimate.seconds_per_item is None
