@@ -268,7 +268,7 @@ class _MapMethods(Generic[T, R]):
         total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
         function: Callable[[Any], Any] = StarCall(self.__wrapped__) if star else self.__wrapped__
         if is_async:
-            function = AsyncCall(function, options.concurrency)
+            function = AsyncCall(function)
         store = None
         if options.checkpoint is not None:
             from ._checkpoint import CheckpointStore

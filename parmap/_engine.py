@@ -301,6 +301,7 @@ class Job:
             max_tasks_per_worker=options.max_tasks_per_worker,
             seed=options.seed,
             profile=profile,
+            concurrency=options.concurrency,
         )
         self._sequence: Sequence[Any] | None = items if type(items) in (list, tuple, range) else None  # type: ignore[assignment]
         self._items = items

@@ -371,7 +371,7 @@ def processes_gone(pids: list[int], within: float) -> bool:
     def gone(pid: int) -> bool:
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # gone before or while it was read
             return True
         return state == "Z"
 

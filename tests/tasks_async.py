@@ -117,3 +117,11 @@ def plain_generator(x: int) -> Any:
 
 async def async_generator(x: int) -> Any:
     yield x
+
+
+async def block_on_one_else_await(x: int) -> int:
+    """Item 1 blocks its worker's loop; the others await briefly (they finish unless blocked)."""
+    if x == 1:
+        time.sleep(3600)
+    await asyncio.sleep(0.05)
+    return x

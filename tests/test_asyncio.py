@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
@@ -431,6 +432,32 @@ def test_an_async_item_that_blocks_its_loop_is_killed_after_its_timeout(backend:
         task.map(range(3), chunksize=3)
     assert raised.value.index == 1
     assert len(task.map([0, 2])) == 2
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS[:1], indirect=True)
+def test_a_blocked_loop_among_concurrent_items_charges_only_the_blocker(backend: Callable[..., Any]) -> None:
+    """The loop cannot tell who blocks it: the chunk runs again one item at a time, where
+    the blocker overruns alone and the items it held up finish."""
+    task = backend(tasks_async.block_on_one_else_await, workers=1, timeout=0.3, concurrency=4, return_exceptions=True)
+    values = task.map(range(4), chunksize=4)
+    assert isinstance(values[1], TaskTimeoutError)
+    assert values[1].index == 1
+    assert [values[0], *values[2:]] == [0, 2, 3]
+
+
+def test_another_concurrency_per_call_keeps_what_the_workers_cached(backend: Callable[..., Any]) -> None:
+    """`concurrency` travels with each chunk, not with the function: the worker's copy of the
+    function, and the client it cached in a global, stay."""
+    cache: dict[str, object] = {}
+
+    async def cached_client_id(_: object) -> tuple[int, int]:  # nested: it travels by value
+        await asyncio.sleep(0)
+        return os.getpid(), id(cache.setdefault("client", object()))
+
+    task = backend(cached_client_id, workers=1)
+    first = set(task.map(range(4)))
+    assert set(task.map(range(4), concurrency=3)) == first
+    assert len(first) == 1
 
 
 def test_async_items_keep_retries_and_return_exceptions_per_item(backend: Callable[..., Any], tmp_path: Path) -> None:

@@ -49,6 +49,8 @@ class JobSpec:
     seed: int | None = None
     #: Measure each item's duration (``stats=True``).
     profile: bool = False
+    #: Items of an ``async def`` task each worker awaits at once.
+    concurrency: int = 1
     #: Filled by a backend that ships functions: ``(key, pickled function)``, computed once.
     function_payload: tuple[bytes, bytes] | None = None
 

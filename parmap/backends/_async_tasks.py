@@ -1,7 +1,7 @@
 """Running `async def` tasks in a worker: one event loop per worker, `concurrency` items at once.
 
-A decorated `async def` function travels as an [AsyncCall][] (the function and the call's
-`concurrency`); [run_chunk][parmap.backends._protocol.run_chunk] hands such a chunk to
+A decorated `async def` function travels as an [AsyncCall][], and each chunk's `ChunkCall`
+carries the call's `concurrency`; [run_chunk][parmap.backends._protocol.run_chunk] hands such a chunk to
 [run_async_chunk][], so every backend (process, thread, serial, Dask) runs them the same way.
 
 Decisions:
@@ -166,6 +166,7 @@ def run_async_chunk(
     items: Sequence[Any],
     *,
     count: int,
+    concurrency: int,
     loops: EventLoops,
     timeout: float | None,
     seed: int | None,
@@ -183,7 +184,7 @@ def run_async_chunk(
     then (with several at once their draws would interleave: [item_rng][parmap.item_rng]
     is the reproducible one).
     """
-    concurrency = 1 if careful else max(1, min(call.concurrency, count))
+    concurrency = 1 if careful else max(1, min(concurrency, count))
     chunk = _AsyncChunk(
         call,
         indices,

@@ -16,7 +16,7 @@ unpickled still names its chunk.
 | tag | message | direction | fields |
 |---|---|---|---|
 | `F` | LoadFunction | to worker | key, payload, evict |
-| `C` | ChunkCall | to worker | chunk_id, function_key, indices, items, timeout, seed, max_tasks, profile, careful |
+| `C` | ChunkCall | to worker | chunk_id, function_key, indices, items, timeout, seed, max_tasks, profile, careful, concurrency |
 | `W` | Withdraw | to worker | chunk_id |
 | `S` | Stop | to worker | |
 | `R` | Ready | to manager | pid |
@@ -86,6 +86,8 @@ class ChunkCall(NamedTuple):
     max_tasks: int | None
     profile: bool
     careful: bool
+    #: Items of an `async def` task awaited at once (see [AsyncCall][]).
+    concurrency: int = 1
 
 
 class Withdraw(NamedTuple):
@@ -133,21 +135,22 @@ class FunctionUnloadable(NamedTuple):
 
 
 class AsyncCall:
-    """An `async def` task as it travels to the workers: the function and the call's `concurrency`.
+    """An `async def` task as it travels to the workers: marks the function as one.
 
-    [run_chunk][] runs a chunk of it on the worker's event loop (see
-    [parmap.backends._async_tasks][]).
+    [run_chunk][] runs a chunk of it on the worker's event loop, `ChunkCall.concurrency`
+    items at once (see [parmap.backends._async_tasks][]). The concurrency travels with each
+    chunk, not with the function: a call with another `concurrency` reuses the function the
+    workers hold, and the globals it cached there.
     """
 
-    def __init__(self, function: Callable[[Any], Awaitable[Any]], concurrency: int) -> None:
+    def __init__(self, function: Callable[[Any], Awaitable[Any]]) -> None:
         self.function = function
-        self.concurrency = concurrency
 
     def __call__(self, item: Any) -> Awaitable[Any]:
         return self.function(item)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (AsyncCall, (self.function, self.concurrency))
+        return (AsyncCall, (self.function,))
 
 
 class Timings(NamedTuple):
@@ -424,6 +427,7 @@ def run_chunk(
     seed_globals: bool = True,
     restore_globals: bool = False,
     loops: EventLoops | None = None,
+    concurrency: int = 1,
 ) -> tuple[list[Any], dict[int, ErrorInfo], int, float]:
     """Run `fn` on each item; return `(values, errors, completed, compute_seconds)`.
 
@@ -467,6 +471,7 @@ def run_chunk(
             indices,
             items,
             count=count,
+            concurrency=concurrency,
             loops=_event_loops.PROCESS_LOOPS if loops is None else loops,
             timeout=timeout,
             seed=seed,

@@ -315,6 +315,7 @@ def _serve(channel: _Channel, inbox: _Inbox, slot: Any, prefix: str) -> None:
             budget=budget,
             reporter=reporter,
             item_seconds=item_seconds,
+            concurrency=call.concurrency,
         )
         del function
         if os.getpid() != pid:

@@ -256,7 +256,16 @@ class DaskBackend(Backend):
         job = task.job
         key, payload = job.pickle_function()
         call = ChunkCall(
-            task.chunk_id, key, task.indices, task.items, job.timeout, job.seed, None, job.profile, task.careful
+            task.chunk_id,
+            key,
+            task.indices,
+            task.items,
+            job.timeout,
+            job.seed,
+            None,
+            job.profile,
+            task.careful,
+            job.concurrency,
         )
         try:
             chunk = encode_call(call, None)  # in band: the worker may be on another host
@@ -579,6 +588,7 @@ def _run_task(
             timeout=call.timeout,
             seed=call.seed,
             careful=call.careful,
+            concurrency=call.concurrency,
             item_seconds=item_seconds,
             reporter=functools.partial(_report_progress, distributed.get_worker(), topic, dask_key),
         )

@@ -375,6 +375,7 @@ class ProcessBackend(Backend):
             job.max_tasks_per_worker,
             job.profile,
             task.careful,
+            job.concurrency,
         )
         encode_started = time.perf_counter()
         try:
@@ -944,10 +945,21 @@ class _Manager(threading.Thread):
         exitcode = worker.process.exitcode
         kill = worker.kill
         error: BaseException
-        if kill is not None and kill.reason == "timeout" and kill.chunk_id == task.chunk_id:
+        if (
+            kill is not None
+            and kill.reason == "timeout"
+            and kill.chunk_id == task.chunk_id
+            and kill.position is not None
+        ):
             position = kill.position
-            assert position is not None
             error = timeout_error(task.indices[position], task.job.timeout)
+        elif kill is not None and kill.reason == "timeout" and kill.chunk_id == task.chunk_id:
+            position = None  # several async items and a blocked loop: run them again one by one
+            error = WorkerLostError(
+                f"worker pid {worker.pid} was stopped: its event loop was blocked past an item's timeout "
+                "with several items running, so they run again one at a time",
+                pid=worker.pid,
+            )
         elif kill is not None and kill.reason == "stray":
             error = WorkerLostError(
                 f"a process other than worker pid {worker.pid} wrote to its pipe (did a task fork and its "
@@ -1016,7 +1028,10 @@ class _Manager(threading.Thread):
         for worker in list(self._workers.values()):
             found = self._deadline_of(worker)
             if found is not None and found[1] is not None and found[0] <= now:
-                position = int(worker.slot[SLOT_POSITION])
+                # Several async items at once and the loop blocked: the oldest item may be an
+                # innocent one kept waiting by the blocker, so nobody is blamed: the chunk is
+                # sent again one item at a time, where the blocker overruns alone.
+                position = None if worker.slot[SLOT_SHARED] else int(worker.slot[SLOT_POSITION])
                 self._kill(
                     worker,
                     _Kill(

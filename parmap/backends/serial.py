@@ -81,6 +81,7 @@ def run_in_this_thread(
         seed_globals=seed_globals,
         restore_globals=restore_globals,
         loops=loops,
+        concurrency=job.concurrency,
     )
     return ChunkDone(
         task,
