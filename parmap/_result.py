@@ -31,7 +31,7 @@ class AsyncResult(Generic[R]):
 
     ``callback`` receives the whole ordered result list, ``error_callback`` the exception;
     both run in the job's background thread before ``get()`` returns, as with
-    ``multiprocessing.pool.AsyncResult``. After [cancel][AsyncResult.cancel],
+    ``multiprocessing.pool.AsyncResult``. After [cancel][parmap.AsyncResult.cancel],
     ``error_callback`` receives the [CancelledError][parmap.CancelledError], in the thread
     that cancelled.
 
@@ -120,7 +120,7 @@ class AsyncResult(Generic[R]):
         return self._error is None
 
     def cancelled(self) -> bool:
-        """True if [cancel][AsyncResult.cancel] stopped the job before it finished."""
+        """True if [cancel][parmap.AsyncResult.cancel] stopped the job before it finished."""
         return self._cancelled
 
     def cancel(self) -> bool:
@@ -128,8 +128,9 @@ class AsyncResult(Generic[R]):
         are killed (and replaced), within about a second; other jobs are untouched.
 
         The result is ready at once: `get()` and `await` raise
-        [CancelledError][parmap.CancelledError]. The thread and serial backends cannot
-        stop an item that is running (a thread cannot be killed): it finishes, and its
+        [CancelledError][parmap.CancelledError]. The thread backend cancels a running
+        `async def` item on its loop; it cannot stop a running plain item (a thread cannot
+        be killed), nor can the serial backend stop its running chunk: it finishes, and its
         result is dropped.
 
         Returns:
@@ -152,7 +153,7 @@ class AsyncResult(Generic[R]):
     def wait(self, timeout: float | None = None) -> None:
         """Block until the job finishes, or ``timeout`` seconds pass.
 
-        A Ctrl-C while waiting cancels the job (see [cancel][AsyncResult.cancel]) and is
+        A Ctrl-C while waiting cancels the job (see [cancel][parmap.AsyncResult.cancel]) and is
         raised.
         """
         try:
@@ -164,7 +165,7 @@ class AsyncResult(Generic[R]):
     def get(self, timeout: float | None = None) -> R:
         """The ordered result list; re-raises a task's exception.
 
-        A Ctrl-C while waiting cancels the job (see [cancel][AsyncResult.cancel]) and is
+        A Ctrl-C while waiting cancels the job (see [cancel][parmap.AsyncResult.cancel]) and is
         raised.
 
         Raises:

@@ -382,6 +382,20 @@ def test_cancel_on_thread_and_serial_drops_what_is_queued(name: str, tmp_path: P
     assert not list(tmp_path.glob("started-3")), "a queued item of the cancelled job ran"
 
 
+def test_cancel_on_the_thread_backend_stops_running_async_items(tmp_path: Path) -> None:
+    """The job's items wait for a file that never comes; after cancel, the pool's one thread
+    is free again: the next job runs on it at once."""
+    task = parallel(tasks_async.wait_for_file_async, backend="thread", workers=1, concurrency=2)
+    result = task.map_async([(str(tmp_path), x) for x in range(4)], chunksize=2)
+    started_pids(tmp_path, 2)
+    assert result.cancel()
+    later = tmp_path / "later"
+    later.mkdir()
+    (later / "go").touch()
+    assert task.map_async([(str(later), 7)]).get(timeout=10) == [7]
+    assert not list(tmp_path.glob("started-2")), "a queued item of the cancelled job ran"
+
+
 # --------------------------------------------------------------------------- async def tasks
 
 

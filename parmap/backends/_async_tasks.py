@@ -79,6 +79,7 @@ class _AsyncChunk:
         self.count, self.concurrency, self.timeout = count, concurrency, timeout
         self.slot, self.propagate = slot, propagate
         self.values: list[Any] = [None] * count
+        self.settled = [False] * count
         self.errors: dict[int, ErrorInfo] = {}
         self.durations: list[float] | None = [0.0] * count if profile else None
         self.running: collections.OrderedDict[int, float] = collections.OrderedDict()  # position -> started
@@ -126,6 +127,7 @@ class _AsyncChunk:
         except BaseException as error:
             self.errors[position] = (error, format_traceback(error))
         finally:
+            self.settled[position] = True
             del self.running[position]
             if self.durations is not None:
                 self.durations[position] = time.monotonic() - started
@@ -142,6 +144,13 @@ class _AsyncChunk:
         item.cancel()
         await asyncio.wait((item,), timeout=CANCEL_WAIT_SECONDS)
         raise _TimedOut
+
+    def cancel_unsettled(self) -> None:
+        """The chunk was cancelled with its job: the items it had not finished fail so."""
+        for position, settled in enumerate(self.settled):
+            if not settled:
+                error = asyncio.CancelledError("cancelled with its job")
+                self.errors[position] = (error, "")
 
     def mark(self) -> None:
         """Tell the manager which item runs (the oldest, when several do) and when its clock started."""
@@ -205,7 +214,10 @@ def run_async_chunk(
             )
             with item_seeds as seeder:
                 started = time.perf_counter()
-                loops.run(chunk.run_all(seeder))
+                try:
+                    loops.run(chunk.run_all(seeder))
+                except asyncio.CancelledError:  # the job was cancelled (EventLoops.cancel)
+                    chunk.cancel_unsettled()
                 compute = time.perf_counter() - started
     finally:
         if slot is not None:

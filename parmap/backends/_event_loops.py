@@ -23,6 +23,7 @@ class _ThreadLoop:
         import asyncio
 
         self.loop = asyncio.new_event_loop()
+        self.task: asyncio.Task[None] | None = None  # the chunk running on it, if any
 
     def close(self) -> None:
         if not self.loop.is_closed() and not self.loop.is_running():
@@ -51,6 +52,7 @@ class EventLoops:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._all: weakref.WeakSet[_ThreadLoop] = weakref.WeakSet()
+        self._by_thread: weakref.WeakValueDictionary[int, _ThreadLoop] = weakref.WeakValueDictionary()
 
     def run(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Run `coroutine` to completion on this thread's loop."""
@@ -62,7 +64,23 @@ class EventLoops:
             held = self._local.loop = _ThreadLoop()
             with self._lock:
                 self._all.add(held)
-        _run_to_completion(held.loop, coroutine)
+                self._by_thread[threading.get_ident()] = held
+        _run_to_completion(held, coroutine)
+
+    def cancel(self, thread: int) -> None:
+        """Cancel the async chunk running on thread `thread`'s loop, from any thread.
+
+        Its items get `asyncio.CancelledError` at their next `await`; the chunk then
+        returns at once (see `run_async_chunk`). A plain task, or no chunk, is left alone.
+        """
+        with self._lock:
+            held = self._by_thread.get(thread)
+        task = None if held is None else held.task
+        if held is not None and task is not None:
+            try:
+                held.loop.call_soon_threadsafe(task.cancel)
+            except RuntimeError:  # closed meanwhile: nothing runs there
+                pass
 
     @staticmethod
     def _run_in_a_thread(coroutine: Coroutine[Any, Any, None]) -> None:
@@ -71,7 +89,7 @@ class EventLoops:
         def run() -> None:
             held = _ThreadLoop()
             try:
-                _run_to_completion(held.loop, coroutine)
+                _run_to_completion(held, coroutine)
             except BaseException as error:
                 failure.append(error)
             finally:
@@ -104,17 +122,19 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _run_to_completion(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, None]) -> None:
+def _run_to_completion(held: _ThreadLoop, coroutine: Coroutine[Any, Any, None]) -> None:
     """`loop.run_until_complete(coroutine)`; on any exit the loop is left with no task of ours.
 
     A `KeyboardInterrupt` (the serial backend, in the caller's thread) can leave the main
     task and the runners pending: they are cancelled and run to their end, so the loop is
     clean for the next chunk.
     """
-    task = loop.create_task(coroutine)
+    loop = held.loop
+    task = held.task = loop.create_task(coroutine)
     try:
         loop.run_until_complete(task)
     finally:
+        held.task = None
         if not task.done():
             task.cancel()
             try:

@@ -2,7 +2,9 @@
 
 For I/O-bound tasks and for functions that release the GIL. Nothing is pickled. Threads
 cannot be killed, so ``timeout`` reports an overrunning item once it returns, and
-``max_tasks_per_worker`` has nothing to recycle.
+``max_tasks_per_worker`` has nothing to recycle. An ``async def`` task's items are awaited
+on each thread's own loop: there ``timeout`` cancels an overrunning item, and cancelling a
+job (``AsyncResult.cancel()``) cancels its running items too.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class ThreadBackend(Backend):
         self._stopping = False
         self._broken: BaseException | None = None
         self._loops = EventLoops()  # `async def` tasks: one loop per worker thread
+        self._running: dict[int, ChunkTask] = {}  # thread ident -> its chunk, under _condition
         self._threads = [
             threading.Thread(target=self._serve, name=f"parmap-thread-{number}", daemon=True)
             for number in range(config.workers)
@@ -47,8 +50,14 @@ class ThreadBackend(Backend):
             self._condition.notify()
 
     def cancel(self, job_id: int, *, stop_running: bool) -> None:
+        """Drop the job's queued chunks; with `stop_running`, cancel its running `async def`
+        chunks on their threads' loops (a running plain item cannot be stopped: it finishes)."""
         with self._condition:
             self._pending = collections.deque(t for t in self._pending if t.job.job_id != job_id)
+            running = [thread for thread, task in self._running.items() if task.job.job_id == job_id]
+        if stop_running:
+            for thread in running:
+                self._loops.cancel(thread)
 
     def shutdown(self) -> None:
         with self._condition:
@@ -84,10 +93,16 @@ class ThreadBackend(Backend):
                 if self._stopping:
                     return
                 task = self._pending.popleft()
+                self._running[threading.get_ident()] = task
             task.dispatched_at = time.monotonic()
             # Threads share the global generators: a seeded task here uses item_rng(), and
             # the caller's `random` is never reseeded (see parmap._seeding).
-            task.job.deliver(run_in_this_thread(task, loops=self._loops, seed_globals=False))
+            try:
+                done = run_in_this_thread(task, loops=self._loops, seed_globals=False)
+            finally:
+                with self._condition:
+                    del self._running[threading.get_ident()]
+            task.job.deliver(done)
 
 
 backend_class = ThreadBackend
