@@ -474,6 +474,27 @@ def test_another_concurrency_per_call_keeps_what_the_workers_cached(backend: Cal
     assert len(first) == 1
 
 
+def test_a_new_workers_slot_starts_clean_whatever_the_heap_held() -> None:
+    """The shared-memory heap hands out freed blocks again: a stale SLOT_SHARED there would
+    turn a plain item's timeout into an unblamed worker loss."""
+    from multiprocessing.heap import BufferWrapper
+
+    from parmap.backends._protocol import SLOT_SIZE
+
+    dirty = BufferWrapper(SLOT_SIZE * 8)
+    view = dirty.create_memoryview().cast("d")
+    for index in range(SLOT_SIZE):
+        view[index] = 1.0
+    view.release()
+    del view, dirty  # freed: the next block of this size is this one
+    task = parallel(tasks.sleep_on, workers=1, start_method="fork", timeout=0.3)
+    values = task.map([0.0, 30.0], chunksize=2, return_exceptions=True, stats=True)
+    assert isinstance(values[1], TaskTimeoutError)
+    stats = task.last_stats()
+    assert stats is not None
+    assert (stats.timeouts, stats.lost_workers) == (1, 0)  # blamed at once, no worker lost
+
+
 def test_async_items_keep_retries_and_return_exceptions_per_item(backend: Callable[..., Any], tmp_path: Path) -> None:
     retried = backend(tasks_async.fail_first_time, concurrency=4, retries=1)
     assert retried.map([(str(tmp_path), x) for x in range(8)]) == list(range(8))

@@ -639,6 +639,8 @@ class _Manager(threading.Thread):
             # maps the same buffer). The heap's buffer, unlike sharedctypes, spares ctypes.
             shared = BufferWrapper(SLOT_SIZE * 8)
             slot = shared.create_memoryview().cast("d")
+            for index in range(SLOT_SIZE):  # the heap reuses freed blocks: never trust their bytes
+                slot[index] = 0.0
             slot[SLOT_CHUNK] = -1
             slot[SLOT_POSITION] = POSITION_STARTING
             number = next(self._numbers)
