@@ -1,8 +1,8 @@
 """Running `async def` tasks in a worker: one event loop per worker, `concurrency` items at once.
 
 A decorated `async def` function travels as an [AsyncCall][], and each chunk's `ChunkCall`
-carries the call's `concurrency`; [run_chunk][parmap.backends._protocol.run_chunk] hands such a chunk to
-[run_async_chunk][], so every backend (process, thread, serial, Dask) runs them the same way.
+carries the call's `concurrency`; `run_chunk` hands such a chunk to [run_async_chunk][], so
+every backend (process, thread, serial, Dask) runs them the same way.
 
 Decisions:
 
@@ -12,9 +12,13 @@ Decisions:
   an async chunk, and keeps it, so a client or session a task caches in a global stays
   bound to a live loop. The owner closes its loops when it shuts down.
 * **`concurrency` items at once, from the worker's chunk.** `concurrency` runner
-  coroutines take the chunk's items in order; the core makes chunks of such a task at least
-  `concurrency` items long, so a worker always has that many to await. A `careful` chunk
-  (sent after a worker died, to find the item to blame) runs one item at a time.
+  coroutines take the chunk's items in order; the core makes the chunks of such a task whole
+  waves of `concurrency` items (`resolve_chunksize(at_least=...)`), so a worker always has
+  that many to await. A `careful` chunk (sent after a worker died, to find the item to
+  blame) runs one item at a time.
+* **Cancelled with its job.** The thread backend cancels a running chunk on its thread's
+  loop ([EventLoops.cancel][]); the items not finished then fail with
+  `asyncio.CancelledError`, and the chunk returns at once, freeing the thread.
 * **Per item, as for plain tasks.** Each item has its own error, its own seed (a context
   variable, set in the runner's own context), its own `report_progress` position and, with
   `timeout`, its own deadline: the loop cancels an overrunning item at its timeout and
@@ -23,8 +27,9 @@ Decisions:
   worker [ASYNC_TIMEOUT_GRACE_SECONDS][] after the item's timeout, as for a plain task.
 * **What the slot says.** With one item at a time its position is written as for plain
   tasks (a worker's death is blamed on it). With several at once the slot holds the oldest
-  running item (whose deadline comes first) and `SLOT_SHARED` says that a death there
-  cannot be blamed on it: the core then sends the chunk again one item at a time.
+  running item (whose deadline comes first) and `SLOT_SHARED` says that neither a death
+  nor a timeout kill there can be blamed on it (the loop was blocked, by whichever item):
+  the chunk is sent again one item at a time, where the culprit fails alone.
 """
 
 from __future__ import annotations
