@@ -41,7 +41,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import parmap
 
@@ -99,10 +99,8 @@ def increment_chunk(items: Sequence[int]) -> list[int]:
 
 
 # The functional form keeps the plain functions importable under their own names, which
-# aiomultiprocess and ProcessPoolExecutor pickle by reference. The cast: parmap's annotations
-# type the map of an `async def` function as a list of coroutines; it returns their values.
-parallel_sleepy_double = parmap.parallel(cast("Callable[[int], int]", sleepy_double), workers=WORKERS,
-                                         concurrency=CONCURRENCY)
+# aiomultiprocess and ProcessPoolExecutor pickle by reference.
+parallel_sleepy_double = parmap.parallel(sleepy_double, workers=WORKERS, concurrency=CONCURRENCY)
 parallel_increment = parmap.parallel(increment, workers=WORKERS)
 
 
