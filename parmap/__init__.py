@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from ._async_maps import AsyncMapIterator
 from ._decorator import ParallelFunction, parallel
 from ._registry import shutdown
 from ._reporting import report_progress
@@ -35,6 +36,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncMapIterator",
     "AsyncResult",
     "CancelledError",
     "CheckpointLockedError",
