@@ -42,7 +42,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from typing import Any, Protocol, Union
+from typing import Any, NoReturn, Protocol, Union
 
 from ._chunking import CostEstimate
 from ._config import MapOptions
@@ -317,6 +317,10 @@ class Job:
         self._thread: int | None = None  # the thread iterating the job
         self._started = 0.0
         self._closed = False
+        # Set by `cancel()` from any thread (one writer of a bool, read here): an inline
+        # backend runs chunks inside `_send`, so a cancel must stop the next send even
+        # before the driver gets back to its queue.
+        self._cancel_requested = False
         self.stats = StatsCollector()
 
     # ---------------------------------------------------------------- public
@@ -382,7 +386,10 @@ class Job:
         iterates the job handles it in order with the outcomes, as the owner of the job's
         state: it calls `close(stop_running=True)` and `batches()` raises
         [CancelledError][parmap.CancelledError]. Nothing happens once the job has ended.
+        No chunk is submitted after it, even by decisions already taken (the serial backend
+        runs each chunk as it is submitted).
         """
+        self._cancel_requested = True
         self._events.put(_Cancel())
 
     def close(self, *, stop_running: bool = False) -> None:
@@ -491,9 +498,16 @@ class Job:
         stored = self._store.completed(start, start + len(chunk)) if self._store is not None else None
         return self._core.input_read(start, chunk, stored)
 
+    def _stop_cancelled(self) -> NoReturn:
+        """End the job that `cancel()` cancelled: stop its chunks, raise `CancelledError`."""
+        self.close(stop_running=True)
+        raise CancelledError("the map was cancelled")
+
     def _send(self, send: Send) -> list[Decision]:
         assert self._core is not None
         assert self._backend is not None
+        if self._cancel_requested:
+            self._stop_cancelled()
         task = ChunkTask(
             chunk_id=send.chunk_id,
             job=self._spec,
@@ -570,8 +584,7 @@ class Job:
             chunk: _InputChunk = event  # type: ignore[assignment]
             return self._input_read(chunk.start, chunk.items)
         if kind is _Cancel:
-            self.close(stop_running=True)
-            raise CancelledError("the map was cancelled")
+            self._stop_cancelled()
         if kind is _InputEnd:
             self._input_over = True
             return core.input_ended(event.error)  # type: ignore[union-attr]

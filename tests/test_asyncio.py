@@ -382,6 +382,18 @@ def test_cancel_on_thread_and_serial_drops_what_is_queued(name: str, tmp_path: P
     assert not list(tmp_path.glob("started-3")), "a queued item of the cancelled job ran"
 
 
+def test_cancel_on_the_serial_backend_stops_the_chunks_already_decided(tmp_path: Path) -> None:
+    """Found under load. The serial backend runs each chunk as it is submitted: a cancel that
+    arrives while one runs must stop the sends the driver had already decided on."""
+    task = parallel(tasks.wait_for_file, backend="serial")
+    result = task.map_async([(str(tmp_path), x) for x in range(5)], chunksize=1, max_in_flight=4)
+    started_pids(tmp_path, 1)
+    assert result.cancel()
+    (tmp_path / "go").touch()
+    wait_until(lambda: not result._thread.is_alive())  # the job has wound down
+    assert sorted(path.name for path in tmp_path.glob("started-*")) == ["started-0"]
+
+
 def test_cancel_on_the_thread_backend_stops_running_async_items(tmp_path: Path) -> None:
     """The job's items wait for a file that never comes; after cancel, the pool's one thread
     is free again: the next job runs on it at once."""

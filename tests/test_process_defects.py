@@ -30,7 +30,7 @@ from parmap._config import PoolConfig
 from parmap.backends import ChunkDone, ChunkTask, JobSpec, Outcome
 from parmap.backends.process import ProcessBackend
 from tests import tasks
-from tests.conftest import PROCESS_BACKENDS, StartMethod, wait_until
+from tests.conftest import PROCESS_BACKENDS, StartMethod, process_pool_of, wait_until
 
 Decorate = Callable[..., Any]
 
@@ -523,3 +523,20 @@ def test_the_manager_thread_shadows_nothing_of_threading_thread() -> None:
     inherited = set(dir(threading.Thread()))
     own = {name for name in vars(_Manager) if not (name.startswith("__") and name.endswith("__"))}
     assert own & inherited == {"run"}
+
+
+def test_a_function_left_loading_in_a_workers_inbox_is_not_blamed_on_the_next_job(tmp_path: Path) -> None:
+    """Found under load. The one worker is busy; a job whose function kills its loader is
+    queued behind, then cancelled (its chunk is withdrawn, its function stays in the inbox);
+    the next job's chunk follows. The worker dies loading the first job's function: the
+    next job must not be charged with it, and runs on the replacement."""
+    waiting = parallel(tasks.wait_for_file, workers=1)
+    busy = waiting.map_async([(str(tmp_path), 0)])
+    wait_until((tmp_path / "started-0").exists)
+    doomed = parallel(tasks.KillsTheWorkerThatLoadsIt(), workers=1).map_async([1])
+    wait_until(lambda: any(w.held for w in process_pool_of(waiting)._manager._workers.values() if len(w.held) > 1))
+    doomed.cancel()
+    after = parallel(tasks.square, workers=1).map_async([3])
+    (tmp_path / "go").touch()
+    assert busy.get(timeout=20) == [0]
+    assert after.get(timeout=20) == [9]

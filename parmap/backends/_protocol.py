@@ -15,7 +15,7 @@ unpickled still names its chunk.
 
 | tag | message | direction | fields |
 |---|---|---|---|
-| `F` | LoadFunction | to worker | key, payload, evict |
+| `F` | LoadFunction | to worker | key, payload, evict, number |
 | `C` | ChunkCall | to worker | chunk_id, function_key, indices, items, timeout, seed, max_tasks, profile, careful, concurrency |
 | `W` | Withdraw | to worker | chunk_id |
 | `S` | Stop | to worker | |
@@ -67,11 +67,17 @@ PID = struct.Struct("<i")
 
 
 class LoadFunction(NamedTuple):
-    """Unpickle and keep a function under `key`; forget `evict` (the manager's LRU choice)."""
+    """Unpickle and keep a function under `key`; forget `evict` (the manager's LRU choice).
+
+    `number` counts the functions sent to this worker; the worker writes it into its slot
+    (`SLOT_LOADING`) before unpickling, so that a death while loading is charged to the
+    function it was loading, never to whichever chunk happens to be queued behind it.
+    """
 
     key: bytes
     payload: bytes
     evict: bytes | None
+    number: int
 
 
 class ChunkCall(NamedTuple):
@@ -400,7 +406,9 @@ SLOT_CHUNK_STARTED = 3
 #: 1.0 while several items of an `async def` chunk run at once: the position is then the
 #: oldest running item (for its timeout), not one a worker's death can be blamed on.
 SLOT_SHARED = 4
-SLOT_SIZE = 5
+#: The `LoadFunction.number` of the function the worker is unpickling (or did last).
+SLOT_LOADING = 5
+SLOT_SIZE = 6
 #: Positions written outside any single item.
 POSITION_READING = -1.0  # unpickling the chunk
 POSITION_PICKLING = -2.0  # pickling its results

@@ -53,6 +53,7 @@ from ._protocol import (
     RESULT_HEADER,
     SLOT_CHUNK,
     SLOT_CHUNK_STARTED,
+    SLOT_LOADING,
     SLOT_POSITION,
     WITHDRAWN,
     ChunkResult,
@@ -338,9 +339,10 @@ def _serve(channel: _Channel, inbox: _Inbox, slot: Any, prefix: str) -> None:
 
 
 def _load_function(functions: dict[bytes, Callable[[Any], Any] | _Unloadable], message: bytearray, slot: Any) -> None:
-    key, payload, evict = pickle.loads(memoryview(message)[1:])
+    key, payload, evict, number = pickle.loads(memoryview(message)[1:])
     if evict is not None:
         functions.pop(evict, None)
+    slot[SLOT_LOADING] = number  # written before the position: the manager reads it after
     slot[SLOT_POSITION] = POSITION_LOADING
     try:
         functions[key] = pickle.loads(payload)

@@ -85,6 +85,7 @@ from ._protocol import (
     PROGRESS,
     SLOT_CHUNK,
     SLOT_CHUNK_STARTED,
+    SLOT_LOADING,
     SLOT_POSITION,
     SLOT_SHARED,
     SLOT_SIZE,
@@ -284,6 +285,9 @@ class _Worker:
     #: Chunk ids with a `Withdraw` on its way.
     withdrawing: set[int] = dataclasses.field(default_factory=set)
     functions: collections.OrderedDict[bytes, None] = dataclasses.field(default_factory=collections.OrderedDict)
+    #: `LoadFunction.number` -> key of the functions sent, the newest `MAX_CACHED_FUNCTIONS * 2`.
+    loads: dict[int, bytes] = dataclasses.field(default_factory=dict)
+    loads_sent: int = 0
     retiring: bool = False
     kill: _Kill | None = None
     outbox: collections.deque[memoryview] = dataclasses.field(default_factory=collections.deque)
@@ -714,7 +718,11 @@ class _Manager(threading.Thread):
             evict = None
             if len(worker.functions) >= MAX_CACHED_FUNCTIONS:
                 evict, _ = worker.functions.popitem(last=False)
-            self._send(worker, b"F" + pickle.dumps((key, function, evict), protocol=5))
+            worker.loads_sent += 1
+            worker.loads[worker.loads_sent] = key
+            if len(worker.loads) > 2 * MAX_CACHED_FUNCTIONS:
+                del worker.loads[next(iter(worker.loads))]
+            self._send(worker, b"F" + pickle.dumps((key, function, evict, worker.loads_sent), protocol=5))
             worker.functions[key] = None
         self._send(worker, pending.payload)
 
@@ -871,15 +879,18 @@ class _Manager(threading.Thread):
         _transport.remove_segments(f"{self.prefix}w{worker.number}-")
         running = worker.running()
         kill = worker.kill
-        # Died unpickling a function: it was sent right before the oldest chunk not started,
-        # which needs it. Sending it again would kill the next worker the same way.
-        unloadable = running is None and worker.held and kill is None and worker.slot[SLOT_POSITION] == POSITION_LOADING
+        # Died unpickling a function: the chunks that need it fail (sending it again would kill
+        # the next worker the same way). Which function it was comes from the slot, never from
+        # the order of the queue: a cancelled job's function can still be ahead of another
+        # job's chunk, which is then sent again uncharged.
+        loading = running is None and kill is None and worker.slot[SLOT_POSITION] == POSITION_LOADING
+        unloadable = worker.loads.get(int(worker.slot[SLOT_LOADING])) if loading else None
         requeue: list[_Pending] = []
         for pending in worker.held:
             job_id = pending.task.job.job_id
             if pending.cancelled or (kill is not None and kill.reason == "cancel" and job_id == kill.job_id):
                 discard_call(pending.payload)  # its job is gone; nobody waits for it
-            elif unloadable and pending is worker.held[0]:
+            elif unloadable is not None and _function_key(pending) == unloadable:
                 discard_call(pending.payload)
                 self._deliver(
                     ChunkFailed(
@@ -1157,6 +1168,11 @@ def _describe(obj: object) -> str:
         return str(obj)
     except BaseException:
         return f"<{type(obj).__qualname__}>"
+
+
+def _function_key(pending: _Pending) -> bytes | None:
+    payload = pending.task.job.function_payload
+    return None if payload is None else payload[0]
 
 
 def _describe_exit(exitcode: int | None) -> str:
