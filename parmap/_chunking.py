@@ -69,7 +69,7 @@ def resolve_chunksize(
     remaining: int | None,
     seconds_per_item: float | None,
     target_seconds: float | None = None,
-    at_least: int = 1,
+    wave: int = 1,
 ) -> int:
     """Return the size of the next chunk.
 
@@ -80,7 +80,7 @@ def resolve_chunksize(
         seconds_per_item: measured compute cost per item, or ``None`` before the first
             measurement.
         target_seconds: compute time to aim for per chunk (default ``TARGET_CHUNK_SECONDS``).
-        at_least: an ``async def`` task's ``concurrency``: an ``"auto"`` chunk (probes
+        wave: an ``async def`` task's ``concurrency``: an ``"auto"`` chunk (probes
             included) is a whole number of such waves while that many items remain, since a
             worker awaits that many of a chunk's items at once and a partial last wave
             leaves slots idle for a whole item's wait (measured on 1,000 items of 10 ms at
@@ -90,10 +90,10 @@ def resolve_chunksize(
     if isinstance(requested, int):
         return requested
     size = _auto_chunksize(workers, remaining, seconds_per_item, target_seconds)
-    if at_least > 1:
-        if remaining is not None and remaining <= at_least:
+    if wave > 1:
+        if remaining is not None and remaining <= wave:
             return max(1, remaining)
-        size = max(at_least, round(size / at_least) * at_least)
+        size = max(wave, round(size / wave) * wave)
     return size
 
 

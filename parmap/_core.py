@@ -158,8 +158,8 @@ class SchedulingCore:
         target_seconds: the backend's compute time to aim for per chunk.
         max_in_flight: the window in records, or None for the default.
         max_tasks_per_worker: a chunk never holds more items than this.
-        min_chunksize: an `"auto"` chunk holds at least this many items (while that many
-            remain): an `async def` task's `concurrency`.
+        wave: an `async def` task's `concurrency`: `"auto"` chunks are whole waves of it
+            (see `resolve_chunksize`).
         retries: how many times a failed item is run again.
         retry_on: exception types worth a retry.
         return_exceptions: settle a failed item with its exception instead of raising it.
@@ -178,7 +178,7 @@ class SchedulingCore:
         target_seconds: float | None = None,
         max_in_flight: int | None = None,
         max_tasks_per_worker: int | None = None,
-        min_chunksize: int = 1,
+        wave: int = 1,
         retries: int = 0,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
         return_exceptions: bool = False,
@@ -193,7 +193,7 @@ class SchedulingCore:
         self._cost = cost if cost is not None else CostEstimate()
         self._target_seconds = target_seconds
         self._max_tasks = max_tasks_per_worker
-        self._min_chunksize = min_chunksize
+        self._wave = wave
         self._retries = retries
         self._retry_on = retry_on
         self._return_exceptions = return_exceptions
@@ -604,7 +604,7 @@ class SchedulingCore:
             remaining=remaining,
             seconds_per_item=self._cost.seconds_per_item if self._measured else None,
             target_seconds=self._target_seconds,
-            at_least=self._min_chunksize,
+            wave=self._wave,
         )
         if self._max_tasks is not None:
             size = min(size, self._max_tasks)

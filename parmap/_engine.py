@@ -435,7 +435,7 @@ class Job:
             target_seconds=backend.target_chunk_seconds,
             max_in_flight=options.max_in_flight,
             max_tasks_per_worker=options.max_tasks_per_worker,
-            min_chunksize=options.concurrency,
+            wave=options.concurrency,
             retries=options.retries,
             retry_on=options.retry_on,
             return_exceptions=options.return_exceptions,

@@ -201,8 +201,9 @@ class AsyncResult(Generic[R]):
         import asyncio
 
         if not self._done.is_set():
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            entry = (asyncio.get_running_loop(), future)
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[None] = loop.create_future()
+            entry = (loop, future)
             with self._lock:
                 waiting = not self._done.is_set()
                 if waiting:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
@@ -39,6 +40,19 @@ PROCESS_BACKENDS = [p for p in BACKENDS if p.values[0][0] == "process"]  # type:
 #: in a terminal, even when the test run itself was started in the background (a shell's
 #: background job inherits SIGINT ignored, and Python then installs no handler).
 CTRL_C_AS_IN_A_TERMINAL = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
+
+@contextlib.contextmanager
+def mounted(arguments: list[str], target: Path, what: str) -> Iterator[Path]:
+    """`mount ARGUMENTS TARGET` for the block, unmounted after; skips the test where mounting
+    is not permitted (it needs root or CAP_SYS_ADMIN)."""
+    completed = subprocess.run(["mount", *arguments, str(target)], capture_output=True, check=False)
+    if completed.returncode != 0:
+        pytest.skip(f"cannot {what} here: {completed.stderr.decode(errors='replace').strip()}")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
 
 
 def run_script(code: str, timeout: float) -> subprocess.CompletedProcess[str]:

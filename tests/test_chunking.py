@@ -76,7 +76,7 @@ def test_async_chunks_are_whole_waves_of_concurrency(
 ) -> None:
     """A worker awaits `concurrency` items of a chunk at once: a chunk is whole waves of them,
     probes included, unless fewer items than one wave remain (then it takes them all)."""
-    size = resolve_chunksize("auto", workers=2, remaining=remaining, seconds_per_item=seconds, at_least=concurrency)
+    size = resolve_chunksize("auto", workers=2, remaining=remaining, seconds_per_item=seconds, wave=concurrency)
     if remaining is not None and remaining <= concurrency:
         assert size == remaining
     else:
@@ -85,7 +85,7 @@ def test_async_chunks_are_whole_waves_of_concurrency(
 
 
 def test_a_fixed_chunksize_wins_over_concurrency() -> None:
-    assert resolve_chunksize(7, workers=2, remaining=100, seconds_per_item=None, at_least=50) == 7
+    assert resolve_chunksize(7, workers=2, remaining=100, seconds_per_item=None, wave=50) == 7
 
 
 def test_cost_estimate_weighs_chunks_by_their_items() -> None:

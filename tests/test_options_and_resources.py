@@ -23,7 +23,7 @@ import pytest
 from parmap import CheckpointLockedError, CheckpointMismatchError, _checkpoint, parallel
 from parmap._checkpoint import CheckpointStore, stored_results
 from tests import tasks
-from tests.conftest import wait_until
+from tests.conftest import mounted, wait_until
 
 Decorate = Callable[..., Any]
 
@@ -142,15 +142,8 @@ def read_only_copy(tmp_path: Path) -> Iterator[Path]:
     writable, read_only = tmp_path / "rw", tmp_path / "ro"
     writable.mkdir()
     read_only.mkdir()
-    mounted = subprocess.run(
-        ["mount", "--bind", "-o", "ro", str(writable), str(read_only)], capture_output=True, check=False
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot bind-mount here: {mounted.stderr.decode(errors='replace').strip()}")
-    try:
-        yield read_only
-    finally:
-        subprocess.run(["umount", str(read_only)], check=True)
+    with mounted(["--bind", "-o", "ro", str(writable)], read_only, "bind-mount") as target:
+        yield target
 
 
 def test_a_checkpoint_on_a_read_only_filesystem_is_an_os_error(read_only_copy: Path) -> None:

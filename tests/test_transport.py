@@ -20,7 +20,7 @@ import pytest
 import parmap
 from parmap import WorkerLostError, _transport, parallel
 from tests import tasks
-from tests.conftest import _cmdline, wait_until, worker_processes
+from tests.conftest import _cmdline, mounted, wait_until, worker_processes
 
 Decorate = Callable[..., Any]
 BIG = _transport.OUT_OF_BAND_MIN_BYTES * 2
@@ -208,15 +208,8 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB tmpfs (mounting needs root or CAP_SYS_ADMIN: skipped where it is not permitted)."""
     directory = tmp_path / "shm"
     directory.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(directory)], capture_output=True, check=False
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
-    try:
-        yield directory
-    finally:
-        subprocess.run(["umount", str(directory)], check=True)
+    with mounted(["-t", "tmpfs", "-o", "size=4m", "tmpfs"], directory, "mount a tmpfs") as target:
+        yield target
 
 
 def test_a_full_tmpfs_falls_back_to_the_pipe(small_tmpfs: Path, monkeypatch: pytest.MonkeyPatch) -> None:

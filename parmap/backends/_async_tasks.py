@@ -13,7 +13,7 @@ Decisions:
   bound to a live loop. The owner closes its loops when it shuts down.
 * **`concurrency` items at once, from the worker's chunk.** `concurrency` runner
   coroutines take the chunk's items in order; the core makes the chunks of such a task whole
-  waves of `concurrency` items (`resolve_chunksize(at_least=...)`), so a worker always has
+  waves of `concurrency` items (`resolve_chunksize(wave=...)`), so a worker always has
   that many to await. A `careful` chunk (sent after a worker died, to find the item to
   blame) runs one item at a time.
 * **Cancelled with its job.** The thread backend cancels a running chunk on its thread's

@@ -51,7 +51,6 @@ class EventLoops:
     def __init__(self) -> None:
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._all: weakref.WeakSet[_ThreadLoop] = weakref.WeakSet()
         self._by_thread: weakref.WeakValueDictionary[int, _ThreadLoop] = weakref.WeakValueDictionary()
 
     def run(self, coroutine: Coroutine[Any, Any, None]) -> None:
@@ -63,7 +62,6 @@ class EventLoops:
         if held is None or held.loop.is_closed():
             held = self._local.loop = _ThreadLoop()
             with self._lock:
-                self._all.add(held)
                 self._by_thread[threading.get_ident()] = held
         _run_to_completion(held, coroutine)
 
@@ -104,7 +102,7 @@ class EventLoops:
     def close(self) -> None:
         """Close every loop that is not running."""
         with self._lock:
-            held = list(self._all)
+            held = list(self._by_thread.values())
         for each in held:
             each.close()
 

@@ -46,6 +46,7 @@ from .. import _reporting, _seeding, _transport
 from ..errors import RemoteTraceback, SerializationError, TaskTimeoutError
 
 if TYPE_CHECKING:
+    from . import ChunkTask
     from ._event_loops import EventLoops
 
 # --------------------------------------------------------------------------- messages
@@ -94,6 +95,23 @@ class ChunkCall(NamedTuple):
     careful: bool
     #: Items of an `async def` task awaited at once (see [AsyncCall][]).
     concurrency: int = 1
+
+    @classmethod
+    def of(cls, task: ChunkTask, function_key: bytes, *, max_tasks: int | None) -> ChunkCall:
+        """The call that runs `task`, for every backend that ships chunks (process, Dask)."""
+        job = task.job
+        return cls(
+            task.chunk_id,
+            function_key,
+            task.indices,
+            task.items,
+            job.timeout,
+            job.seed,
+            max_tasks,
+            job.profile,
+            task.careful,
+            job.concurrency,
+        )
 
 
 class Withdraw(NamedTuple):
@@ -154,9 +172,6 @@ class AsyncCall:
 
     def __call__(self, item: Any) -> Awaitable[Any]:
         return self.function(item)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (AsyncCall, (self.function,))
 
 
 class Timings(NamedTuple):

@@ -255,18 +255,7 @@ class DaskBackend(Backend):
         """
         job = task.job
         key, payload = job.pickle_function()
-        call = ChunkCall(
-            task.chunk_id,
-            key,
-            task.indices,
-            task.items,
-            job.timeout,
-            job.seed,
-            None,
-            job.profile,
-            task.careful,
-            job.concurrency,
-        )
+        call = ChunkCall.of(task, key, max_tasks=None)  # Dask's workers are not recycled
         try:
             chunk = encode_call(call, None)  # in band: the worker may be on another host
         except Exception as error:

@@ -369,18 +369,7 @@ class ProcessBackend(Backend):
         """
         job = task.job
         key, _ = job.pickle_function()
-        call = ChunkCall(
-            task.chunk_id,
-            key,
-            task.indices,
-            task.items,
-            job.timeout,
-            job.seed,
-            job.max_tasks_per_worker,
-            job.profile,
-            task.careful,
-            job.concurrency,
-        )
+        call = ChunkCall.of(task, key, max_tasks=job.max_tasks_per_worker)
         encode_started = time.perf_counter()
         try:
             payload = encode_call(call, self._encode_prefix)
