@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, Union
 
@@ -55,6 +57,8 @@ class PoolConfig:
     #: How deep in nested maps the pool lives (0: the main program); each depth has its own
     #: pools, so a task waiting on an inner map never waits on its own pool.
     depth: int = 0
+    #: Resident bytes a worker process may use (`max_worker_memory=`); `None`: no limit.
+    max_worker_memory: int | None = None
 
     @classmethod
     def build(
@@ -66,6 +70,7 @@ class PoolConfig:
         initializer: object,
         initargs: object,
         backend_options: Mapping[str, Any] | None = None,
+        max_worker_memory: object = None,
     ) -> PoolConfig:
         """Validate the pool-level options and return the config that names the pool.
 
@@ -90,6 +95,7 @@ class PoolConfig:
             else:
                 raise TypeError(f"initargs must be a tuple, got {type(initargs).__name__}")
         options = dict(backend_options or {})
+        memory_limit = validate_max_worker_memory(max_worker_memory, backend_name, options)
         return cls(
             backend=backend_name,
             workers=n_workers,
@@ -98,7 +104,83 @@ class PoolConfig:
             initargs=initargs,
             backend_options=options,
             identity=_identity_of(initializer, initargs, options),
+            max_worker_memory=memory_limit,
         )
+
+
+#: Units of `max_worker_memory` strings, in bytes. Decimal prefixes are powers of 1000 and
+#: binary ones (`KiB`, ...) powers of 1024, as in the IEC standard, Dask and `ls --si`; a bare
+#: `K`, `M`, `G`, `T` means the decimal unit too, as Dask reads it (`memory_limit="2G"`), so a
+#: limit means the same bytes in parmap and in Dask.
+MEMORY_UNITS = {
+    "": 1,
+    "b": 1,
+    **{f"{prefix}{suffix}": 1000**power for power, prefix in enumerate("kmgt", 1) for suffix in ("", "b")},
+    **{f"{prefix}ib": 1024**power for power, prefix in enumerate("kmgt", 1)},
+}
+
+_MEMORY_PATTERN = re.compile(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*", re.IGNORECASE)
+
+_MEMORY_HELP = 'an int of bytes >= 1 or a string such as "2GB", "512 MiB" or "1.5e9"'
+
+
+def parse_memory_size(value: str) -> int:
+    """Bytes in a size such as `"2GB"`, `"512 MiB"`, `"800M"`, `"1.5GiB"` or `"2e9"`.
+
+    Units (case-insensitive, see [MEMORY_UNITS][]): none or `B`; `kB`, `MB`, `GB`, `TB`
+    (powers of 1000, also written `K`, `M`, `G`, `T`); `KiB`, `MiB`, `GiB`, `TiB` (powers
+    of 1024). A fraction is rounded down to whole bytes.
+
+    Raises:
+        ValueError: not a number with one of these units, or under one byte.
+    """
+    match = _MEMORY_PATTERN.fullmatch(value)
+    unit = MEMORY_UNITS.get(match.group(2).lower()) if match else None
+    if match is None or unit is None:
+        raise ValueError(f"max_worker_memory must be {_MEMORY_HELP}, got {value!r}")
+    try:
+        size = int(float(match.group(1)) * unit)
+    except OverflowError:  # "1e999": no machine has that much
+        raise ValueError(f"max_worker_memory is too large: {value!r}") from None
+    if size < 1:
+        raise ValueError(f"max_worker_memory must be at least one byte, got {value!r}")
+    return size
+
+
+def validate_max_worker_memory(value: object, backend: str, backend_options: Mapping[str, Any]) -> int | None:
+    """The limit in bytes (`None`: no limit), checked against the backend that must enforce it.
+
+    Raises:
+        TypeError: `value` is neither `None`, an int nor a str.
+        ValueError: a bad size; or a backend whose workers parmap does not run as its own
+            processes: thread and serial (they share the caller's memory), Dask with
+            `address=` or `client=` (parmap does not manage those workers); or a process
+            backend off Linux (the limit reads `/proc`).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(f"max_worker_memory must be {_MEMORY_HELP}, got {type(value).__name__}")
+    if isinstance(value, str):
+        limit = parse_memory_size(value)
+    elif value < 1:
+        raise ValueError(f"max_worker_memory must be {_MEMORY_HELP}, got {value!r}")
+    else:
+        limit = value
+    if backend in ("thread", "serial"):
+        raise ValueError(
+            f"max_worker_memory does not apply to backend={backend!r}: its workers share the caller's "
+            "memory; the limit applies to worker processes (backend='process' or 'dask')"
+        )
+    if backend == "dask" and backend_options:
+        raise ValueError(
+            "max_worker_memory applies to the LocalCluster parmap starts for backend='dask'; with "
+            f"{' or '.join(f'{name}=' for name in backend_options)} parmap does not manage the workers: "
+            "set the cluster's own memory_limit instead"
+        )
+    if backend == "process" and not sys.platform.startswith("linux"):
+        raise ValueError("max_worker_memory needs Linux: the process backend reads a worker's memory from /proc")
+    return limit
 
 
 def _identity_of(initializer: object, initargs: tuple[Any, ...], options: Mapping[str, Any]) -> object:

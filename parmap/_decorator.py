@@ -89,11 +89,12 @@ class ParallelOptions(MapOverrides, total=False):
     start_method: Union[Literal["fork", "spawn", "forkserver"], None]
     initializer: Union[Callable[..., object], None]
     initargs: tuple[Any, ...]
+    max_worker_memory: Union[int, str, None]
     address: Union[str, None]
     client: Any
 
 
-_POOL_KEYS = ("workers", "backend", "start_method", "initializer", "initargs")
+_POOL_KEYS = ("workers", "backend", "start_method", "initializer", "initargs", "max_worker_memory")
 _BACKEND_KEYS = ("address", "client")
 
 
@@ -110,6 +111,7 @@ def _split_settings(settings: Mapping[str, Any]) -> tuple[PoolConfig, MapOptions
         initializer=settings.get("initializer"),
         initargs=settings.get("initargs", ()),
         backend_options=backend_options,
+        max_worker_memory=settings.get("max_worker_memory"),
     )
     if backend_options and config.backend != "dask":
         raise ValueError(f"{', '.join(backend_options)} only apply to backend='dask'")
@@ -527,6 +529,9 @@ def parallel(
     * ``backend``: ``"process"`` (default), ``"thread"``, ``"serial"`` or ``"dask"``.
     * ``start_method``: ``None`` (multiprocessing's default), ``"fork"``, ``"spawn"``, ``"forkserver"``.
     * ``initializer``, ``initargs``: run once in each worker.
+    * ``max_worker_memory``: resident memory a worker process may use, an int of bytes or a
+      string (``"2GB"``, ``"512MiB"``); a worker above it after a chunk is replaced, one far
+      above it mid-item is killed (``WorkerLostError``). Process and Dask backends only.
     * ``address``, ``client``: the Dask cluster (``backend="dask"`` only).
     * per call: ``chunksize`` (``"auto"`` or int >= 1), ``progress`` (bool or tqdm kwargs),
       ``timeout``, ``retries``, ``retry_on``, ``return_exceptions``, ``max_tasks_per_worker``,

@@ -64,6 +64,7 @@ from ._protocol import (
     format_traceback,
     run_chunk,
 )
+from ._resources import resident_bytes
 
 __all__ = [
     "StarCall",
@@ -208,7 +209,14 @@ class _Inbox:
 
 # Called by multiprocessing with positional arguments (the Process's args).
 def worker_main(  # noqa: PLR0917
-    conn: Any, shared: Any, init_payload: bytes | None, initargs: Any, prefix: str, parent: int, inherited: int
+    conn: Any,
+    shared: Any,
+    init_payload: bytes | None,
+    initargs: Any,
+    prefix: str,
+    parent: int,
+    inherited: int,
+    memory_limit: int | None = None,
 ) -> None:
     """Entry point of a worker process: initialise, then run chunks until told to stop.
 
@@ -217,7 +225,8 @@ def worker_main(  # noqa: PLR0917
     otherwise they travel inside `init_payload`. `parent` is the pid whose death must end
     this process (the caller; `0` under forkserver, whose server is the parent).
     `inherited` is the parent's end of this worker's socket, inherited under fork (`-1`
-    otherwise): closed here.
+    otherwise): closed here. `memory_limit` is the pool's `max_worker_memory` in bytes: a
+    worker whose resident memory is above it after a chunk retires (`None`: no limit).
     """
     global _in_worker_process
     _in_worker_process = True
@@ -246,7 +255,7 @@ def worker_main(  # noqa: PLR0917
     inbox = _Inbox(slot, channel.fd)
     threading.Thread(target=_read_loop, args=(channel, inbox), name="parmap-reader", daemon=True).start()
     channel.send(b"R" + PID.pack(pid))
-    _serve(channel, inbox, slot, prefix)
+    _serve(channel, inbox, slot, prefix, memory_limit)
     del conn
 
 
@@ -277,7 +286,7 @@ class _Unloadable:
         self.description = description
 
 
-def _serve(channel: _Channel, inbox: _Inbox, slot: Any, prefix: str) -> None:
+def _serve(channel: _Channel, inbox: _Inbox, slot: Any, prefix: str, memory_limit: int | None) -> None:
     functions: dict[bytes, Callable[[Any], Any] | _Unloadable] = {}
     items_run = 0
     pid = channel.pid
@@ -322,7 +331,7 @@ def _serve(channel: _Channel, inbox: _Inbox, slot: Any, prefix: str) -> None:
         if os.getpid() != pid:
             os._exit(0)  # a task forked and its child returned here: it must not answer
         items_run += completed
-        retiring = call.max_tasks is not None and items_run >= call.max_tasks
+        retiring = (call.max_tasks is not None and items_run >= call.max_tasks) or _over_limit(memory_limit)
         slot[SLOT_POSITION] = POSITION_PICKLING
         result = ChunkResult(
             call.chunk_id, pid, completed, retiring, Timings(compute, decode_seconds, item_seconds), values, errors
@@ -336,6 +345,14 @@ def _serve(channel: _Channel, inbox: _Inbox, slot: Any, prefix: str) -> None:
         del encoded
         if retiring:
             return
+
+
+def _over_limit(memory_limit: int | None) -> bool:
+    """The worker's resident memory is above `max_worker_memory` (read in about 10 µs)."""
+    if memory_limit is None:
+        return False
+    rss = resident_bytes()
+    return rss is not None and rss > memory_limit
 
 
 def _load_function(functions: dict[bytes, Callable[[Any], Any] | _Unloadable], message: bytearray, slot: Any) -> None:

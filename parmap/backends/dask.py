@@ -40,6 +40,9 @@ Semantics that differ because of what Dask can do:
 * ``cancel`` releases the job's futures: queued tasks never start; a task already running
   finishes on its worker and its result is dropped.
 * ``max_tasks_per_worker`` does not apply: parmap does not manage Dask's worker processes.
+* ``max_worker_memory`` becomes the ``memory_limit`` of each worker of the LocalCluster
+  parmap starts, which Dask enforces with its own policy (spill to disk, pause, restart
+  the worker); with ``address=``, ``client=`` or a current client it is a ``ValueError``.
 * Nested maps: a Dask-backend map with no ``address``/``client``, called inside a task
   (a parmap task on any backend, or any Dask task), runs inline in that task's thread, like
   the serial backend. A task then never waits for cluster slots held by its own job, so
@@ -200,14 +203,26 @@ class DaskBackend(Backend):
             self._owns_client = True
             return
         try:
-            self._client = distributed.get_client()
-            return
+            current = distributed.get_client()
         except ValueError:  # no current client
-            pass
+            current = None
+        if current is not None and self.config.max_worker_memory is not None:
+            raise ValueError(
+                "max_worker_memory applies to the LocalCluster parmap starts for backend='dask', but a Dask "
+                "client is current here and its workers are not parmap's: set that cluster's own memory_limit"
+            )
+        if current is not None:
+            self._client = current
+            return
+        # Dask enforces the limit with its own policy (spill, pause, restart the worker);
+        # without one, the cluster keeps Dask's default ("auto": the machine's share).
+        limit = self.config.max_worker_memory
+        memory = {} if limit is None else {"memory_limit": limit}
         self._cluster = distributed.LocalCluster(  # type: ignore[no-untyped-call]
             n_workers=self.config.workers,
             threads_per_worker=1,
             processes=True,
+            **memory,
             host="127.0.0.1",
             dashboard_address=None,
             # No dashboard, and the scheduler's small HTTP server on a free port rather than on
