@@ -99,14 +99,14 @@ def test_sizes_are_read_in_decimal_and_binary_units(value: object, expected: int
 )
 def test_bad_sizes_are_refused_at_decoration(value: object, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
-        parallel(tasks.square, max_worker_memory=value)  # type: ignore[arg-type]
+        parallel(tasks.square, max_worker_memory=value)  # type: ignore[call-overload]
 
 
 @pytest.mark.parametrize("backend", ["thread", "serial"])
 def test_thread_and_serial_backends_refuse_a_limit(backend: str) -> None:
     with pytest.raises(ValueError, match="share the caller's memory"):
-        parallel(tasks.square, backend=backend, max_worker_memory="1GB")  # type: ignore[arg-type]
-    assert parallel(tasks.square, backend=backend).map([1, 2]) == [1, 4]  # type: ignore[arg-type]
+        parallel(tasks.square, backend=backend, max_worker_memory="1GB")  # type: ignore[call-overload]
+    assert parallel(tasks.square, backend=backend).map([1, 2]) == [1, 4]  # type: ignore[call-overload]
 
 
 def test_dask_with_a_named_cluster_refuses_a_limit() -> None:
@@ -147,7 +147,8 @@ def test_statm_resident_pages() -> None:
 @linux_only
 def test_resident_bytes_of_self_and_of_another_process() -> None:
     own = resident_bytes()
-    assert own is not None and own > MB
+    assert own is not None
+    assert own > MB
     assert resident_bytes(os.getpid()) is not None
     assert resident_bytes(2**22 + 12345) is None  # no such process
 
@@ -264,12 +265,15 @@ def test_worker_far_above_the_limit_mid_item_is_killed(process_backend: Decorate
     task = process_backend(tasks_memory.grow_then_wait, max_worker_memory=limit)
     far = int(limit * MEMORY_KILL_FACTOR) + 32 * MB
     results = task.map([(0, 0), (1, far), (2, 0), (3, 0)], chunksize=1, return_exceptions=True)
-    assert results[0] == 0 and results[2:] == [2, 3]
+    assert results[0] == 0
+    assert results[2:] == [2, 3]
     error = results[1]
     assert isinstance(error, WorkerLostError)
-    assert "memory limit" in str(error) and "item 1" in str(error)
+    assert "memory limit" in str(error)
+    assert "item 1" in str(error)
     assert format_bytes(limit) in str(error)
-    assert error.indices == [1] and error.exitcode == -signal.SIGKILL
+    assert error.indices == [1]
+    assert error.exitcode == -signal.SIGKILL
     assert task.map([(5, 0), (6, 0)]) == [5, 6]  # the pool is back to full strength
 
 
@@ -291,7 +295,8 @@ def test_memory_kill_is_retried(process_backend: Decorate, tmp_path: Path) -> No
     task = process_backend(tasks_memory.grow_once_then_wait, max_worker_memory=limit)
     results = task.map([(x, far if x == 2 else 0, marker) for x in range(4)], chunksize=1, retries=1, stats=True)
     assert results == [0, 10, 20, 30]
-    assert results.stats.retries == 1 and results.stats.lost_workers == 1
+    assert results.stats.retries == 1
+    assert results.stats.lost_workers == 1
     assert Path(marker).exists()
 
 
