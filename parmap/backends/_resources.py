@@ -5,15 +5,16 @@ Two readers serve `max_worker_memory=`:
 * [resident_bytes][] reads a process's resident set size from `/proc/<pid>/statm`
   (resident pages times the page size). It reads counters the kernel keeps per process,
   without taking the target's memory-map lock, so the manager thread can read a busy
-  worker's memory without ever waiting on it (about 5 µs a read); a worker reads its own
-  after each chunk.
+  worker's memory without ever waiting on it (about 15 µs a read, measured with both
+  cores busy); a worker reads its own after each chunk.
 * [OomCounter][] tells whether the kernel's OOM killer killed a process of ours: it reads
   the `oom_kill` counter of the cgroups the pool's processes live in (cgroup v2
   `memory.events`, cgroup v1 `memory.oom_control`; `/proc/vmstat`'s machine-wide counter
   where no cgroup file can be read) and compares it with the value it last saw.
 
 The parsers (`parse_*`, [oom_counter_paths][]) are pure functions of the files' text; only
-the `read_*` functions and [OomCounter][] touch the file system.
+[resident_bytes][], [read_oom_kills][], [cgroup_counter_paths][] and [OomCounter][] touch
+the file system (procfs and cgroupfs reads, which never wait on another process).
 
 This module must stay light: a worker imports it (only `os`).
 """
@@ -27,6 +28,7 @@ from typing import NamedTuple
 __all__ = [
     "Mount",
     "OomCounter",
+    "cgroup_counter_paths",
     "oom_counter_paths",
     "parse_cgroups",
     "parse_mountinfo",
@@ -197,14 +199,18 @@ def read_oom_kills(paths: Iterable[str]) -> dict[str, int]:
     return counts
 
 
-def cgroup_counter_paths(pid: int | None = None) -> list[str]:
-    """The OOM-counter files of process `pid`'s cgroups (this process when `None`)."""
-    who = "self" if pid is None else str(pid)
-    cgroups = _read_text(f"/proc/{who}/cgroup")
-    mountinfo = _read_text("/proc/self/mountinfo")
-    if cgroups is None or mountinfo is None:
+def cgroup_counter_paths(pid: int | None = None, mounts: Sequence[Mount] | None = None) -> list[str]:
+    """The OOM-counter files of process `pid`'s cgroups (this process when `None`).
+
+    `mounts`: the cgroup mounts, when already read (else `/proc/self/mountinfo` is read).
+    """
+    cgroups = _read_text(f"/proc/{'self' if pid is None else pid}/cgroup")
+    if cgroups is None:
         return []
-    return oom_counter_paths(parse_cgroups(cgroups), parse_mountinfo(mountinfo))
+    if mounts is None:
+        mountinfo = _read_text("/proc/self/mountinfo")
+        mounts = [] if mountinfo is None else parse_mountinfo(mountinfo)
+    return oom_counter_paths(parse_cgroups(cgroups), mounts)
 
 
 class OomCounter:
@@ -218,12 +224,22 @@ class OomCounter:
     never told twice. Read where no cgroup counter is readable: `/proc/vmstat`'s, which
     counts every OOM kill of the machine.
 
-    Used by the manager thread only.
+    Used by the manager thread only. The mounts are read once, at the start (a pool's
+    cgroup mounts do not move); [watch][] then costs one small procfs read per worker.
     """
 
     def __init__(self, paths: Iterable[str] | None = None) -> None:
         self.seen: dict[str, int] = {}
-        self.watch_paths(cgroup_counter_paths() if paths is None else paths)
+        self._mounts: list[Mount] = []
+        self._cgroups: set[str] = set()
+        if paths is None:
+            mountinfo = _read_text("/proc/self/mountinfo")
+            self._mounts = [] if mountinfo is None else parse_mountinfo(mountinfo)
+            own = _read_text("/proc/self/cgroup")
+            if own is not None:
+                self._cgroups.add(own)
+                paths = oom_counter_paths(parse_cgroups(own), self._mounts)
+        self.watch_paths(paths or [])
         if not self.seen:
             self.watch_paths([VMSTAT])
 
@@ -233,8 +249,14 @@ class OomCounter:
         self.seen.update(read_oom_kills(new))
 
     def watch(self, pid: int) -> None:
-        """Watch the cgroups of process `pid` too (cheap: two small procfs reads)."""
-        self.watch_paths(cgroup_counter_paths(pid))
+        """Watch the cgroups of process `pid` too, where they are not watched yet."""
+        if not self._mounts:
+            return
+        text = _read_text(f"/proc/{pid}/cgroup")
+        if text is None or text in self._cgroups:
+            return
+        self._cgroups.add(text)
+        self.watch_paths(oom_counter_paths(parse_cgroups(text), self._mounts))
 
     def claim(self) -> bool:
         """True if an OOM kill happened (in a watched counter) that no earlier call claimed."""
