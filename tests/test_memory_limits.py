@@ -355,6 +355,15 @@ def test_real_oom_kill_in_the_workers_cgroup_says_so(process_backend: Decorate) 
 # --------------------------------------------------------------------------- Dask
 
 
+def test_dask_with_a_current_client_refuses_a_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A current client's workers are not parmap's: the pool is refused before it connects."""
+    distributed = pytest.importorskip("distributed")
+    monkeypatch.setattr(distributed, "get_client", object)
+    task = parallel(tasks.square, backend="dask", max_worker_memory="1GB")
+    with pytest.raises(ValueError, match="a Dask client is current here"):
+        task.map([1])
+
+
 @pytest.mark.timeout(60)
 def test_dask_local_cluster_gets_the_memory_limit() -> None:
     pytest.importorskip("distributed")

@@ -43,6 +43,13 @@ worker is idle or starting, and when a worker goes idle with nothing pending, th
 withdraws a prefetched chunk that has not started from a worker whose running chunk has
 run for [WITHDRAW_AFTER_SECONDS][]; the worker's reader thread answers at once, and the
 chunk goes to the idle worker.
+
+Memory (`max_worker_memory`): a worker retires itself after a chunk that left it above
+the limit; while chunks run, the manager reads their workers' resident memory every
+[MEMORY_CHECK_SECONDS][] (one more deadline of its wait) and kills one above
+[MEMORY_KILL_FACTOR][] times the limit, blaming its running item as for any death. A
+SIGKILL nobody here sent is told apart as the OOM killer's by the cgroup's OOM-kill
+counter ([parmap.backends._resources.OomCounter][]).
 """
 
 from __future__ import annotations
