@@ -288,6 +288,14 @@ def test_memory_kill_in_a_chunk_of_several_items_blames_the_item(process_backend
 
 
 @linux_only
+def test_a_fresh_worker_above_the_limit_is_a_clear_error(process_backend: Decorate) -> None:
+    task = process_backend(tasks.square, max_worker_memory="1MB")
+    with pytest.raises(parmap.PoolStartError, match=r"fresh worker process .* above max_worker_memory=1.0 MB"):
+        task.map([1, 2])
+    assert parallel(tasks.square, workers=1).map([3]) == [9]  # other pools are unaffected
+
+
+@linux_only
 def test_memory_kill_is_retried(process_backend: Decorate, tmp_path: Path) -> None:
     limit = _limit()
     far = int(limit * MEMORY_KILL_FACTOR) + 32 * MB

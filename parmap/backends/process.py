@@ -811,6 +811,8 @@ class _Manager(threading.Thread):
             if pid != worker.pid:
                 self._stray(worker)
                 return
+            if self._starts_above_limit(worker):
+                return
             worker.ready = True
             self._failed_starts = 0
             self._oom.watch(pid)  # a worker may live in another cgroup than this process
@@ -1101,6 +1103,31 @@ class _Manager(threading.Thread):
             exitcode=worker.process.exitcode,
             pid=worker.pid,
         )
+
+    def _starts_above_limit(self, worker: _Worker) -> bool:
+        """A fresh worker already above `max_worker_memory` breaks the pool, with a clear error.
+
+        Such a pool could not honour the limit: each worker would retire after every chunk
+        (or, 1.5 times above, fail every item). Under fork it is most often the parent's own
+        memory, which a forked worker counts as resident until it exits.
+        """
+        limit = self.config.max_worker_memory
+        rss = None if limit is None else resident_bytes(worker.pid)
+        if limit is None or rss is None or rss <= limit:
+            return False
+        hint = (
+            "a forked worker counts the pages it shares with the parent: use start_method='spawn' or "
+            "'forkserver', or raise the limit"
+            if self.context.get_start_method() == "fork"
+            else "raise the limit"
+        )
+        self._break(
+            PoolStartError(
+                f"a fresh worker process (pid {worker.pid}) already uses {format_bytes(rss)}, above "
+                f"max_worker_memory={format_bytes(limit)}: {hint}"
+            )
+        )
+        return True
 
     def _next_memory_check(self) -> float | None:
         """When to read the busy workers' memory next; `None` without a limit or a busy worker."""
