@@ -193,9 +193,9 @@ def test_mountinfo_cgroup_mounts() -> None:
 
 
 def test_counter_files_for_v1_v2_and_a_container_root() -> None:
-    cgroups = parse_cgroups("4:memory:/process_api/f30c\n3:cpu:/\n0::/docker/abc/app\n")
+    cgroups = parse_cgroups("4:memory:/kubepods/pod42\n3:cpu:/\n0::/docker/abc/app\n")
     assert oom_counter_paths(cgroups, parse_mountinfo(MOUNTINFO)) == [
-        "/sys/fs/cgroup/memory/process_api/f30c/memory.oom_control",
+        "/sys/fs/cgroup/memory/kubepods/pod42/memory.oom_control",
         "/sys/fs/cgroup/unified/docker/abc/app/memory.events",
         "/mnt/my cgroup/app/memory.events",  # the mount shows /docker/abc as its root
     ]
