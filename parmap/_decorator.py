@@ -73,6 +73,7 @@ class MapOverrides(TypedDict, total=False):
     checkpoint_mode: Literal["resume", "overwrite"]
     stats: bool
     concurrency: int
+    shared: Any
 
 
 class ResultList(list[R]):

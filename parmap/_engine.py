@@ -44,6 +44,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any, NoReturn, Protocol, Union
 
+from . import _sharing
 from ._chunking import CostEstimate
 from ._config import MapOptions
 from ._core import (
@@ -59,6 +60,7 @@ from ._core import (
     Yield,
     add_index_note,
 )
+from ._state import NO_SHARED
 from ._stats import RunStats, StatsCollector
 from .backends import (
     Backend,
@@ -302,6 +304,7 @@ class Job:
             seed=options.seed,
             profile=profile,
             concurrency=options.concurrency,
+            shared=None if options.shared is NO_SHARED else _sharing.identify(options.shared),
         )
         self._sequence: Sequence[Any] | None = items if type(items) in (list, tuple, range) else None  # type: ignore[assignment]
         self._items = items

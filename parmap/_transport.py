@@ -269,8 +269,11 @@ def _wrap_large_buffers(obj: Any, depth: int) -> Any:
     return wrapped if type(obj) is list else tuple(wrapped)
 
 
-def decode(data: bytes | memoryview) -> Any:
+def decode(data: bytes | memoryview, *, unlink: bool = True) -> Any:
     """Inverse of [encode][]; maps and unlinks any shared-memory segments it names.
+
+    With `unlink=False` the segments are left for other readers (a map's shared object,
+    which every worker maps; its owner unlinks them).
 
     The first message a caller receives whose segments others wrote under its name (large
     results) starts its watcher, if no segment of its own has yet: its workers may write
@@ -282,7 +285,7 @@ def decode(data: bytes | memoryview) -> Any:
     names = bytes(data[5 : 5 + names_length]).decode().split("\0")
     if _watcher is None and names[0].startswith(_owner_prefix(os.getpid())):
         watch_segments()
-    buffers = [_map_segment(name) for name in names]
+    buffers = [_map_segment(name, unlink) for name in names]
     return pickle.loads(memoryview(data)[5 + names_length :], buffers=buffers)
 
 
@@ -541,7 +544,7 @@ def _write_segment(prefix: str, raw: memoryview) -> str:
     return name
 
 
-def _map_segment(name: str) -> memoryview:
+def _map_segment(name: str, unlink: bool = True) -> memoryview:
     path = os.path.join(_SEGMENT_DIR, name)
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -554,7 +557,8 @@ def _map_segment(name: str) -> memoryview:
         )
     finally:
         os.close(fd)
-        os.unlink(path)
+        if unlink:
+            os.unlink(path)
     return memoryview(mapped)[:size]
 
 

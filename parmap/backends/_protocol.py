@@ -16,7 +16,8 @@ unpickled still names its chunk.
 | tag | message | direction | fields |
 |---|---|---|---|
 | `F` | LoadFunction | to worker | key, payload, evict, number |
-| `C` | ChunkCall | to worker | chunk_id, function_key, indices, items, timeout, seed, max_tasks, profile, careful, concurrency |
+| `H` | LoadShared | to worker | key, payload, evict, number |
+| `C` | ChunkCall | to worker | chunk_id, function_key, indices, items, timeout, seed, max_tasks, profile, careful, concurrency, shared_key |
 | `W` | Withdraw | to worker | chunk_id |
 | `S` | Stop | to worker | |
 | `R` | Ready | to manager | pid |
@@ -81,6 +82,21 @@ class LoadFunction(NamedTuple):
     number: int
 
 
+class LoadShared(NamedTuple):
+    """Unpickle and keep a map's shared object under `key`; forget `evict`.
+
+    `payload` is the object encoded once by the caller (see [parmap._sharing][]): its large
+    buffers stay in shared-memory segments that every worker maps. `number` counts with
+    `LoadFunction.number` (one sequence per worker), so a death while loading is charged to
+    the jobs that share this object.
+    """
+
+    key: bytes
+    payload: bytes
+    evict: bytes | None
+    number: int
+
+
 class ChunkCall(NamedTuple):
     """Run `items` (input `indices`) with the function stored under `function_key`."""
 
@@ -95,6 +111,8 @@ class ChunkCall(NamedTuple):
     careful: bool
     #: Items of an `async def` task awaited at once (see [AsyncCall][]).
     concurrency: int = 1
+    #: The key of the map's shared object ([LoadShared][] sent it before); `None` without one.
+    shared_key: bytes | None = None
 
     @classmethod
     def of(cls, task: ChunkTask, function_key: bytes, *, max_tasks: int | None) -> ChunkCall:
@@ -111,6 +129,7 @@ class ChunkCall(NamedTuple):
             job.profile,
             task.careful,
             job.concurrency,
+            None if job.shared is None else job.shared.key,
         )
 
 
@@ -195,6 +214,7 @@ class ChunkResult(NamedTuple):
 #: The table of the docstring, as data: tag -> message type (checked by a test).
 MESSAGES: dict[bytes, type[tuple[Any, ...]]] = {
     b"F": LoadFunction,
+    b"H": LoadShared,
     b"C": ChunkCall,
     b"W": Withdraw,
     b"S": Stop,
