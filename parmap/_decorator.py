@@ -532,7 +532,8 @@ def parallel(
     * per call: ``chunksize`` (``"auto"`` or int >= 1), ``progress`` (bool or tqdm kwargs),
       ``timeout``, ``retries``, ``retry_on``, ``return_exceptions``, ``max_tasks_per_worker``,
       ``max_in_flight``, ``seed``, ``checkpoint``, ``checkpoint_mode``, ``stats``,
-      ``concurrency`` (``async def`` tasks: items awaited at once per worker, default 1).
+      ``concurrency`` (``async def`` tasks: items awaited at once per worker, default 1),
+      ``shared`` (one object the tasks read with ``parmap.shared()``, sent to each worker once).
 
     Raises:
         TypeError: an option has the wrong type, ``function`` is not callable, or it is a
