@@ -12,7 +12,8 @@ object is passed to later maps. "The same" is decided by its [SharedObject.key][
   data lives in its file) are keyed by a serial number given to the object the first time
   it is passed and kept while it is remembered ([REMEMBERED_OBJECTS][] most recent): an
   object mutated in place between two maps is *not* sent again. The remembered objects
-  are held, so an `id()` cannot be reused by another object while its key is live.
+  are weakly referenced where they allow it (else held), so an `id()` cannot be reused
+  by another object while its key is live.
 
 On the process backend the object is pickled once per pool ([encode][]): NumPy arrays and
 large buffers go to shared-memory segments that every worker maps (copy-on-write: no copy
@@ -33,6 +34,7 @@ import pickle
 import sys
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from . import _transport
@@ -46,7 +48,9 @@ _BUFFER_TYPES = (bytes, bytearray, memoryview)
 
 _lock = threading.Lock()
 _serials = itertools.count(1)
-_by_identity: collections.OrderedDict[int, SharedObject] = collections.OrderedDict()
+#: `id(object)` -> (what returns the object while it is remembered, its key). A weak
+#: reference where the object takes one, so that remembering it never keeps it alive.
+_by_identity: collections.OrderedDict[int, tuple[Callable[[], Any], bytes]] = collections.OrderedDict()
 
 
 @dataclasses.dataclass(eq=False)
@@ -64,12 +68,31 @@ def identify(value: Any) -> SharedObject:
         return SharedObject(value, b"b" + digest)
     with _lock:
         known = _by_identity.pop(id(value), None)
-        if known is None or known.value is not value:
-            known = SharedObject(value, b"i" + next(_serials).to_bytes(8, "little"))
+        if known is None or known[0]() is not value:  # never seen, or another object had this id
+            known = (_reference(value), b"i" + next(_serials).to_bytes(8, "little"))
         _by_identity[id(value)] = known
         while len(_by_identity) > REMEMBERED_OBJECTS:
             _by_identity.popitem(last=False)
-    return known
+    return SharedObject(value, known[1])
+
+
+def _reference(value: Any) -> Callable[[], Any]:
+    try:
+        return weakref.ref(value)
+    except TypeError:  # a dict, a list, ...: held while remembered, so its id stays its own
+        return lambda: value
+
+
+def when_released(value: Any, callback: Callable[[], object]) -> None:
+    """Call `callback` once `value` is garbage-collected, if it takes weak references.
+
+    A pool drops what it keeps of a shared object (its encoded copy, the shared-memory
+    segments behind it) once the caller has let go of the object itself.
+    """
+    try:
+        weakref.finalize(value, callback)
+    except TypeError:  # no weak references: kept until evicted or the pool shuts down
+        pass
 
 
 def digest_of(value: Any) -> bytes | None:

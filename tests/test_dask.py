@@ -443,7 +443,8 @@ def test_shared_object_and_worker_state(on_dask: dict[str, Any]) -> None:
     for worker, count, _ in counted.map(range(6)) + counted.map(range(6)):
         calls.setdefault(worker, []).append(count)
     for counts in calls.values():
-        assert counts == sorted(counts) and len(set(counts)) == len(counts)
+        assert counts == sorted(counts)
+        assert len(set(counts)) == len(counts)
     filled = parallel(tasks_state.read_given, initializer=tasks_state.remember_in_state, initargs=(5,), **on_dask)
     assert filled.map(range(3)) == [5, 5, 5]
 

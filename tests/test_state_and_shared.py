@@ -225,3 +225,21 @@ class _ExitsInWorkers:
         import os
 
         return (os._exit, (3,))
+
+
+def test_letting_go_of_the_array_frees_its_shared_memory(process_backend: Callable[..., Any]) -> None:
+    import gc
+    import os
+
+    task = process_backend(lookup, workers=1)
+    table = np.arange(1 << 20, dtype=np.float64)
+    assert task.map([3], shared=table) == [3.0]
+    pool = process_pool_of(task)
+    prefix = pool._encode_prefix
+    segments = [name for name in os.listdir("/dev/shm") if name.startswith(prefix)]
+    assert segments
+    assert len(pool._shared_payloads) == 1
+    del table
+    gc.collect()
+    assert not pool._shared_payloads
+    assert not [name for name in os.listdir("/dev/shm") if name.startswith(prefix)]

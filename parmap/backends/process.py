@@ -50,6 +50,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import errno
+import functools
 import itertools
 import math
 import multiprocessing
@@ -420,11 +421,17 @@ class ProcessBackend(Backend):
                 raise SerializationError(
                     f"the map's shared object could not be pickled: {type(error).__name__}: {error}"
                 ) from error
+            _sharing.when_released(shared.value, functools.partial(_forget_shared, weakref.ref(self), shared.key))
         with self._shared_lock:
             self._shared_payloads[shared.key] = payload
             while len(self._shared_payloads) > MAX_SHARED_OBJECTS:
                 self._shared_payloads.popitem(last=False)  # its segments go with its last job
         return payload
+
+    def forget_shared(self, key: bytes) -> None:
+        """Drop the encoded copy of a shared object the caller let go of (jobs using it keep theirs)."""
+        with self._shared_lock:
+            self._shared_payloads.pop(key, None)
 
     def check_item(self, item: Any) -> None:
         """Raise `SerializationError` if `item` cannot be pickled (used to find the bad item)."""
@@ -1228,6 +1235,12 @@ def _describe(obj: object) -> str:
 def _function_key(pending: _Pending) -> bytes | None:
     payload = pending.task.job.function_payload
     return None if payload is None else payload[0]
+
+
+def _forget_shared(backend: weakref.ref[ProcessBackend], key: bytes) -> None:
+    alive = backend()
+    if alive is not None:
+        alive.forget_shared(key)
 
 
 def _shared_key(pending: _Pending) -> bytes | None:
