@@ -19,7 +19,9 @@ Three things cloudpickle does its own way, changed here:
   exist (an IPython cell, a script on another host): the lines are registered in the
   unpickling process's `linecache` unless it can read the file itself.
 * **File-backed `numpy.memmap` arrays travel by reference** (file name, byte offset,
-  shape, strides, dtype, mode), as joblib sends them, instead of being copied whole.
+  shape, strides, dtype, mode), as joblib sends them, instead of being copied whole;
+  `w+` opens again as `r+` (`w+` would truncate the file). A copy-on-write map (`c`) is
+  copied: its changes are in this process only, never in the file.
 
 Each reducer checks the shape of what cloudpickle returns and, if it is not the one it
 knows (cloudpickle 2.2 to 3.x), leaves cloudpickle's reduction as it is.
@@ -252,12 +254,13 @@ def _remember_lines(filename: str, first_line: int, lines: list[str]) -> None:
 def reduce_memmap(obj: Any, numpy: Any) -> Any:
     """A file-backed memmap (or a view of one) by reference: its file, offset and layout.
 
-    Returns `None` for a memmap not backed by an open file, or an empty one, which then
-    pickles as a plain array.
+    Returns `None` for a memmap not backed by an open file, an empty one, or one opened
+    copy-on-write (mode `c`: what it holds may differ from the file), which then pickles
+    as a plain array, its data copied.
     """
     mapped = getattr(obj, "_mmap", None)
     filename = getattr(obj, "filename", None)
-    if mapped is None or not filename or obj.size == 0:
+    if mapped is None or not filename or obj.size == 0 or obj.mode == "c":
         return None
     try:
         mapping_start = numpy.frombuffer(mapped, dtype=numpy.uint8).ctypes.data
