@@ -36,12 +36,13 @@ import sys
 import types
 from typing import Any
 
-import cloudpickle
-
-try:
-    from cloudpickle.cloudpickle import _function_setstate, _make_function
-except ImportError:  # pragma: no cover - a cloudpickle that moved them: plain cloudpickle
-    _function_setstate = _make_function = None
+try:  # cloudpickle 3.x
+    from cloudpickle.cloudpickle import _code_reduce, _function_setstate, _make_function
+except ImportError:  # pragma: no cover - cloudpickle 2.x keeps them in cloudpickle_fast
+    try:
+        from cloudpickle.cloudpickle_fast import _code_reduce, _function_setstate, _make_function
+    except ImportError:  # a cloudpickle that moved them: its reductions are left as they are
+        _code_reduce = _function_setstate = _make_function = None
 
 __all__ = [
     "apply_carried_globals",
@@ -52,7 +53,7 @@ __all__ = [
     "reduce_memmap",
 ]
 
-#: What cloudpickle's `_code_reduce` puts in place of the file name (2.2 to 3.x).
+#: What cloudpickle 3.x's `_code_reduce` puts in place of the file name.
 _DYNAMIC_CODE = "<dynamic-code>"
 #: Position of the file name among `types.CodeType`'s arguments on 3.8 to 3.13.
 _FILENAME_ARG = 10
@@ -190,10 +191,17 @@ def apply_carried_globals(namespace: dict[str, Any], carried: dict[str, Any]) ->
 
 def reduce_code(obj: types.CodeType) -> Any:
     """cloudpickle's reduction of a code object, with its real file name and source lines."""
-    constructor, args = cloudpickle.cloudpickle._code_reduce(obj)
-    if constructor is not types.CodeType or len(args) <= _FILENAME_ARG or args[_FILENAME_ARG] != _DYNAMIC_CODE:
-        return constructor, args
+    if _code_reduce is None:
+        return NotImplemented
+    constructor, args = _code_reduce(obj)
     filename = obj.co_filename
+    # cloudpickle 3.x writes "<dynamic-code>" there, 2.x the real name.
+    if (
+        constructor is not types.CodeType
+        or len(args) <= _FILENAME_ARG
+        or args[_FILENAME_ARG] not in (_DYNAMIC_CODE, filename)
+    ):
+        return constructor, args
     args = (*args[:_FILENAME_ARG], filename, *args[_FILENAME_ARG + 1 :])
     return (_make_code, (args, obj.co_firstlineno, _source_lines(obj)))
 
