@@ -23,7 +23,7 @@ from . import _registry, _transport
 from ._async_maps import AsyncMapIterator, AsyncSource
 from ._chunking import CostEstimate
 from ._config import MapOptions, PoolConfig, validate_map_options
-from ._engine import Job, StopIterationEscape
+from ._engine import Job, StopIterationEscape, surfaced
 from ._interrupts import counting_interrupts
 from ._progress import make_progress
 from ._result import AsyncResult
@@ -181,11 +181,29 @@ class _MapMethods(Generic[T, R]):
         cursor works). ``map_async`` reads it in a background thread, in a copy of the
         caller's ``contextvars`` context taken at the call.
         """
-        return self._collect(items, overrides, star=False)
+        try:
+            return self._collect(items, overrides, star=False)
+        except BaseException as error:
+            failure = surfaced(error)
+        # Raised outside the except block (no __context__ of its own); the local is dropped,
+        # or a frame <-> traceback cycle would keep the items alive.
+        try:
+            raise failure
+        finally:
+            del failure
 
     def starmap(self, items: Iterable[Iterable[Any]], **overrides: Unpack[MapOverrides]) -> list[R]:
         """Like :meth:`map`, calling ``fn(*item)`` for functions of several arguments."""
-        return self._collect(items, overrides, star=True)
+        try:
+            return self._collect(items, overrides, star=True)
+        except BaseException as error:
+            failure = surfaced(error)
+        # Raised outside the except block (no __context__ of its own); the local is dropped,
+        # or a frame <-> traceback cycle would keep the items alive.
+        try:
+            raise failure
+        finally:
+            del failure
 
     def imap(self, items: Iterable[T], **overrides: Unpack[MapOverrides]) -> Iterator[R]:
         """A lazy iterator of results in input order; reads the input a bounded window ahead.
@@ -359,15 +377,26 @@ def _iterate(job: Job, progress: Any) -> Iterator[Any]:
                     yield batch.pop()
         except StopIterationEscape as escaped:  # an iterator cannot raise StopIteration: see its docs
             raise escaped.task_error() from escaped.error
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             job.close(stop_running=True)
+            failure = surfaced(interrupt)
+        except GeneratorExit:
             raise
+        except BaseException as error:
+            failure = surfaced(error)
+        else:
+            return
         finally:
             if job.owned_here():
                 if interrupted():
                     job.close(stop_running=True)
                 batches.close()
                 progress.close()
+    # Raised outside the except block (no __context__ of its own), the local then dropped.
+    try:
+        raise failure
+    finally:
+        del failure
 
 
 class _BoundParallelFunction(_MapMethods[T, R], _BoundFunctionWrapper):

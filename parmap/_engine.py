@@ -73,6 +73,7 @@ from .backends import (
     JobSpec,
     Outcome,
 )
+from .backends._protocol import user_frames
 from .errors import CancelledError, SerializationError, TaskStopIteration
 
 __all__ = ["IN_FLIGHT_PER_WORKER", "Job", "ProgressSink", "ResultStore", "add_index_note"]
@@ -244,6 +245,19 @@ class StopIterationEscape(Exception):
             setattr(wrapped, "__notes__", list(notes))  # noqa: B010 - typed only on 3.11+
         wrapped.__cause__ = self.error
         return wrapped
+
+
+def surfaced(error: BaseException) -> BaseException:
+    """`error` made ready for a public method to raise: parmap's frames left out.
+
+    The traceback keeps only what follows parmap's own leading frames (the task's frames
+    where it ran in this process: thread and serial backends; the input iterator's), so a
+    public method that raises the result (`raise surfaced(error)`, in its own frame) shows
+    the caller one parmap frame, not the engine's eight. The `__cause__` (the worker's
+    [RemoteTraceback][parmap.RemoteTraceback]) and the notes stay; raising the same
+    object in its own `except` block sets no new `__context__`.
+    """
+    return error.with_traceback(user_frames(error.__traceback__))
 
 
 def _escaping(error: BaseException) -> BaseException:

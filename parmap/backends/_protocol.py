@@ -36,10 +36,12 @@ be unpickled in the caller fails only its own item.
 from __future__ import annotations
 
 import itertools
+import os
 import pickle
 import struct
 import time
 import traceback
+import types
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
@@ -419,11 +421,30 @@ def portable_error(error: BaseException, text: str, index: int) -> tuple[BaseExc
 
 
 def format_traceback(error: BaseException) -> str:
-    """The traceback text of `error`; never raises (a `__str__` that raises is described)."""
+    """The traceback text of `error`, from the user's code on; never raises (a `__str__`
+    that raises is described).
+
+    The leading frames that are parmap's own (`run_chunk`, `StarCall.__call__`, the async
+    runner) are left out, so the remote traceback starts at the task, as `Pool`'s does;
+    parmap frames after the user's code (a nested map) stay. A traceback made of parmap
+    frames only (an error of parmap itself) is kept whole.
+    """
     try:
-        return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        frames = error.__traceback__
+        return "".join(traceback.format_exception(type(error), error, user_frames(frames) or frames))
     except BaseException:
         return f"{type(error).__qualname__}: {describe(error)}\n"
+
+
+#: Where parmap's own modules are: a frame whose file is under it is parmap's.
+_PACKAGE_DIRECTORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def user_frames(frames: types.TracebackType | None) -> types.TracebackType | None:
+    """`frames` without its leading parmap frames: `None` if every frame is parmap's."""
+    while frames is not None and os.path.abspath(frames.tb_frame.f_code.co_filename).startswith(_PACKAGE_DIRECTORY):
+        frames = frames.tb_next
+    return frames
 
 
 def timeout_error(index: int, timeout: float | None) -> TaskTimeoutError:

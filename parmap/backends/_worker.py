@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import _seeding, _sharing, _state, _transport
+from .. import _reducers, _seeding, _sharing, _state, _transport
 from ..errors import SerializationError
 from ._protocol import (
     CHUNK_ID,
@@ -222,6 +222,7 @@ def worker_main(  # noqa: PLR0917
     """
     global _in_worker_process
     _in_worker_process = True
+    _reducers.bind_main_globals()  # before the initializer is unpickled: see parmap._reducers
     # Ctrl-C in a terminal reaches the whole process group; the parent decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if inherited >= 0:

@@ -74,6 +74,7 @@ from distributed.scheduler import KilledWorker
 
 from .. import _state, _transport
 from .._config import PoolConfig
+from .._reducers import bind_main_globals
 from .._sharing import SharedObject
 from .._state import NO_SHARED
 from ..errors import (
@@ -596,6 +597,7 @@ def _run_task(
     run at all.
     """
     started = time.perf_counter()
+    bind_main_globals()  # idempotent; before anything is unpickled (see parmap._reducers)
     initializer, depth, (topic, dask_key) = settings
     try:
         fn = _load_function(function_key, function_payload)
