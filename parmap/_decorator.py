@@ -181,29 +181,11 @@ class _MapMethods(Generic[T, R]):
         cursor works). ``map_async`` reads it in a background thread, in a copy of the
         caller's ``contextvars`` context taken at the call.
         """
-        try:
-            return self._collect(items, overrides, star=False)
-        except BaseException as error:
-            failure = surfaced(error)
-        # Raised outside the except block (no __context__ of its own); the local is dropped,
-        # or a frame <-> traceback cycle would keep the items alive.
-        try:
-            raise failure
-        finally:
-            del failure
+        return self._collect(items, overrides, star=False)
 
     def starmap(self, items: Iterable[Iterable[Any]], **overrides: Unpack[MapOverrides]) -> list[R]:
         """Like :meth:`map`, calling ``fn(*item)`` for functions of several arguments."""
-        try:
-            return self._collect(items, overrides, star=True)
-        except BaseException as error:
-            failure = surfaced(error)
-        # Raised outside the except block (no __context__ of its own); the local is dropped,
-        # or a frame <-> traceback cycle would keep the items alive.
-        try:
-            raise failure
-        finally:
-            del failure
+        return self._collect(items, overrides, star=True)
 
     def imap(self, items: Iterable[T], **overrides: Unpack[MapOverrides]) -> Iterator[R]:
         """A lazy iterator of results in input order; reads the input a bounded window ahead.
@@ -337,7 +319,17 @@ class _MapMethods(Generic[T, R]):
         return results
 
     def _collect(self, items: Iterable[Any], overrides: Mapping[str, Any], *, star: bool) -> list[R]:
-        return self._run_to_list(*self._prepare(items, overrides, ordered=True, star=star, read_here=True))
+        """`map` and `starmap`: what fails is raised here, with parmap's frames left out."""
+        try:
+            return self._run_to_list(*self._prepare(items, overrides, ordered=True, star=star, read_here=True))
+        except BaseException as error:
+            failure = surfaced(error)
+        # Raised outside the except block (no __context__ of its own); the local is dropped,
+        # or a frame <-> traceback cycle would keep the items alive.
+        try:
+            raise failure
+        finally:
+            del failure
 
     def _stream(self, items: Iterable[Any], overrides: Mapping[str, Any], *, ordered: bool, star: bool) -> Iterator[R]:
         job, options, total = self._prepare(items, overrides, ordered=ordered, star=star, read_here=False)

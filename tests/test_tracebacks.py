@@ -144,12 +144,14 @@ def test_the_callers_traceback_has_at_most_two_parmap_frames(backend: Callable[.
         assert "<dynamic-code>" not in text, (name, text)
 
 
-def test_an_error_before_any_task_shows_only_the_map_call() -> None:
+def test_an_error_before_any_task_shows_the_map_call_and_the_raise() -> None:
     task = parmap.parallel(tasks_pickling.fail_on, backend="serial")
     with pytest.raises(TypeError) as caught:
         task.map(5)  # type: ignore[arg-type]
     frames = traceback.extract_tb(caught.value.__traceback__)
-    assert [frame.name for frame in frames if frame.filename.startswith(PACKAGE)] == ["map"]
+    ours = [frame.name for frame in frames if frame.filename.startswith(PACKAGE)]
+    assert ours[0] == "map"
+    assert len(ours) <= 2
 
 
 def test_a_remote_traceback_keeps_parmap_frames_after_the_users_code() -> None:
