@@ -16,6 +16,7 @@ from ._registry import shutdown
 from ._reporting import report_progress
 from ._result import AsyncResult
 from ._seeding import item_numpy_rng, item_rng
+from ._state import shared, worker_state
 from ._stats import RunStats, WorkerStats
 from .errors import (
     CancelledError,
@@ -58,7 +59,9 @@ __all__ = [
     "item_rng",
     "parallel",
     "report_progress",
+    "shared",
     "shutdown",
+    "worker_state",
 ]
 
 for _name in __all__:

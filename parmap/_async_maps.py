@@ -27,7 +27,7 @@ import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union
 
-from ._engine import Job, StopIterationEscape
+from ._engine import Job, StopIterationEscape, surfaced
 
 if TYPE_CHECKING:
     import asyncio
@@ -133,7 +133,7 @@ class AsyncMapIterator(AsyncIterator[R], Generic[R]):
         if kind == "end":
             raise StopAsyncIteration
         assert isinstance(payload, BaseException)
-        raise payload
+        raise surfaced(payload)
 
     async def aclose(self) -> None:
         """Cancel the job, as leaving the loop early does; nothing happens once it ended."""

@@ -23,6 +23,8 @@ from typing import Any, Literal, Union
 
 import cloudpickle
 
+from ._state import NO_SHARED
+
 BACKEND_NAMES = ("process", "thread", "serial", "dask")
 START_METHODS = ("fork", "spawn", "forkserver")
 CHECKPOINT_MODES = ("resume", "overwrite")
@@ -218,6 +220,9 @@ class MapOptions:
     checkpoint_mode: str = "resume"
     stats: bool = False
     concurrency: int = 1
+    #: The object [parmap.shared][] returns in the tasks, sent to each worker once
+    #: (see [parmap._sharing][]); never compared (it may be an array).
+    shared: Any = dataclasses.field(default=NO_SHARED, compare=False)
 
     def replace(self, overrides: Mapping[str, Any]) -> MapOptions:
         """Return a copy with ``overrides`` applied and validated."""
@@ -262,6 +267,8 @@ def validate_map_options(options: Mapping[str, Any]) -> dict[str, Any]:
             checked[name] = value
         elif name == "concurrency":
             checked[name] = validate_positive_int(name, value)
+        elif name == "shared":
+            checked[name] = value  # any object: whatever cannot be pickled fails when it is sent
         elif name in ("max_tasks_per_worker", "max_in_flight"):
             checked[name] = None if value is None else validate_positive_int(name, value)
         elif name == "seed":

@@ -23,7 +23,7 @@ from . import _registry, _transport
 from ._async_maps import AsyncMapIterator, AsyncSource
 from ._chunking import CostEstimate
 from ._config import MapOptions, PoolConfig, validate_map_options
-from ._engine import Job, StopIterationEscape
+from ._engine import Job, StopIterationEscape, surfaced
 from ._interrupts import counting_interrupts
 from ._progress import make_progress
 from ._result import AsyncResult
@@ -73,6 +73,7 @@ class MapOverrides(TypedDict, total=False):
     checkpoint_mode: Literal["resume", "overwrite"]
     stats: bool
     concurrency: int
+    shared: Any
 
 
 class ResultList(list[R]):
@@ -320,7 +321,17 @@ class _MapMethods(Generic[T, R]):
         return results
 
     def _collect(self, items: Iterable[Any], overrides: Mapping[str, Any], *, star: bool) -> list[R]:
-        return self._run_to_list(*self._prepare(items, overrides, ordered=True, star=star, read_here=True))
+        """`map` and `starmap`: what fails is raised here, with parmap's frames left out."""
+        try:
+            return self._run_to_list(*self._prepare(items, overrides, ordered=True, star=star, read_here=True))
+        except BaseException as error:
+            failure = surfaced(error)
+        # Raised outside the except block (no __context__ of its own); the local is dropped,
+        # or a frame <-> traceback cycle would keep the items alive.
+        try:
+            raise failure
+        finally:
+            del failure
 
     def _stream(self, items: Iterable[Any], overrides: Mapping[str, Any], *, ordered: bool, star: bool) -> Iterator[R]:
         job, options, total = self._prepare(items, overrides, ordered=ordered, star=star, read_here=False)
@@ -360,15 +371,26 @@ def _iterate(job: Job, progress: Any) -> Iterator[Any]:
                     yield batch.pop()
         except StopIterationEscape as escaped:  # an iterator cannot raise StopIteration: see its docs
             raise escaped.task_error() from escaped.error
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             job.close(stop_running=True)
+            failure = surfaced(interrupt)
+        except GeneratorExit:
             raise
+        except BaseException as error:
+            failure = surfaced(error)
+        else:
+            return
         finally:
             if job.owned_here():
                 if interrupted():
                     job.close(stop_running=True)
                 batches.close()
                 progress.close()
+    # Raised outside the except block (no __context__ of its own), the local then dropped.
+    try:
+        raise failure
+    finally:
+        del failure
 
 
 class _BoundParallelFunction(_MapMethods[T, R], _BoundFunctionWrapper):
@@ -536,7 +558,8 @@ def parallel(
     * per call: ``chunksize`` (``"auto"`` or int >= 1), ``progress`` (bool or tqdm kwargs),
       ``timeout``, ``retries``, ``retry_on``, ``return_exceptions``, ``max_tasks_per_worker``,
       ``max_in_flight``, ``seed``, ``checkpoint``, ``checkpoint_mode``, ``stats``,
-      ``concurrency`` (``async def`` tasks: items awaited at once per worker, default 1).
+      ``concurrency`` (``async def`` tasks: items awaited at once per worker, default 1),
+      ``shared`` (one object the tasks read with ``parmap.shared()``, sent to each worker once).
 
     Raises:
         TypeError: an option has the wrong type, ``function`` is not callable, or it is a

@@ -44,6 +44,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any, NoReturn, Protocol, Union
 
+from . import _sharing
 from ._chunking import CostEstimate
 from ._config import MapOptions
 from ._core import (
@@ -59,6 +60,7 @@ from ._core import (
     Yield,
     add_index_note,
 )
+from ._state import NO_SHARED
 from ._stats import RunStats, StatsCollector
 from .backends import (
     Backend,
@@ -71,6 +73,7 @@ from .backends import (
     JobSpec,
     Outcome,
 )
+from .backends._protocol import user_frames
 from .errors import CancelledError, SerializationError, TaskStopIteration
 
 __all__ = ["IN_FLIGHT_PER_WORKER", "Job", "ProgressSink", "ResultStore", "add_index_note"]
@@ -244,6 +247,19 @@ class StopIterationEscape(Exception):
         return wrapped
 
 
+def surfaced(error: BaseException) -> BaseException:
+    """`error` made ready for a public method to raise: parmap's frames left out.
+
+    The traceback keeps only what follows parmap's own leading frames (the task's frames
+    where it ran in this process: thread and serial backends; the input iterator's), so a
+    public method that raises the result (`raise surfaced(error)`, in its own frame) shows
+    the caller one parmap frame, not the engine's eight. The `__cause__` (the worker's
+    [RemoteTraceback][parmap.RemoteTraceback]) and the notes stay; raising the same
+    object in its own `except` block sets no new `__context__`.
+    """
+    return error.with_traceback(user_frames(error.__traceback__))
+
+
 def _escaping(error: BaseException) -> BaseException:
     """`error`, or a [StopIterationEscape][] carrying it when it would end a generator."""
     return StopIterationEscape(error) if isinstance(error, StopIteration) else error
@@ -302,6 +318,7 @@ class Job:
             seed=options.seed,
             profile=profile,
             concurrency=options.concurrency,
+            shared=None if options.shared is NO_SHARED else _sharing.identify(options.shared),
         )
         self._sequence: Sequence[Any] | None = items if type(items) in (list, tuple, range) else None  # type: ignore[assignment]
         self._items = items

@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ._engine import surfaced
 from .errors import CancelledError, ResultTimeoutError
 
 if TYPE_CHECKING:
@@ -184,7 +185,7 @@ class AsyncResult(Generic[R]):
 
     def _outcome(self) -> R:
         if self._error is not None:
-            raise self._error
+            raise surfaced(self._error)
         return self._value  # type: ignore[return-value]
 
     def __await__(self) -> Generator[Any, None, R]:

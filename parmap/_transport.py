@@ -79,10 +79,13 @@ import struct
 import sys
 import tempfile
 import threading
+import types
 from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 import cloudpickle
+
+from . import _reducers
 
 try:  # hashlib's own blake2b: importing hashlib would also load OpenSSL (~3 ms per start)
     from _blake2 import blake2b
@@ -116,7 +119,9 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
     """cloudpickle, plus: decorated functions keep their type, and the global random
     generators travel by reference, so a task written ``from random import random`` draws
     from its worker's own generator instead of a copy of the caller's (every worker would
-    otherwise draw the same numbers)."""
+    otherwise draw the same numbers). And the reducers of [parmap._reducers][]: `__main__`
+    functions share their worker's `__main__` globals, code objects keep their file name
+    and source lines, file-backed `numpy.memmap` arrays travel by reference."""
 
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
@@ -126,6 +131,15 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
             return (_global_random, ())
         if kind.__name__ == "RandomState" and obj is _numpy_global_state():
             return (_numpy_global_state, ())
+        if kind is types.FunctionType:
+            return _reducers.reduce_function(obj, super().reducer_override(obj))
+        if kind is types.CodeType:
+            return _reducers.reduce_code(obj)
+        numpy = sys.modules.get("numpy")
+        if numpy is not None and isinstance(obj, numpy.memmap):
+            by_reference = _reducers.reduce_memmap(obj, numpy)
+            if by_reference is not None:
+                return by_reference
         return super().reducer_override(obj)
 
 
@@ -269,8 +283,11 @@ def _wrap_large_buffers(obj: Any, depth: int) -> Any:
     return wrapped if type(obj) is list else tuple(wrapped)
 
 
-def decode(data: bytes | memoryview) -> Any:
+def decode(data: bytes | memoryview, *, unlink: bool = True) -> Any:
     """Inverse of [encode][]; maps and unlinks any shared-memory segments it names.
+
+    With `unlink=False` the segments are left for other readers (a map's shared object,
+    which every worker maps; its owner unlinks them).
 
     The first message a caller receives whose segments others wrote under its name (large
     results) starts its watcher, if no segment of its own has yet: its workers may write
@@ -282,7 +299,7 @@ def decode(data: bytes | memoryview) -> Any:
     names = bytes(data[5 : 5 + names_length]).decode().split("\0")
     if _watcher is None and names[0].startswith(_owner_prefix(os.getpid())):
         watch_segments()
-    buffers = [_map_segment(name) for name in names]
+    buffers = [_map_segment(name, unlink) for name in names]
     return pickle.loads(memoryview(data)[5 + names_length :], buffers=buffers)
 
 
@@ -541,7 +558,7 @@ def _write_segment(prefix: str, raw: memoryview) -> str:
     return name
 
 
-def _map_segment(name: str) -> memoryview:
+def _map_segment(name: str, unlink: bool = True) -> memoryview:
     path = os.path.join(_SEGMENT_DIR, name)
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -554,7 +571,8 @@ def _map_segment(name: str) -> memoryview:
         )
     finally:
         os.close(fd)
-        os.unlink(path)
+        if unlink:
+            os.unlink(path)
     return memoryview(mapped)[:size]
 
 

@@ -426,6 +426,29 @@ def test_initializer_runs_in_each_worker(local_client: Any) -> None:
     assert task.map(range(6), chunksize=1) == ["ready"] * 6
 
 
+def test_shared_object_and_worker_state(on_dask: dict[str, Any]) -> None:
+    """Issue 12 on Dask: `shared=` is scattered once to every worker; the state is per worker."""
+    import numpy as np
+
+    from tests import tasks_state
+
+    table = np.arange(400_000, dtype=np.int64) * 2
+    lookup = parallel(tasks_state.lookup, **on_dask)
+    assert lookup.map([0, 5, 399_999], shared=table) == [0, 10, 799_998]
+    assert lookup.map([1], shared=table) == [2]  # the same array: its broadcast copy is reused
+    rows = {i: f"row {i}" for i in range(10)}
+    assert parallel(tasks_state.lookup, **on_dask).map(range(3), shared=rows) == ["row 0", "row 1", "row 2"]
+    counted = parallel(tasks_state.count_calls, chunksize=1, **on_dask)
+    calls: dict[str, list[int]] = {}
+    for worker, count, _ in counted.map(range(6)) + counted.map(range(6)):
+        calls.setdefault(worker, []).append(count)
+    for counts in calls.values():
+        assert counts == sorted(counts)
+        assert len(set(counts)) == len(counts)
+    filled = parallel(tasks_state.read_given, initializer=tasks_state.remember_in_state, initargs=(5,), **on_dask)
+    assert filled.map(range(3)) == [5, 5, 5]
+
+
 def test_timeout_is_reported_once_the_item_returns(local_client: Any) -> None:
     task = parallel(sleep_on, backend="dask", client=local_client)
     results = task.map([0.0, 0.5, 0.0], chunksize=1, timeout=0.2, return_exceptions=True)

@@ -30,6 +30,8 @@ from typing import Any, Union
 
 from .. import _transport
 from .._config import PoolConfig
+from .._sharing import SharedObject
+from .._state import NO_SHARED
 from ..errors import SerializationError
 
 _INSTALL_HINTS = {
@@ -53,6 +55,16 @@ class JobSpec:
     concurrency: int = 1
     #: Filled by a backend that ships functions: ``(key, pickled function)``, computed once.
     function_payload: tuple[bytes, bytes] | None = None
+    #: The map's ``shared=`` object and its key (``None`` without one): see `parmap._sharing`.
+    shared: SharedObject | None = None
+    #: Filled by a backend that ships the shared object: its encoded form, made once per
+    #: pool and held by each job that uses it.
+    shared_payload: Any = None
+
+    @property
+    def shared_value(self) -> Any:
+        """What `parmap.shared()` returns in this job's tasks (``NO_SHARED`` without one)."""
+        return NO_SHARED if self.shared is None else self.shared.value
 
     def pickle_function(self) -> tuple[bytes, bytes]:
         """``(key, pickled function)``, pickled on the first call only.

@@ -7,6 +7,7 @@ an `async def` task runs.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import weakref
 from collections.abc import Coroutine
@@ -93,7 +94,9 @@ class EventLoops:
             finally:
                 held.close()
 
-        thread = threading.Thread(target=run, name="parmap-async-chunk")
+        # In the caller's context: the chunk's worker state and shared object are set there.
+        context = contextvars.copy_context()
+        thread = threading.Thread(target=context.run, args=(run,), name="parmap-async-chunk")
         thread.start()
         thread.join()
         if failure:

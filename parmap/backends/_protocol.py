@@ -16,7 +16,8 @@ unpickled still names its chunk.
 | tag | message | direction | fields |
 |---|---|---|---|
 | `F` | LoadFunction | to worker | key, payload, evict, number |
-| `C` | ChunkCall | to worker | chunk_id, function_key, indices, items, timeout, seed, max_tasks, profile, careful, concurrency |
+| `H` | LoadShared | to worker | key, payload, evict, number |
+| `C` | ChunkCall | to worker | chunk_id, function_key, indices, items, timeout, seed, max_tasks, profile, careful, concurrency, shared_key |
 | `W` | Withdraw | to worker | chunk_id |
 | `S` | Stop | to worker | |
 | `R` | Ready | to manager | pid |
@@ -35,10 +36,12 @@ be unpickled in the caller fails only its own item.
 from __future__ import annotations
 
 import itertools
+import os
 import pickle
 import struct
 import time
 import traceback
+import types
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
@@ -81,6 +84,21 @@ class LoadFunction(NamedTuple):
     number: int
 
 
+class LoadShared(NamedTuple):
+    """Unpickle and keep a map's shared object under `key`; forget `evict`.
+
+    `payload` is the object encoded once by the caller (see [parmap._sharing][]): its large
+    buffers stay in shared-memory segments that every worker maps. `number` counts with
+    `LoadFunction.number` (one sequence per worker), so a death while loading is charged to
+    the jobs that share this object.
+    """
+
+    key: bytes
+    payload: bytes
+    evict: bytes | None
+    number: int
+
+
 class ChunkCall(NamedTuple):
     """Run `items` (input `indices`) with the function stored under `function_key`."""
 
@@ -95,6 +113,8 @@ class ChunkCall(NamedTuple):
     careful: bool
     #: Items of an `async def` task awaited at once (see [AsyncCall][]).
     concurrency: int = 1
+    #: The key of the map's shared object ([LoadShared][] sent it before); `None` without one.
+    shared_key: bytes | None = None
 
     @classmethod
     def of(cls, task: ChunkTask, function_key: bytes, *, max_tasks: int | None) -> ChunkCall:
@@ -111,6 +131,7 @@ class ChunkCall(NamedTuple):
             job.profile,
             task.careful,
             job.concurrency,
+            None if job.shared is None else job.shared.key,
         )
 
 
@@ -195,6 +216,7 @@ class ChunkResult(NamedTuple):
 #: The table of the docstring, as data: tag -> message type (checked by a test).
 MESSAGES: dict[bytes, type[tuple[Any, ...]]] = {
     b"F": LoadFunction,
+    b"H": LoadShared,
     b"C": ChunkCall,
     b"W": Withdraw,
     b"S": Stop,
@@ -399,11 +421,30 @@ def portable_error(error: BaseException, text: str, index: int) -> tuple[BaseExc
 
 
 def format_traceback(error: BaseException) -> str:
-    """The traceback text of `error`; never raises (a `__str__` that raises is described)."""
+    """The traceback text of `error`, from the user's code on; never raises (a `__str__`
+    that raises is described).
+
+    The leading frames that are parmap's own (`run_chunk`, `StarCall.__call__`, the async
+    runner) are left out, so the remote traceback starts at the task, as `Pool`'s does;
+    parmap frames after the user's code (a nested map) stay. A traceback made of parmap
+    frames only (an error of parmap itself) is kept whole.
+    """
     try:
-        return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        frames = error.__traceback__
+        return "".join(traceback.format_exception(type(error), error, user_frames(frames) or frames))
     except BaseException:
         return f"{type(error).__qualname__}: {describe(error)}\n"
+
+
+#: Where parmap's own modules are: a frame whose file is under it is parmap's.
+_PACKAGE_DIRECTORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def user_frames(frames: types.TracebackType | None) -> types.TracebackType | None:
+    """`frames` without its leading parmap frames: `None` if every frame is parmap's."""
+    while frames is not None and os.path.abspath(frames.tb_frame.f_code.co_filename).startswith(_PACKAGE_DIRECTORY):
+        frames = frames.tb_next
+    return frames
 
 
 def timeout_error(index: int, timeout: float | None) -> TaskTimeoutError:

@@ -39,7 +39,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import _seeding, _transport
+from .. import _reducers, _seeding, _sharing, _state, _transport
+from ..errors import SerializationError
 from ._protocol import (
     CHUNK_ID,
     FRAME,
@@ -230,6 +231,7 @@ def worker_main(  # noqa: PLR0917
     """
     global _in_worker_process
     _in_worker_process = True
+    _reducers.bind_main_globals()  # before the initializer is unpickled: see parmap._reducers
     # Ctrl-C in a terminal reaches the whole process group; the parent decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if inherited >= 0:
@@ -237,6 +239,7 @@ def worker_main(  # noqa: PLR0917
     _die_with_parent(parent)
     _seeding.reseed_worker()
     _watch_parent(prefix)
+    _state.set_process_state({})  # before the initializer, which may fill it
     # `shared` is the parent's multiprocessing.heap.BufferWrapper: SLOT_SIZE doubles.
     slot = shared.create_memoryview().cast("d")
     channel = _Channel(conn.fileno())
@@ -288,6 +291,7 @@ class _Unloadable:
 
 def _serve(channel: _Channel, inbox: _Inbox, slot: Any, prefix: str, memory_limit: int | None) -> None:
     functions: dict[bytes, Callable[[Any], Any] | _Unloadable] = {}
+    shared_objects: dict[bytes, Any] = {}  # key -> a map's shared object (or _Unloadable)
     items_run = 0
     pid = channel.pid
 
@@ -302,6 +306,9 @@ def _serve(channel: _Channel, inbox: _Inbox, slot: Any, prefix: str, memory_limi
         if kind == b"F":
             _load_function(functions, message, slot)
             continue
+        if kind == b"H":
+            _load_shared(shared_objects, message, slot)
+            continue
         decode_started = time.perf_counter()
         call = decode_call(message)
         del message
@@ -311,23 +318,29 @@ def _serve(channel: _Channel, inbox: _Inbox, slot: Any, prefix: str, memory_limi
             description = function.description if isinstance(function, _Unloadable) else "it never arrived"
             channel.send(b"f" + RESULT_HEADER.pack(call.chunk_id, pid) + description.encode(errors="replace"))
             continue
+        shared = _state.NO_SHARED
+        if call.shared_key is not None:
+            shared = shared_objects.get(call.shared_key, _Unloadable("it never arrived"))
+            if isinstance(shared, _Unloadable):
+                function = _SharedUnloadable(shared.description)
         budget = None if call.max_tasks is None else max(call.max_tasks - items_run, 0)
         slot[SLOT_POSITION] = POSITION_RUNNING
         item_seconds: list[float] | None = [] if call.profile else None
-        values, errors, completed, compute = run_chunk(
-            function,
-            call.indices,
-            call.items,
-            timeout=call.timeout,
-            seed=call.seed,
-            slot=slot,
-            careful=call.careful,
-            budget=budget,
-            reporter=reporter,
-            item_seconds=item_seconds,
-            concurrency=call.concurrency,
-        )
-        del function
+        with _state.installed_shared(shared):
+            values, errors, completed, compute = run_chunk(
+                function,
+                call.indices,
+                call.items,
+                timeout=call.timeout,
+                seed=call.seed,
+                slot=slot,
+                careful=call.careful,
+                budget=budget,
+                reporter=reporter,
+                item_seconds=item_seconds,
+                concurrency=call.concurrency,
+            )
+        del function, shared
         if os.getpid() != pid:
             os._exit(0)  # a task forked and its child returned here: it must not answer
         items_run += completed
@@ -366,6 +379,30 @@ def _load_function(functions: dict[bytes, Callable[[Any], Any] | _Unloadable], m
     except BaseException as error:
         functions[key] = _Unloadable(f"{type(error).__name__}: {describe(error)}")
     slot[SLOT_POSITION] = POSITION_READING
+
+
+def _load_shared(shared_objects: dict[bytes, Any], message: bytearray, slot: Any) -> None:
+    key, payload, evict, number = pickle.loads(memoryview(message)[1:])
+    if evict is not None:
+        shared_objects.pop(evict, None)
+    slot[SLOT_LOADING] = number  # written before the position: the manager reads it after
+    slot[SLOT_POSITION] = POSITION_LOADING
+    try:
+        shared_objects[key] = _sharing.decode(payload)
+    except BaseException as error:
+        shared_objects[key] = _Unloadable(f"{type(error).__name__}: {describe(error)}")
+    slot[SLOT_POSITION] = POSITION_READING
+
+
+class _SharedUnloadable:
+    """Runs in place of the task when the map's shared object could not be unpickled here:
+    each item fails with a `SerializationError` that says why (the worker lives on)."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+
+    def __call__(self, item: Any) -> Any:
+        raise SerializationError(f"the map's shared object could not be unpickled in a worker: {self.description}")
 
 
 def _die_with_parent(parent: int) -> None:

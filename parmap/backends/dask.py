@@ -75,8 +75,11 @@ import distributed
 from distributed.comm.core import CommClosedError
 from distributed.scheduler import KilledWorker
 
-from .. import _transport
+from .. import _state, _transport
 from .._config import PoolConfig
+from .._reducers import bind_main_globals
+from .._sharing import SharedObject
+from .._state import NO_SHARED
 from ..errors import (
     InitializerError,
     ParmapError,
@@ -106,6 +109,10 @@ MAX_CACHED_FUNCTIONS = 32
 
 #: Functions whose scattered copy the client keeps alive for later jobs (one future each).
 MAX_SCATTERED_FUNCTIONS = 8
+
+#: Shared objects (`shared=`) whose broadcast copy the client keeps for later maps: the
+#: least recently used beyond it is released (a later map passing it scatters it again).
+MAX_SHARED_OBJECTS = 4
 
 #: A function or chunk pickle at least this large is scattered to the workers rather than
 #: embedded in the task. Below it, embedding costs nothing measurable; above it, Dask's
@@ -160,6 +167,8 @@ class DaskBackend(Backend):
         self._running: dict[str, _Running] = {}
         self._jobs: dict[int, set[str]] = collections.defaultdict(set)
         self._scattered: collections.OrderedDict[bytes, Any] = collections.OrderedDict()
+        #: Shared objects broadcast to the workers, by key, least recently used first.
+        self._shared: collections.OrderedDict[bytes, Any] = collections.OrderedDict()
         self._outbox: list[tuple[str, tuple[Any, ...]]] = []
         self._stopping = False
         self._broken: BaseException | None = None
@@ -278,6 +287,9 @@ class DaskBackend(Backend):
         if not self.usable:
             raise PoolClosedError("the Dask pool was shut down or lost its scheduler") from self._broken
         function_data = self._function_data(key, payload)
+        if job.shared is not None and job.shared_payload is None:
+            job.shared_payload = self._broadcast_shared(job.shared)
+        shared = NO_SHARED if job.shared is None else job.shared_payload
         scattered = self._client.scatter(chunk, hash=False) if len(chunk) >= SCATTER_MIN_BYTES else None
         dask_key = f"parmap-chunk-{uuid.uuid4().hex}"
         settings = (
@@ -285,7 +297,7 @@ class DaskBackend(Backend):
             self.config.depth,
             (self._progress_topic, dask_key),
         )
-        arguments = (key, function_data, chunk if scattered is None else scattered, settings)
+        arguments = (key, function_data, chunk if scattered is None else scattered, settings, shared)
         with self._lock:
             self._running[dask_key] = _Running(task, None, scattered)
             self._jobs[job.job_id].add(dask_key)
@@ -317,8 +329,9 @@ class DaskBackend(Backend):
             running = list(self._running.values())
             self._running.clear()
             self._jobs.clear()
-            scattered = list(self._scattered.values())
+            scattered = list(self._scattered.values()) + list(self._shared.values())
             self._scattered.clear()
+            self._shared.clear()
         for entry in running:
             _deliver(ChunkFailed(entry.task, PoolClosedError("the pool was shut down")))
         _release(running)
@@ -356,6 +369,31 @@ class DaskBackend(Backend):
             evicted = self._scattered.popitem(last=False)[1] if len(self._scattered) > MAX_SCATTERED_FUNCTIONS else None
         if evicted is not None:
             _release_future(evicted)
+        return future
+
+    def _broadcast_shared(self, shared: SharedObject) -> Any:
+        """A future of the map's shared object, scattered once to every worker (kept for later maps).
+
+        Raises:
+            SerializationError: it cannot be pickled.
+        """
+        with self._lock:
+            future = self._shared.get(shared.key)
+            if future is not None:
+                self._shared.move_to_end(shared.key)
+                return future
+        try:
+            # In a list: Dask scatters a dict or a list element by element.
+            (future,) = self._client.scatter([shared.value], broadcast=True, hash=False)
+        except Exception as error:
+            raise SerializationError(
+                f"the map's shared object could not be sent to the Dask workers: {type(error).__name__}: {error}"
+            ) from error
+        with self._lock:
+            self._shared[shared.key] = future
+            evicted = self._shared.popitem(last=False)[1] if len(self._shared) > MAX_SHARED_OBJECTS else None
+        if evicted is not None:
+            _release_future(evicted)  # running tasks that use it keep their copy
         return future
 
     def _flush(self) -> None:
@@ -552,6 +590,8 @@ def _inside_dask_task() -> bool:
 _worker_lock = threading.Lock()
 _functions: collections.OrderedDict[bytes, Any] = collections.OrderedDict()
 _initialized: set[bytes] = set()
+#: What `parmap.worker_state()` returns in this Dask worker process's tasks.
+_worker_state: dict[str, Any] = {}
 
 
 def _run_task(
@@ -559,17 +599,20 @@ def _run_task(
     function_payload: bytes,
     chunk: bytes,
     settings: tuple[tuple[bytes, bytes] | None, int, tuple[str, str]],
+    shared: Any = NO_SHARED,
 ) -> bytes:
     """The Dask task: run one chunk with :func:`run_chunk`; return tagged, pickled results.
 
     ``chunk`` is an in-band encoded ``ChunkCall``; ``settings`` is ``(initializer, depth,
-    (progress topic, task key))``. The results travel as a ``ChunkResult`` encoded by the
+    (progress topic, task key))``; ``shared`` is the map's shared object (Dask resolves its
+    broadcast future here). The results travel as a ``ChunkResult`` encoded by the
     shared codec (in band), after a small pickled ``(worker address, task seconds,
     transport seconds)``. Never raises for an item's error (that is part of the results); returns an
     ``_UNLOADABLE`` or ``_INIT_FAILED`` tag with the traceback text when the chunk cannot
     run at all.
     """
     started = time.perf_counter()
+    bind_main_globals()  # idempotent; before anything is unpickled (see parmap._reducers)
     initializer, depth, (topic, dask_key) = settings
     try:
         fn = _load_function(function_key, function_payload)
@@ -585,17 +628,18 @@ def _run_task(
     previous = nesting_depth()
     mark_worker_thread(depth + 1)  # maps called by the task nest (see the module docstring)
     try:
-        values, errors, completed, compute = run_chunk(
-            fn,
-            call.indices,
-            call.items,
-            timeout=call.timeout,
-            seed=call.seed,
-            careful=call.careful,
-            concurrency=call.concurrency,
-            item_seconds=item_seconds,
-            reporter=functools.partial(_report_progress, distributed.get_worker(), topic, dask_key),
-        )
+        with _state.installed_state(_worker_state), _state.installed_shared(shared):
+            values, errors, completed, compute = run_chunk(
+                fn,
+                call.indices,
+                call.items,
+                timeout=call.timeout,
+                seed=call.seed,
+                careful=call.careful,
+                concurrency=call.concurrency,
+                item_seconds=item_seconds,
+                reporter=functools.partial(_report_progress, distributed.get_worker(), topic, dask_key),
+            )
     finally:
         mark_worker_thread(previous)
     encode_started = time.perf_counter()
@@ -636,7 +680,8 @@ def _initialize_once(key: bytes, payload: bytes) -> str | None:
             return None
         try:
             initializer, initargs = pickle.loads(payload)
-            initializer(*initargs)
+            with _state.installed_state(_worker_state):
+                initializer(*initargs)
         except BaseException as error:
             return format_traceback(error)
         _initialized.add(key)

@@ -57,6 +57,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import errno
+import functools
 import itertools
 import math
 import multiprocessing
@@ -70,8 +71,9 @@ import weakref
 from multiprocessing.heap import BufferWrapper
 from typing import Any, Literal
 
-from .. import _transport
+from .. import _sharing, _transport
 from .._config import PoolConfig
+from .._sharing import SharedObject
 from ..errors import (
     InitializerError,
     PoolClosedError,
@@ -111,6 +113,11 @@ from ._worker import worker_main
 
 #: Functions a worker keeps unpickled; the manager evicts the least recently used beyond it.
 MAX_CACHED_FUNCTIONS = 32
+
+#: Shared objects (`shared=`) a worker keeps, and the pool keeps encoded for new workers;
+#: the least recently used beyond it is dropped (a later map passing it sends it again).
+#: Each may be large: a few cover maps alternating between tables without holding many.
+MAX_SHARED_OBJECTS = 4
 
 #: A pool whose fresh workers die this many times in a row before becoming ready is broken
 #: (e.g. `__main__` cannot be imported under spawn): respawning again would loop forever.
@@ -310,6 +317,10 @@ class _Worker:
     functions: collections.OrderedDict[bytes, None] = dataclasses.field(default_factory=collections.OrderedDict)
     #: `LoadFunction.number` -> key of the functions sent, the newest `MAX_CACHED_FUNCTIONS * 2`.
     loads: dict[int, bytes] = dataclasses.field(default_factory=dict)
+    #: Keys of the shared objects the worker holds (least recently used first), and
+    #: `LoadShared.number` -> key of those sent (numbered with the functions).
+    shared: collections.OrderedDict[bytes, None] = dataclasses.field(default_factory=collections.OrderedDict)
+    shared_loads: dict[int, bytes] = dataclasses.field(default_factory=dict)
     loads_sent: int = 0
     retiring: bool = False
     kill: _Kill | None = None
@@ -362,6 +373,9 @@ class ProcessBackend(Backend):
         super().__init__(config)
         self._flags = _Flags()
         self._encode_prefix = ""
+        #: Shared objects encoded for this pool, by key, least recently used first.
+        self._shared_payloads: collections.OrderedDict[bytes, _sharing.SharedPayload] = collections.OrderedDict()
+        self._shared_lock = threading.Lock()
         try:
             self._manager = _Manager(config, self._flags)
         except OSError as error:
@@ -398,6 +412,8 @@ class ProcessBackend(Backend):
         """
         job = task.job
         key, _ = job.pickle_function()
+        if job.shared is not None and job.shared_payload is None:
+            job.shared_payload = self._encode_shared(job.shared)
         call = ChunkCall.of(task, key, max_tasks=job.max_tasks_per_worker)
         encode_started = time.perf_counter()
         try:
@@ -418,6 +434,33 @@ class ProcessBackend(Backend):
                 flags.woken = True
         if wake:
             self._manager.wake()
+
+    def _encode_shared(self, shared: SharedObject) -> _sharing.SharedPayload:
+        """The shared object pickled once for this pool's workers (kept for later maps).
+
+        Raises:
+            SerializationError: it cannot be pickled.
+        """
+        with self._shared_lock:
+            payload = self._shared_payloads.pop(shared.key, None)
+        if payload is None:
+            try:
+                payload = _sharing.encode(shared, self._encode_prefix)
+            except Exception as error:
+                raise SerializationError(
+                    f"the map's shared object could not be pickled: {type(error).__name__}: {error}"
+                ) from error
+            _sharing.when_released(shared.value, functools.partial(_forget_shared, weakref.ref(self), shared.key))
+        with self._shared_lock:
+            self._shared_payloads[shared.key] = payload
+            while len(self._shared_payloads) > MAX_SHARED_OBJECTS:
+                self._shared_payloads.popitem(last=False)  # its segments go with its last job
+        return payload
+
+    def forget_shared(self, key: bytes) -> None:
+        """Drop the encoded copy of a shared object the caller let go of (jobs using it keep theirs)."""
+        with self._shared_lock:
+            self._shared_payloads.pop(key, None)
 
     def check_item(self, item: Any) -> None:
         """Raise `SerializationError` if `item` cannot be pickled (used to find the bad item)."""
@@ -749,7 +792,25 @@ class _Manager(threading.Thread):
                 del worker.loads[next(iter(worker.loads))]
             self._send(worker, b"F" + pickle.dumps((key, function, evict, worker.loads_sent), protocol=5))
             worker.functions[key] = None
+        shared: _sharing.SharedPayload | None = job.shared_payload
+        if shared is not None:
+            self._send_shared(worker, shared)
         self._send(worker, pending.payload)
+
+    def _send_shared(self, worker: _Worker, shared: _sharing.SharedPayload) -> None:
+        """Send the shared object ahead of the chunk, unless the worker holds it already."""
+        if shared.key in worker.shared:
+            worker.shared.move_to_end(shared.key)
+            return
+        evict = None
+        if len(worker.shared) >= MAX_SHARED_OBJECTS:
+            evict, _ = worker.shared.popitem(last=False)
+        worker.loads_sent += 1
+        worker.shared_loads[worker.loads_sent] = shared.key
+        if len(worker.shared_loads) > 2 * MAX_SHARED_OBJECTS:
+            del worker.shared_loads[next(iter(worker.shared_loads))]
+        self._send(worker, b"H" + pickle.dumps((shared.key, shared.data, evict, worker.loads_sent), protocol=5))
+        worker.shared[shared.key] = None
 
     def _withdraw(self, worker: _Worker, pending: _Pending) -> None:
         chunk_id = pending.task.chunk_id
@@ -915,11 +976,23 @@ class _Manager(threading.Thread):
         # job's chunk, which is then sent again uncharged.
         loading = running is None and kill is None and worker.slot[SLOT_POSITION] == POSITION_LOADING
         unloadable = worker.loads.get(int(worker.slot[SLOT_LOADING])) if loading else None
+        unloadable_shared = worker.shared_loads.get(int(worker.slot[SLOT_LOADING])) if loading else None
         requeue: list[_Pending] = []
         for pending in worker.held:
             job_id = pending.task.job.job_id
             if pending.cancelled or (kill is not None and kill.reason == "cancel" and job_id == kill.job_id):
                 discard_call(pending.payload)  # its job is gone; nobody waits for it
+            elif unloadable_shared is not None and _shared_key(pending) == unloadable_shared:
+                discard_call(pending.payload)
+                self._deliver(
+                    ChunkFailed(
+                        pending.task,
+                        SerializationError(
+                            "the map's shared object could not be unpickled in a worker: the worker died "
+                            f"unpickling it ({worker.describe_exit()})"
+                        ),
+                    )
+                )
             elif unloadable is not None and _function_key(pending) == unloadable:
                 discard_call(pending.payload)
                 self._deliver(
@@ -1293,6 +1366,17 @@ def _describe(obj: object) -> str:
 def _function_key(pending: _Pending) -> bytes | None:
     payload = pending.task.job.function_payload
     return None if payload is None else payload[0]
+
+
+def _forget_shared(backend: weakref.ref[ProcessBackend], key: bytes) -> None:
+    alive = backend()
+    if alive is not None:
+        alive.forget_shared(key)
+
+
+def _shared_key(pending: _Pending) -> bytes | None:
+    shared = pending.task.job.shared
+    return None if shared is None else shared.key
 
 
 def _describe_exit(exitcode: int | None, *, oom_killed: bool = False) -> str:

@@ -8,7 +8,9 @@ item's error.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
+from .. import _state
 from .._config import PoolConfig
 from ..errors import InitializerError
 from . import Backend, ChunkDone, ChunkProgress, ChunkTask
@@ -19,9 +21,11 @@ from ._protocol import run_chunk
 class SerialBackend(Backend):
     def __init__(self, config: PoolConfig) -> None:
         super().__init__(config)
+        self._state: dict[str, Any] = {}  # what `parmap.worker_state()` returns: one per pool
         if config.initializer is not None:
             try:
-                config.initializer(*config.initargs)
+                with _state.installed_state(self._state):
+                    config.initializer(*config.initargs)
             except Exception as error:
                 raise InitializerError("the pool's initializer raised") from error
         self._loops = EventLoops()  # `async def` tasks: one loop per calling thread
@@ -38,9 +42,9 @@ class SerialBackend(Backend):
         task.dispatched_at = task.submitted_at
         # Items run in the caller's thread: a seeded job seeds the global generators per item
         # and gives the caller back their state when the chunk ends (see parmap._seeding).
-        task.job.deliver(
-            run_in_this_thread(task, propagate=(KeyboardInterrupt,), loops=self._loops, restore_globals=True)
-        )
+        with _state.installed_state(self._state):
+            done = run_in_this_thread(task, propagate=(KeyboardInterrupt,), loops=self._loops, restore_globals=True)
+        task.job.deliver(done)
 
     def cancel(self, job_id: int, *, stop_running: bool) -> None:
         """Nothing is queued: chunks run as they are submitted."""
@@ -61,7 +65,7 @@ def run_in_this_thread(
     """Run ``task`` in the calling thread (serial and thread backends): no pickling at all.
 
     An `async def` task runs on this thread's loop from `loops` (the backend's; by default
-    the process's).
+    the process's). The job's shared object is what `parmap.shared()` returns meanwhile.
     """
     job = task.job
 
@@ -69,20 +73,21 @@ def run_in_this_thread(
         job.deliver(ChunkProgress(task, position, fraction))
 
     item_seconds: list[float] | None = [] if job.profile else None
-    values, errors, completed, compute = run_chunk(
-        job.function,
-        task.indices,
-        task.items,
-        timeout=job.timeout,
-        seed=job.seed,
-        propagate=propagate,
-        reporter=reporter,
-        item_seconds=item_seconds,
-        seed_globals=seed_globals,
-        restore_globals=restore_globals,
-        loops=loops,
-        concurrency=job.concurrency,
-    )
+    with _state.installed_shared(job.shared_value):
+        values, errors, completed, compute = run_chunk(
+            job.function,
+            task.indices,
+            task.items,
+            timeout=job.timeout,
+            seed=job.seed,
+            propagate=propagate,
+            reporter=reporter,
+            item_seconds=item_seconds,
+            seed_globals=seed_globals,
+            restore_globals=restore_globals,
+            loops=loops,
+            concurrency=job.concurrency,
+        )
     return ChunkDone(
         task,
         values,

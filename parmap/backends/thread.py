@@ -13,6 +13,7 @@ import collections
 import threading
 import time
 
+from .. import _state
 from .._config import PoolConfig
 from ..errors import InitializerError, PoolClosedError, RemoteTraceback
 from . import Backend, ChunkFailed, ChunkTask
@@ -74,6 +75,10 @@ class ThreadBackend(Backend):
 
     def _serve(self) -> None:
         mark_worker_thread(self.config.depth + 1)
+        with _state.installed_state({}):  # this thread's own, for its life
+            self._serve_chunks()
+
+    def _serve_chunks(self) -> None:
         if self.config.initializer is not None:
             try:
                 self.config.initializer(*self.config.initargs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from parmap import AsyncResult, ParallelFunction, parallel
+from parmap import AsyncResult, ParallelFunction, parallel, shared, worker_state
 
 
 @parallel
@@ -44,6 +44,9 @@ reveal_type(parallel(add, workers=2).starmap([(1, 2)]))
 reveal_type(parallel(workers=3)(length.__wrapped__))
 reveal_type(fetch)
 reveal_type(fetch.map(["a"], concurrency=8))
+reveal_type(halve.map(range(4), shared={"table": [1.0]}))
+reveal_type(worker_state())
+reveal_type(shared())
 result: AsyncResult[list[float]] = halve.map_async([1])
 function: ParallelFunction[int, float] = halve
 length.map([1, 2])  # an error: length takes str
