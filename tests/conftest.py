@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import json
 import os
 import subprocess
 import sys
@@ -66,6 +67,27 @@ def run_script(code: str, timeout: float) -> subprocess.CompletedProcess[str]:
         env=env,
         check=False,
     )
+
+
+def run_script_file(directory: Path, files: dict[str, str], *arguments: str, timeout: float = 50) -> Any:
+    """Write `files` (name -> dedented source) into `directory` and run the first as a real
+    script there (`python script.py ARGUMENTS`, the repository and `directory` importable);
+    return what its last line of output holds, as JSON. Fails with the script's stderr."""
+    for name, source in files.items():
+        (directory / name).write_text(textwrap.dedent(source))
+    script = directory / next(iter(files))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), str(directory)])}
+    completed = subprocess.run(
+        [sys.executable, str(script), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=directory,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 #: Helper processes of multiprocessing itself, which outlive pools by design.

@@ -8,12 +8,8 @@ pickle nothing: they are checked in-process, with functions of `tests.tasks_pick
 
 from __future__ import annotations
 
-import json
-import os
 import pickle
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,10 +19,9 @@ import parmap
 from parmap import _reducers, _transport
 
 from . import tasks_pickling
-from .conftest import StartMethod
+from .conftest import StartMethod, run_script_file
 
 START_METHODS: list[StartMethod] = ["fork", "spawn", "forkserver"]
-REPO = Path(__file__).resolve().parents[1]
 
 #: A module next to the script: a task of an importable module, its global set by its initializer.
 MODULE = """
@@ -98,22 +93,8 @@ if __name__ == "__main__":
 
 def run_scenarios(tmp_path: Path, start_method: str) -> dict[str, Any]:
     """Run [SCRIPT][] under `start_method`; what its tasks saw."""
-    (tmp_path / "helpers.py").write_text(textwrap.dedent(MODULE))
-    script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(SCRIPT))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(tmp_path)])}
-    completed = subprocess.run(
-        [sys.executable, str(script), start_method],
-        capture_output=True,
-        text=True,
-        timeout=50,
-        env=env,
-        cwd=tmp_path,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr
-    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
-    return result
+    seen: dict[str, Any] = run_script_file(tmp_path, {"script.py": SCRIPT, "helpers.py": MODULE}, start_method)
+    return seen
 
 
 @pytest.mark.parametrize("start_method", START_METHODS)

@@ -9,10 +9,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import subprocess
-import sys
 import textwrap
 import traceback
 from collections.abc import Callable
@@ -24,7 +21,7 @@ import pytest
 import parmap
 
 from . import tasks_pickling
-from .conftest import StartMethod
+from .conftest import StartMethod, run_script_file
 
 START_METHODS: list[StartMethod] = ["fork", "spawn", "forkserver"]
 REPO = Path(__file__).resolve().parents[1]
@@ -78,21 +75,8 @@ def assert_shows_source(formatted: str, path: Path) -> None:
 
 @pytest.mark.parametrize("start_method", START_METHODS)
 def test_a_scripts_task_shows_its_file_line_and_source(tmp_path: Path, start_method: str) -> None:
-    (tmp_path / "helpers.py").write_text(textwrap.dedent(MODULE))
+    shown = run_script_file(tmp_path, {"script.py": SCRIPT, "helpers.py": MODULE}, start_method)
     script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(SCRIPT))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(tmp_path)])}
-    completed = subprocess.run(
-        [sys.executable, str(script), start_method],
-        capture_output=True,
-        text=True,
-        timeout=50,
-        env=env,
-        cwd=tmp_path,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr
-    shown = json.loads(completed.stdout.strip().splitlines()[-1])
     assert_shows_source(shown["script"], script)
     assert_shows_source(shown["module"], tmp_path / "helpers.py")
 

@@ -304,10 +304,10 @@ def _serve(channel: _Channel, inbox: _Inbox, slot: Any, prefix: str, memory_limi
         if kind == b"S":
             return
         if kind == b"F":
-            _load_function(functions, message, slot)
+            _load(functions, message, slot, pickle.loads)
             continue
         if kind == b"H":
-            _load_shared(shared_objects, message, slot)
+            _load(shared_objects, message, slot, _sharing.decode)
             continue
         decode_started = time.perf_counter()
         call = decode_call(message)
@@ -368,29 +368,20 @@ def _over_limit(memory_limit: int | None) -> bool:
     return rss is not None and rss > memory_limit
 
 
-def _load_function(functions: dict[bytes, Callable[[Any], Any] | _Unloadable], message: bytearray, slot: Any) -> None:
+def _load(store: dict[bytes, Any], message: bytearray, slot: Any, decode: Callable[[bytes], Any]) -> None:
+    """A `LoadFunction` or `LoadShared`: decode its payload into `store` under its key.
+
+    What cannot be decoded is kept as an [_Unloadable][] that says why (the worker lives on).
+    """
     key, payload, evict, number = pickle.loads(memoryview(message)[1:])
     if evict is not None:
-        functions.pop(evict, None)
+        store.pop(evict, None)
     slot[SLOT_LOADING] = number  # written before the position: the manager reads it after
     slot[SLOT_POSITION] = POSITION_LOADING
     try:
-        functions[key] = pickle.loads(payload)
+        store[key] = decode(payload)
     except BaseException as error:
-        functions[key] = _Unloadable(f"{type(error).__name__}: {describe(error)}")
-    slot[SLOT_POSITION] = POSITION_READING
-
-
-def _load_shared(shared_objects: dict[bytes, Any], message: bytearray, slot: Any) -> None:
-    key, payload, evict, number = pickle.loads(memoryview(message)[1:])
-    if evict is not None:
-        shared_objects.pop(evict, None)
-    slot[SLOT_LOADING] = number  # written before the position: the manager reads it after
-    slot[SLOT_POSITION] = POSITION_LOADING
-    try:
-        shared_objects[key] = _sharing.decode(payload)
-    except BaseException as error:
-        shared_objects[key] = _Unloadable(f"{type(error).__name__}: {describe(error)}")
+        store[key] = _Unloadable(f"{type(error).__name__}: {describe(error)}")
     slot[SLOT_POSITION] = POSITION_READING
 
 
