@@ -1,0 +1,115 @@
+"""What the one-file benchmarks (`asyncio_maps`, `shared_data`) share.
+
+Each of them times every contender in a fresh subprocess per round, rotating the order,
+and reports the median of the rounds with their min and max under an environment header.
+The pieces that do not depend on the workload live here: running one measurement in a
+subprocess ([run_in_subprocess][]), timing one checked call ([timed][]), the rotation
+([rotated][]), the spread of the rounds ([spread][]), and the header ([environment][],
+[load_note][]).
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+#: Lines of a failed subprocess's stderr kept in the report.
+STDERR_TAIL_LINES = 5
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+_T = TypeVar("_T")
+
+
+def run_in_subprocess(module: str, arguments: Sequence[str], timeout: float) -> tuple[Any, str]:
+    """Run `python -m module *arguments --child-result PATH` in the project root.
+
+    The subprocess writes its measurement to `PATH` as JSON.
+
+    Returns:
+        `(the JSON it wrote, "")`, or `(None, reason)` when it failed, hung past `timeout`
+        seconds or wrote nothing.
+    """
+    with tempfile.TemporaryDirectory() as directory:
+        result_path = Path(directory, "result.json")
+        command = [sys.executable, "-m", module, *arguments, "--child-result", str(result_path)]
+        try:
+            completed = subprocess.run(
+                command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return None, f"no result after {timeout:g} s"
+        if completed.returncode != 0 or not result_path.exists():
+            tail = " / ".join(completed.stderr.strip().splitlines()[-STDERR_TAIL_LINES:])
+            return None, f"exit status {completed.returncode}: {tail}"
+        return json.loads(result_path.read_text()), ""
+
+
+def timed(call: Callable[[], Sequence[_T]], expected: Sequence[_T]) -> float:
+    """Seconds `call()` took.
+
+    Raises:
+        AssertionError: it did not return `expected` (a contender that skips work is not faster).
+    """
+    started = time.perf_counter()
+    result = call()
+    elapsed = time.perf_counter() - started
+    if list(result) != list(expected):
+        raise AssertionError("a contender returned wrong results")
+    return elapsed
+
+
+def rotated(items: Sequence[_T], round_number: int) -> list[_T]:
+    """`items` started `round_number` places later, so drift of the machine hits each alike."""
+    shift = round_number % len(items) if items else 0
+    return [*items[shift:], *items[:shift]]
+
+
+def spread(samples: Sequence[float]) -> dict[str, float]:
+    """`{"median", "min", "max"}` of one contender's rounds."""
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples)}
+
+
+def environment(command: str, load_before: float, distributions: Sequence[str]) -> dict[str, Any]:
+    """Where and how the numbers were taken (no paths: the report travels).
+
+    `versions` gives each of `distributions`' installed version, or "not installed".
+    """
+    try:
+        usable_cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # platforms without affinity
+        usable_cpus = os.cpu_count() or 1
+    versions = {}
+    for distribution in distributions:
+        try:
+            versions[distribution] = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            versions[distribution] = "not installed"
+    return {
+        "command": command,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "platform": f"{platform.system()} {platform.machine()}",
+        "usable_cpus": usable_cpus,
+        "versions": versions,
+        "load_average_start": load_before,
+        "load_average_end": os.getloadavg()[0],
+    }
+
+
+def load_note(meta: dict[str, Any]) -> str:
+    """The header's remark when the load average went above the CPU count during the run."""
+    if max(meta["load_average_start"], meta["load_average_end"]) > meta["usable_cpus"]:
+        return " (above the CPU count: other work competed with the run)"
+    return ""
