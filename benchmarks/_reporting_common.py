@@ -2,19 +2,22 @@
 
 Each of them times every contender in a fresh subprocess per round, rotating the order,
 and reports the median of the rounds with their min and max under an environment header.
-The pieces that do not depend on the workload live here: running one measurement in a
-subprocess ([run_in_subprocess][]), timing one checked call ([timed][]), the rotation
-([rotated][]), the spread of the rounds ([spread][]), and the header ([environment][],
-[load_note][]).
+The pieces that do not depend on the workload live here: the command line they share
+([RunOptions][]), running one measurement in a subprocess ([run_in_subprocess][]), timing
+one checked call ([timed][]), the rotation ([rotated][]), the spread of the rounds
+([spread][]), and the header ([environment][], [load_note][]).
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import datetime
 import importlib.metadata
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -28,8 +31,57 @@ from typing import Any, TypeVar
 STDERR_TAIL_LINES = 5
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: Where the reports go unless `--output-dir` says otherwise.
+DOCS = PROJECT_ROOT / "docs"
 
 _T = TypeVar("_T")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """The options every one-file benchmark takes, and what they resolve to.
+
+    `--rounds N`, `--quick` (`quick_rounds` rounds at `quick_scale` of the sizes, unless
+    `--rounds`), `--output-dir DIR`, `--no-write`, and two hidden ones: `--scale` (any
+    fraction of the sizes, for the smoke tests) and `--child-result` (where a subprocess
+    writes its measurement, see [run_in_subprocess][]).
+    """
+
+    #: The benchmark's module, as `python -m` runs it.
+    module: str
+    default_rounds: int
+    quick_rounds: int
+    quick_scale: float
+
+    def parser(self, description: str | None) -> argparse.ArgumentParser:
+        """A parser with the shared options; the benchmark adds its `--child` ones."""
+        parser = argparse.ArgumentParser(description=description)
+        parser.add_argument("--rounds", type=int, default=None, help=f"rounds (default {self.default_rounds})")
+        parser.add_argument(
+            "--quick",
+            action="store_true",
+            help=f"{self.quick_rounds} rounds at {self.quick_scale:g} of the size (unless --rounds)",
+        )
+        parser.add_argument("--output-dir", type=Path, default=DOCS, help="where the report goes (default docs/)")
+        parser.add_argument("--no-write", action="store_true", help="print only; write no report")
+        parser.add_argument("--scale", type=float, default=None, help=argparse.SUPPRESS)
+        parser.add_argument("--child-result", type=Path, help=argparse.SUPPRESS)
+        return parser
+
+    def rounds(self, args: argparse.Namespace) -> int:
+        """The rounds to run: `--rounds`, else the quick or the default number."""
+        rounds: int = args.rounds or (self.quick_rounds if args.quick else self.default_rounds)
+        return rounds
+
+    def scale(self, args: argparse.Namespace) -> float:
+        """The fraction of the issue's sizes to run: `--scale`, else the quick one or 1."""
+        if args.scale is not None:
+            return float(args.scale)
+        return self.quick_scale if args.quick else 1.0
+
+    def command(self, argv: Sequence[str] | None) -> str:
+        """The command line, for the report (`argv`, or this process's arguments)."""
+        return shlex.join(["python", "-m", self.module, *(argv if argv is not None else sys.argv[1:])])
 
 
 def run_in_subprocess(module: str, arguments: Sequence[str], timeout: float) -> tuple[Any, str]:

@@ -29,7 +29,6 @@ import importlib
 import importlib.util
 import json
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -40,7 +39,7 @@ from typing import Any
 
 import parmap
 
-from ._reporting_common import environment, load_note, rotated, run_in_subprocess, spread, timed
+from ._reporting_common import RunOptions, environment, load_note, rotated, run_in_subprocess, spread, timed
 
 #: Worker processes, and `async def` items each worker awaits at once (the issue's 2 x 50).
 WORKERS = 2
@@ -71,9 +70,8 @@ CHILD_TIMEOUT_SECONDS = 300
 #: Distributions whose versions the report gives.
 DISTRIBUTIONS = ("parmap-decorator", "aiomultiprocess")
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DOCS = PROJECT_ROOT / "docs"
 REPORT_NAME = "benchmarks-asyncio"
+RUN_OPTIONS = RunOptions("benchmarks.asyncio_maps", DEFAULT_ROUNDS, QUICK_ROUNDS, QUICK_SCALE)
 
 
 # ------------------------------------------------------------------ the tasks
@@ -454,28 +452,20 @@ def _table(rows: list[dict[str, Any]], workload: str, unit: str, ideal: float | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--rounds", type=int, default=None, help=f"rounds (default {DEFAULT_ROUNDS})")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_ROUNDS} rounds at {QUICK_SCALE:g} of the size (unless --rounds)")
-    parser.add_argument("--output-dir", type=Path, default=DOCS, help="where the report goes (default docs/)")
-    parser.add_argument("--no-write", action="store_true", help="print only; write no report")
-    # For the smoke test: any fraction of the sizes.
-    parser.add_argument("--scale", type=float, default=None, help=argparse.SUPPRESS)
+    parser = RUN_OPTIONS.parser(__doc__.split("\n\n")[0] if __doc__ else None)
     # The subprocess's side of one measurement.
     parser.add_argument("--child", nargs=2, metavar=("WORKLOAD", "CONTENDER"), help=argparse.SUPPRESS)
     parser.add_argument("--child-items", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-calls", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--child-result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:
         run_child(args.child[0], args.child[1], args.child_items, args.child_calls, args.child_result)
         return 0
 
-    rounds = args.rounds or (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS)
-    sizes = Sizes.scaled(args.scale if args.scale is not None else QUICK_SCALE if args.quick else 1.0)
-    command = shlex.join(["python", "-m", "benchmarks.asyncio_maps", *(argv if argv is not None else sys.argv[1:])])
+    rounds = RUN_OPTIONS.rounds(args)
+    sizes = Sizes.scaled(RUN_OPTIONS.scale(args))
+    command = RUN_OPTIONS.command(argv)
     load_before = os.getloadavg()[0]
     rows = measure(rounds, sizes, log=print)
     ratio_rows = ratios(rows, sizes)
