@@ -5,10 +5,11 @@ dtype=numpy.float64)`) and 10,000 tiny lookups `float(table[i])` at indices spre
 it (seeded), on 2 worker processes. The figure is items (lookups) per second. The
 contenders:
 
-* `parmap shared=`: `lookup_shared.map(indices, shared=table)`, the task reading
-  `parmap.shared()[i]`. The table goes once to each worker, through shared memory.
+* `parmap shared=`: `lookup_in_shared.map(indices, shared=table)`, the task reading
+  `parmap.shared()[i]`. The table goes once to each worker, through shared memory; a
+  later map recognises it by a digest of its bytes, computed in the caller on every map.
 * `parmap closure`: a nested function that captures the table, `parallel(f).map(indices)`:
-  the function (and the table in it) travels once per worker.
+  the function (and the table in it) is pickled with the map and travels once per worker.
 * `parmap as an argument`: the naive `starmap(lookup, [(table, i), ...])`, the table in
   every item: pickled once per chunk (the pickle memo sees the same object), into shared
   memory as any large array item.
@@ -18,12 +19,13 @@ contenders:
   table; under spawn (the default on macOS and Windows; 3.14's forkserver likewise) it is
   pickled to each.
 * `joblib`: `Parallel(n_jobs=2, batch_size="auto")(delayed(lookup)(table, i) for i in
-  indices)`: joblib dumps arrays over 1 MB to a file that the workers memory-map.
+  indices)`: joblib dumps arrays over 1 MB to a file that the workers memory-map (its
+  answer to this problem), reused by later calls in the same `with Parallel(...)` block.
 * `in-process loop`: the lookups in the calling process, for scale.
 
 Two figures per contender, timed in one subprocess: `cold`, the first map given the table
-(the table's transfer is inside the timing for every contender), and `warm`, a second map
-with the same table. parmap's and joblib's workers are started before the timing by an
+(the table's transfer is inside the timing for every contender), and `warm`, the median of
+the `WARM_CALLS` maps after it with the same table. parmap's and joblib's workers are started before the timing by an
 untimed warm-up map of a few trivial items; `Pool` cannot be, as its initializer is what
 carries the table, so its `cold` figure also starts its 2 processes.
 
@@ -45,6 +47,7 @@ import importlib.util
 import json
 import multiprocessing
 import os
+import statistics
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -70,7 +73,9 @@ INDEX_SEED = 12
 #: Trivial items of the untimed warm-up map that starts parmap's and joblib's workers.
 WARMUP_ITEMS = 4 * WORKERS
 
-DEFAULT_ROUNDS = 5
+#: A full run took 2.5 min at 5 rounds on 2 shared cores (load 3); 7 keep it under 4 min and
+#: give a median that two disturbed rounds cannot move.
+DEFAULT_ROUNDS = 7
 #: `--quick`: fewer rounds and a tenth of the table and of the lookups, for a look in seconds.
 QUICK_ROUNDS = 3
 QUICK_SCALE = 0.1
@@ -83,10 +88,13 @@ DISTRIBUTIONS = ("parmap-decorator", "numpy", "joblib")
 REPORT_NAME = "benchmarks-shared"
 RUN_OPTIONS = RunOptions("benchmarks.shared_data", DEFAULT_ROUNDS, QUICK_ROUNDS, QUICK_SCALE)
 
-#: The first map given the table, and a second one with the same table.
+#: The first map given the table, and the maps after it with the same table.
 COLD = "cold"
 WARM = "warm"
 PHASES = (COLD, WARM)
+#: Warm maps per subprocess; the phase's figure is their median (`Pool`'s warm map takes
+#: about 10 ms, short enough for one scheduler hiccup on 2 cores to dominate a single one).
+WARM_CALLS = 3
 
 
 # ------------------------------------------------------------------ the tasks
@@ -144,10 +152,21 @@ def _expected(indices: Sequence[int]) -> list[float]:
     return [float(index) for index in indices]  # the table is `arange`: value == index
 
 
+def _warm(call: Callable[[], list[float]], expected: list[float]) -> float:
+    """The median seconds of `WARM_CALLS` calls in a row (the table already with the workers)."""
+    return statistics.median(timed(call, expected) for _ in range(WARM_CALLS))
+
+
+def _cold_and_warm(call: Callable[[], list[float]], expected: list[float]) -> dict[str, float]:
+    """`{COLD: the first call's seconds, WARM: the median of the next WARM_CALLS}`."""
+    cold = timed(call, expected)
+    return {COLD: cold, WARM: _warm(call, expected)}
+
+
 def _parmap_shared(table: Any, indices: list[int]) -> dict[str, float]:
     expected = _expected(indices)
     parallel_ready.map(range(WARMUP_ITEMS))  # starts the pool, untimed
-    seconds = {phase: timed(lambda: parallel_lookup_in_shared.map(indices, shared=table), expected) for phase in PHASES}
+    seconds = _cold_and_warm(lambda: parallel_lookup_in_shared.map(indices, shared=table), expected)
     parmap.shutdown()
     return seconds
 
@@ -156,7 +175,7 @@ def _parmap_closure(table: Any, indices: list[int]) -> dict[str, float]:
     expected = _expected(indices)
     task = parmap.parallel(closure_over(table), workers=WORKERS)
     parallel_ready.map(range(WARMUP_ITEMS))
-    seconds = {phase: timed(lambda: task.map(indices), expected) for phase in PHASES}
+    seconds = _cold_and_warm(lambda: task.map(indices), expected)
     parmap.shutdown()
     return seconds
 
@@ -164,10 +183,7 @@ def _parmap_closure(table: Any, indices: list[int]) -> dict[str, float]:
 def _parmap_argument(table: Any, indices: list[int]) -> dict[str, float]:
     expected = _expected(indices)
     parallel_ready.map(range(WARMUP_ITEMS))
-    seconds = {
-        phase: timed(lambda: parallel_lookup.starmap([(table, index) for index in indices]), expected)
-        for phase in PHASES
-    }
+    seconds = _cold_and_warm(lambda: parallel_lookup.starmap([(table, index) for index in indices]), expected)
     parmap.shutdown()
     return seconds
 
@@ -186,7 +202,7 @@ def _pool_initializer(method: str) -> Callable[[Any, list[int]], dict[str, float
         try:
             cold = timed(start_and_map, expected)
             assert pool is not None
-            warm = timed(lambda: pool.map(lookup_in_global, indices), expected)
+            warm = _warm(lambda: pool.map(lookup_in_global, indices), expected)
         finally:
             if pool is not None:
                 pool.terminate()
@@ -205,15 +221,12 @@ def _joblib(table: Any, indices: list[int]) -> dict[str, float]:
     # `numpy_pickle.dump` per fresh call, none for the second call in the block).
     with joblib.Parallel(n_jobs=WORKERS, batch_size="auto") as run:
         run(joblib.delayed(ready)(x) for x in range(WARMUP_ITEMS))  # starts the workers, untimed
-        return {
-            phase: timed(lambda: run(joblib.delayed(lookup)(table, index) for index in indices), expected)
-            for phase in PHASES
-        }
+        return _cold_and_warm(lambda: run(joblib.delayed(lookup)(table, index) for index in indices), expected)
 
 
 def _in_process(table: Any, indices: list[int]) -> dict[str, float]:
     expected = _expected(indices)
-    return {phase: timed(lambda: [lookup(table, index) for index in indices], expected) for phase in PHASES}
+    return _cold_and_warm(lambda: [lookup(table, index) for index in indices], expected)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -412,10 +425,11 @@ def write_report(
         f"Machine note: {meta['usable_cpus']} noisy cores: medians and ratios. Every contender runs in a fresh "
         f"subprocess in each of {meta['rounds']} rounds (the order rotates), which builds the table before "
         "it times anything. **cold** is the first map given the table, its transfer to the workers "
-        "included; **warm** is a second map with the same table. parmap's and joblib's workers are started "
-        f"before the timing by an untimed map of {WARMUP_ITEMS} trivial items; `Pool`'s initializer is what "
-        "carries the table, so its cold figure includes starting its processes. Each phase gives the median "
-        "of the rounds, then their min and max.",
+        f"included; **warm** is the median of the {WARM_CALLS} maps after it with the same table (parmap "
+        "recognises the table by a digest of its bytes, computed in the caller on every map). parmap's and "
+        f"joblib's workers are started before the timing by an untimed map of {WARMUP_ITEMS} trivial items; "
+        "`Pool`'s initializer is what carries the table, so its cold figure includes starting its processes. "
+        "Each phase gives the median of the rounds, then their min and max.",
         "",
         "| contender | what it times | cold (items/s) | cold min-max | warm (items/s) | warm min-max |",
         "|---|---|---:|---:|---:|---:|",
