@@ -277,7 +277,7 @@ CONTENDERS = [
         "joblib",
         f'`Parallel(n_jobs={WORKERS}, batch_size="auto")(delayed(lookup)(table, i) for i in '
         "indices)`, both calls in one `with Parallel(...)` block; the table dumped to a file the "
-        "workers memory-map, the dump reused by the second call",
+        "workers memory-map, the dump reused by the later calls",
         _joblib,
         requires="joblib",
     ),
