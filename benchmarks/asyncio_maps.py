@@ -25,18 +25,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import datetime
 import importlib
-import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
-import shlex
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -44,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import parmap
+
+from ._reporting_common import RunOptions, environment, load_note, rotated, run_in_subprocess, spread, timed
 
 #: Worker processes, and `async def` items each worker awaits at once (the issue's 2 x 50).
 WORKERS = 2
@@ -71,12 +67,11 @@ QUICK_SCALE = 0.2
 
 #: A subprocess that takes longer than this has hung (a full-size one takes a few seconds).
 CHILD_TIMEOUT_SECONDS = 300
-#: Lines of a failed subprocess's stderr kept in the report.
-STDERR_TAIL_LINES = 5
+#: Distributions whose versions the report gives.
+DISTRIBUTIONS = ("parmap-decorator", "aiomultiprocess")
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DOCS = PROJECT_ROOT / "docs"
 REPORT_NAME = "benchmarks-asyncio"
+RUN_OPTIONS = RunOptions("benchmarks.asyncio_maps", DEFAULT_ROUNDS, QUICK_ROUNDS, QUICK_SCALE)
 
 
 # ------------------------------------------------------------------ the tasks
@@ -107,15 +102,6 @@ parallel_increment = parmap.parallel(increment, workers=WORKERS)
 # ------------------------------------------------------------------ the contenders (run in a subprocess)
 
 
-def _timed(call: Callable[[], list[int]], expected: list[int]) -> float:
-    started = time.perf_counter()
-    result = call()
-    elapsed = time.perf_counter() - started
-    if list(result) != expected:
-        raise AssertionError("a contender returned wrong results")
-    return elapsed
-
-
 async def _timed_async(call: Callable[[], Awaitable[Sequence[int]]], expected: list[int]) -> float:
     started = time.perf_counter()
     result = await call()
@@ -134,8 +120,8 @@ async def _time_calls_async(call: Callable[[], Awaitable[Sequence[int]]], expect
 
 def _tasks_parmap_map(items: list[int]) -> list[float]:
     expected = [x * 2 for x in items]
-    _timed(lambda: parallel_sleepy_double.map(items), expected)  # warm-up: starts the pool
-    samples = [_timed(lambda: parallel_sleepy_double.map(items), expected) for _ in range(TASK_CALLS_PER_ROUND)]
+    timed(lambda: parallel_sleepy_double.map(items), expected)  # warm-up: starts the pool
+    samples = [timed(lambda: parallel_sleepy_double.map(items), expected) for _ in range(TASK_CALLS_PER_ROUND)]
     parmap.shutdown()
     return samples
 
@@ -333,21 +319,10 @@ class Sizes:
 
 def _measure_in_subprocess(contender: Contender, sizes: Sizes) -> tuple[list[float] | None, str]:
     """`(samples, "")`, or `(None, reason)` when the subprocess failed."""
-    with tempfile.TemporaryDirectory() as directory:
-        result_path = Path(directory, "result.json")
-        command = [sys.executable, "-m", "benchmarks.asyncio_maps", "--child", contender.workload, contender.name,
-                   "--child-items", str(sizes.items(contender.workload)), "--child-calls",
-                   str(sizes.overhead_calls), "--child-result", str(result_path)]
-        try:
-            completed = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True,
-                                       timeout=CHILD_TIMEOUT_SECONDS, check=False)
-        except subprocess.TimeoutExpired:
-            return None, f"no result after {CHILD_TIMEOUT_SECONDS} s"
-        if completed.returncode != 0 or not result_path.exists():
-            tail = " / ".join(completed.stderr.strip().splitlines()[-STDERR_TAIL_LINES:])
-            return None, f"exit status {completed.returncode}: {tail}"
-        samples: list[float] = json.loads(result_path.read_text())["samples"]
-        return samples, ""
+    result, reason = run_in_subprocess("benchmarks.asyncio_maps", [
+        "--child", contender.workload, contender.name, "--child-items", str(sizes.items(contender.workload)),
+        "--child-calls", str(sizes.overhead_calls)], CHILD_TIMEOUT_SECONDS)
+    return (None if result is None else result["samples"]), reason
 
 
 def measure(rounds: int, sizes: Sizes, log: Callable[[str], None]) -> list[dict[str, Any]]:
@@ -361,9 +336,7 @@ def measure(rounds: int, sizes: Sizes, log: Callable[[str], None]) -> list[dict[
             row.update(status="not installed", reason=f"{contender.requires} is not installed")
         rows[contender.workload, contender.name] = row
     for round_number in range(rounds):
-        # Rotate the order, so drift of the machine over the run hits every contender alike.
-        shift = round_number % len(CONTENDERS)
-        for contender in CONTENDERS[shift:] + CONTENDERS[:shift]:
+        for contender in rotated(CONTENDERS, round_number):
             row = rows[contender.workload, contender.name]
             if row["status"] != "ok":
                 continue
@@ -378,7 +351,7 @@ def measure(rounds: int, sizes: Sizes, log: Callable[[str], None]) -> list[dict[
                 f"{row['samples'][-1]:.4g} {_unit(contender.workload)}")
     for row in rows.values():
         if row["status"] == "ok":
-            row.update(median=statistics.median(row["samples"]), min=min(row["samples"]), max=max(row["samples"]))
+            row.update(spread(row["samples"]))
     return list(rows.values())
 
 
@@ -398,24 +371,6 @@ def ratios(rows: list[dict[str, Any]], sizes: Sizes) -> list[dict[str, Any]]:
     return result
 
 
-def environment(command: str, load_before: float) -> dict[str, Any]:
-    """Where and how the numbers were taken (no paths: the report travels)."""
-    try:
-        usable_cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # platforms without affinity
-        usable_cpus = os.cpu_count() or 1
-    versions = {}
-    for distribution in ("parmap-decorator", "aiomultiprocess"):
-        try:
-            versions[distribution] = importlib.metadata.version(distribution)
-        except importlib.metadata.PackageNotFoundError:
-            versions[distribution] = "not installed"
-    return {"command": command, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "python": f"{platform.python_implementation()} {platform.python_version()}",
-            "platform": f"{platform.system()} {platform.machine()}", "usable_cpus": usable_cpus,
-            "versions": versions, "load_average_start": load_before, "load_average_end": os.getloadavg()[0]}
-
-
 def _cell(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -428,8 +383,7 @@ def write_report(output_dir: Path, meta: dict[str, Any], rows: list[dict[str, An
         json.dumps({"meta": meta, "results": rows, "ratios": ratio_rows}, indent=2) + "\n")
     sizes = meta["sizes"]
     ideal = meta["ideal_seconds"]
-    busy = (" (above the CPU count: other work competed with the run)"
-            if max(meta["load_average_start"], meta["load_average_end"]) > meta["usable_cpus"] else "")
+    busy = load_note(meta)
     lines = [
         "# Benchmark: parmap's asyncio API",
         "",
@@ -498,32 +452,24 @@ def _table(rows: list[dict[str, Any]], workload: str, unit: str, ideal: float | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--rounds", type=int, default=None, help=f"rounds (default {DEFAULT_ROUNDS})")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_ROUNDS} rounds at {QUICK_SCALE:g} of the size (unless --rounds)")
-    parser.add_argument("--output-dir", type=Path, default=DOCS, help="where the report goes (default docs/)")
-    parser.add_argument("--no-write", action="store_true", help="print only; write no report")
-    # For the smoke test: any fraction of the issue's sizes.
-    parser.add_argument("--scale", type=float, default=None, help=argparse.SUPPRESS)
+    parser = RUN_OPTIONS.parser(__doc__.split("\n\n")[0] if __doc__ else None)
     # The subprocess's side of one measurement.
     parser.add_argument("--child", nargs=2, metavar=("WORKLOAD", "CONTENDER"), help=argparse.SUPPRESS)
     parser.add_argument("--child-items", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-calls", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--child-result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:
         run_child(args.child[0], args.child[1], args.child_items, args.child_calls, args.child_result)
         return 0
 
-    rounds = args.rounds or (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS)
-    sizes = Sizes.scaled(args.scale if args.scale is not None else QUICK_SCALE if args.quick else 1.0)
-    command = shlex.join(["python", "-m", "benchmarks.asyncio_maps", *(argv if argv is not None else sys.argv[1:])])
+    rounds = RUN_OPTIONS.rounds(args)
+    sizes = Sizes.scaled(RUN_OPTIONS.scale(args))
+    command = RUN_OPTIONS.command(argv)
     load_before = os.getloadavg()[0]
     rows = measure(rounds, sizes, log=print)
     ratio_rows = ratios(rows, sizes)
-    meta = {**environment(command, load_before), "rounds": rounds, "sizes": dataclasses.asdict(sizes),
+    meta = {**environment(command, load_before, DISTRIBUTIONS), "rounds": rounds, "sizes": dataclasses.asdict(sizes),
             "ideal_seconds": sizes.ideal_seconds()}
     print()
     for entry in ratio_rows:

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,15 +125,18 @@ def test_ceiling_check_reports_three_efficiencies() -> None:
         assert all(float(value) > 0 for value in values.values())
 
 
+def _run_one_round(module: str, scale: float, report: Path) -> Any:
+    """Run a one-file benchmark for one round at `scale`, its reports beside `report`; its JSON."""
+    command = [sys.executable, "-m", module, "--rounds", "1", "--scale", str(scale), "--output-dir", str(report.parent)]
+    completed = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=50, check=False)
+    assert completed.returncode == 0, completed.stderr
+    return json.loads(report.read_text())
+
+
 def test_asyncio_maps_writes_well_formed_reports(tmp_path: Path) -> None:
     """``python -m benchmarks.asyncio_maps`` at a toy size: every contender has a median, every ratio a value."""
     pytest.importorskip("aiomultiprocess")
-    command = [sys.executable, "-m", "benchmarks.asyncio_maps", "--rounds", "1", "--scale", "0.05",
-               "--output-dir", str(tmp_path)]
-    completed = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=50, check=False)
-    assert completed.returncode == 0, completed.stderr
-
-    data = json.loads((tmp_path / "benchmarks-asyncio.json").read_text())
+    data = _run_one_round("benchmarks.asyncio_maps", 0.05, tmp_path / "benchmarks-asyncio.json")
     assert {"command", "python", "usable_cpus", "rounds", "versions", "sizes", "ideal_seconds"} <= set(data["meta"])
     rows = {(row["workload"], row["name"]): row for row in data["results"]}
     assert set(rows) == {
@@ -152,3 +156,32 @@ def test_asyncio_maps_writes_well_formed_reports(tmp_path: Path) -> None:
     headings = ("# Benchmark: parmap's asyncio API", "## async-tasks:", "## await-overhead:", "## Ratios of medians")
     for heading in headings:
         assert heading in markdown
+
+
+def test_shared_data_writes_well_formed_reports(tmp_path: Path) -> None:
+    """``python -m benchmarks.shared_data`` at a toy size: every contender has both phases, every ratio a value."""
+    pytest.importorskip("numpy")
+    pytest.importorskip("joblib")
+    data = _run_one_round("benchmarks.shared_data", 0.01, tmp_path / "benchmarks-shared.json")
+    assert {"command", "python", "usable_cpus", "rounds", "versions", "sizes", "table_megabytes"} <= set(data["meta"])
+    assert data["meta"]["sizes"] == {"table_elements": 250_000, "lookups": 100}
+    rows = {row["name"]: row for row in data["results"]}
+    assert set(rows) == {
+        "parmap shared=", "parmap closure", "parmap as an argument", "Pool initializer (fork)",
+        "Pool initializer (spawn)", "joblib", "in-process loop",
+    }
+    for row in rows.values():
+        assert row["status"] == "ok", row["reason"]
+        assert set(row["phases"]) == {"cold", "warm"}
+        for phase in row["phases"].values():
+            assert len(phase["samples"]) == 1
+            assert 0 < phase["min"] <= phase["median"] <= phase["max"]
+    assert {(entry["phase"], entry["denominator"]) for entry in data["ratios"]} == {
+        (phase, name) for phase in ("cold", "warm") for name in rows if name != "parmap shared="
+    }
+    assert all(entry["ratio"] > 0 for entry in data["ratios"])
+
+    markdown = (tmp_path / "benchmarks-shared.md").read_text()
+    for heading in ("# Benchmark: one large table shared by every worker", "## Ratios of medians"):
+        assert heading in markdown
+    assert "| parmap shared= |" in markdown
