@@ -331,11 +331,27 @@ def remove_segments(prefix: str) -> None:
 
 
 #: Threads that write the segments of one message side by side: the cost of a segment is
-#: the kernel allocating its pages, which runs without the GIL and on every core.
+#: the kernel allocating its pages, which runs without the GIL and on every core. (They
+#: also hash a large shared object's blocks: see `parmap._sharing`.)
 SEGMENT_WRITERS = 4
 
 _writers: concurrent.futures.ThreadPoolExecutor | None = None
 _writers_lock = threading.Lock()
+
+
+def helper_threads() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads that write segments (and hash large buffers), started on first use.
+
+    Only work that runs without the GIL and never waits on another task of this pool goes
+    there (a segment write, a hash), so nothing submitted to it can deadlock it.
+    """
+    global _writers
+    with _writers_lock:
+        if _writers is None:
+            import concurrent.futures  # only for messages with several large buffers
+
+            _writers = concurrent.futures.ThreadPoolExecutor(SEGMENT_WRITERS, thread_name_prefix="parmap-shm")
+        return _writers
 
 
 def _write_segments(prefix: str, buffers: list[memoryview]) -> list[str]:
@@ -353,13 +369,8 @@ def _write_segments(prefix: str, buffers: list[memoryview]) -> list[str]:
         watch_segments()  # before the first write: a kill right after it is covered
     if len(buffers) <= 1:
         return [_write_segment(prefix, raw) for raw in buffers]
-    global _writers
-    with _writers_lock:
-        if _writers is None:
-            import concurrent.futures  # only for messages with several large buffers
-
-            _writers = concurrent.futures.ThreadPoolExecutor(SEGMENT_WRITERS, thread_name_prefix="parmap-shm")
-        futures = [_writers.submit(_write_segment, prefix, raw) for raw in buffers]
+    writers = helper_threads()
+    futures = [writers.submit(_write_segment, prefix, raw) for raw in buffers]
     names: list[str] = []
     failure: BaseException | None = None
     for future in futures:

@@ -243,3 +243,54 @@ def test_letting_go_of_the_array_frees_its_shared_memory(process_backend: Callab
     gc.collect()
     assert not pool._shared_payloads
     assert not [name for name in os.listdir("/dev/shm") if name.startswith(prefix)]
+
+
+def test_immutable_buffers_passed_again_need_no_new_digest(monkeypatch: pytest.MonkeyPatch) -> None:
+    from parmap import _sharing
+
+    digests: list[int] = []
+    real = _sharing.digest_of
+
+    def counting(value: Any) -> bytes | None:
+        digests.append(id(value))
+        return real(value)
+
+    monkeypatch.setattr(_sharing, "digest_of", counting)
+    table = np.arange(1000)
+    first = _sharing.identify(table).key
+    assert _sharing.identify(table).key == first
+    assert len(digests) == 2, "a writable array is hashed at every call"
+    table.setflags(write=False)
+    assert _sharing.identify(table).key == first
+    assert len(digests) == 3, "a read-only array that owns its memory may be made writable again"
+    table.setflags(write=True)
+    table[0] = 7
+    table.setflags(write=False)
+    assert _sharing.identify(table).key != first, "changed while writable: a new key"
+    data = bytes(8000)
+    frozen = np.frombuffer(data, dtype=np.int64)
+    keys = {_sharing.identify(data).key, _sharing.identify(data).key}
+    keys |= {_sharing.identify(frozen).key, _sharing.identify(frozen).key}
+    assert len(digests) == 6, "bytes, and an array over bytes, are hashed once"
+    assert len(keys) == 2
+
+
+def test_a_large_array_is_hashed_in_blocks_and_any_change_shows() -> None:
+    from parmap import _sharing
+
+    table = np.zeros((_sharing.PARALLEL_DIGEST_MIN_BYTES // 40 + 12_345) * 5, dtype=np.float64)
+    first = _sharing.digest_of(table)
+    assert _sharing.digest_of(table.copy()) == first
+    table[-1] = 1.0  # in the last, partial block
+    assert _sharing.digest_of(table) != first
+    assert _sharing.digest_of(table.reshape(-1, 5)) != _sharing.digest_of(table.reshape(5, -1))
+
+
+def test_a_read_only_view_of_a_writable_array_is_hashed_each_time(process_backend: Callable[..., Any]) -> None:
+    table = np.zeros(100, dtype=np.int64)
+    view = table[:]
+    view.setflags(write=False)
+    task = process_backend(lookup, workers=1)
+    assert task.map([1], shared=view) == [0]
+    table[1] = 5  # through the writable base
+    assert task.map([1], shared=view) == [5]
