@@ -8,6 +8,10 @@ contenders:
 * `parmap shared=`: `lookup_in_shared.map(indices, shared=table)`, the task reading
   `parmap.shared()[i]`. The table goes once to each worker, through shared memory; a
   later map recognises it by a digest of its bytes, computed in the caller on every map.
+* `parmap shared= (frozen table)`: the same with an array over a `bytes` object, which
+  cannot change: passed again, parmap knows it by identity and computes no digest.
+* `parmap initializer`: the `Pool` idiom in parmap, `initializer=install_table`; its pool
+  starts inside the timing, as `Pool`'s does.
 * `parmap closure`: a nested function that captures the table, `parallel(f).map(indices)`:
   the function (and the table in it) is pickled with the map and travels once per worker.
 * `parmap as an argument`: the naive `starmap(lookup, [(table, i), ...])`, the table in
@@ -25,9 +29,10 @@ contenders:
 
 Two figures per contender, timed in one subprocess: `cold`, the first map given the table
 (the table's transfer is inside the timing for every contender), and `warm`, the median of
-the `WARM_CALLS` maps after it with the same table. parmap's and joblib's workers are started before the timing by an
-untimed warm-up map of a few trivial items; `Pool` cannot be, as its initializer is what
-carries the table, so its `cold` figure also starts its 2 processes.
+the `WARM_CALLS` maps after it with the same table. parmap's and joblib's workers are
+started before the timing by an untimed warm-up map of a few trivial items; `Pool` (and
+`parmap initializer`) cannot be, as the initializer is what carries the table, so their
+`cold` figure also starts their 2 processes.
 
 Every round runs each contender in a fresh subprocess (the order rotates from round to
 round), which builds the table before it times anything. The report gives the median of
@@ -171,6 +176,20 @@ def _parmap_shared(table: Any, indices: list[int]) -> dict[str, float]:
     return seconds
 
 
+def _parmap_shared_frozen(table: Any, indices: list[int]) -> dict[str, float]:
+    # An array over a `bytes` object cannot change: passed again, parmap knows it by identity
+    # and skips the digest. The copy is made before anything is timed.
+    return _parmap_shared(numpy.frombuffer(table.tobytes(), dtype=table.dtype), indices)
+
+
+def _parmap_initializer(table: Any, indices: list[int]) -> dict[str, float]:
+    expected = _expected(indices)
+    task = parmap.parallel(lookup_in_global, workers=WORKERS, initializer=install_table, initargs=(table,))
+    seconds = _cold_and_warm(lambda: task.map(indices), expected)  # its pool starts in the first
+    parmap.shutdown()
+    return seconds
+
+
 def _parmap_closure(table: Any, indices: list[int]) -> dict[str, float]:
     expected = _expected(indices)
     task = parmap.parallel(closure_over(table), workers=WORKERS)
@@ -249,6 +268,18 @@ CONTENDERS = [
         f"`parallel(lookup_in_shared, workers={WORKERS}).map(indices, shared=table)`; the task "
         "reads `parmap.shared()[i]`",
         _parmap_shared,
+    ),
+    Contender(
+        "parmap shared= (frozen table)",
+        "the same with `numpy.frombuffer(table.tobytes())`, an array over a `bytes` object, which "
+        "cannot change: passed again, it is known by identity, without a digest",
+        _parmap_shared_frozen,
+    ),
+    Contender(
+        "parmap initializer",
+        f"`parallel(lookup_in_global, workers={WORKERS}, initializer=install_table, initargs=(table,))"
+        ".map(indices)`, the `Pool` idiom in parmap; its pool starts inside the timing",
+        _parmap_initializer,
     ),
     Contender(
         "parmap closure",
@@ -426,9 +457,11 @@ def write_report(
         f"subprocess in each of {meta['rounds']} rounds (the order rotates), which builds the table before "
         "it times anything. **cold** is the first map given the table, its transfer to the workers "
         f"included; **warm** is the median of the {WARM_CALLS} maps after it with the same table (parmap "
-        "recognises the table by a digest of its bytes, computed in the caller on every map). parmap's and "
+        "recognises the table by a digest of its bytes, computed in the caller on every map, unless it cannot "
+        "change: the frozen table). parmap's and "
         f"joblib's workers are started before the timing by an untimed map of {WARMUP_ITEMS} trivial items; "
-        "`Pool`'s initializer is what carries the table, so its cold figure includes starting its processes. "
+        "an initializer is what carries the table for `Pool` and `parmap initializer`, so their cold figure "
+        "includes starting their processes. "
         "Each phase gives the median of the rounds, then their min and max.",
         "",
         "| contender | what it times | cold (items/s) | cold min-max | warm (items/s) | warm min-max |",

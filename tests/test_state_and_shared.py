@@ -294,3 +294,20 @@ def test_a_read_only_view_of_a_writable_array_is_hashed_each_time(process_backen
     assert task.map([1], shared=view) == [0]
     table[1] = 5  # through the writable base
     assert task.map([1], shared=view) == [5]
+
+
+def _keep_table(table: CountingTable) -> None:
+    parmap.worker_state()["table"] = table
+
+
+def _row_from_state(i: int) -> str:
+    table: CountingTable = parmap.worker_state()["table"]
+    return table.rows[i]
+
+
+def test_under_fork_the_initializers_arguments_are_inherited_not_pickled() -> None:
+    tasks_state.PICKLED = 0
+    table = CountingTable({0: "zero", 1: "one"})
+    task = parmap.parallel(_row_from_state, workers=2, start_method="fork", initializer=_keep_table, initargs=(table,))
+    assert task.map([0, 1, 0]) == ["zero", "one", "zero"]
+    assert tasks_state.PICKLED == 0

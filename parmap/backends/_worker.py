@@ -212,7 +212,7 @@ class _Inbox:
 def worker_main(  # noqa: PLR0917
     conn: Any,
     shared: Any,
-    init_payload: bytes | None,
+    initializer: Any,
     initargs: Any,
     prefix: str,
     parent: int,
@@ -221,9 +221,10 @@ def worker_main(  # noqa: PLR0917
 ) -> None:
     """Entry point of a worker process: initialise, then run chunks until told to stop.
 
-    `initargs`, when not `None`, are the initializer's arguments passed as a `Process`
-    argument (inherited at start, so `multiprocessing` locks, values and queues work);
-    otherwise they travel inside `init_payload`. `parent` is the pid whose death must end
+    `initializer` is the pool's initializer: `None`, the function itself (inherited under
+    fork), or cloudpickled `(function, initargs or None)`. `initargs`, when not `None`, are
+    its arguments passed as a `Process` argument (inherited at start, so `multiprocessing`
+    locks, values and queues work); otherwise they travel inside the pickle. `parent` is the pid whose death must end
     this process (the caller; `0` under forkserver, whose server is the parent).
     `inherited` is the parent's end of this worker's socket, inherited under fork (`-1`
     otherwise): closed here. `memory_limit` is the pool's `max_worker_memory` in bytes: a
@@ -244,16 +245,17 @@ def worker_main(  # noqa: PLR0917
     slot = shared.create_memoryview().cast("d")
     channel = _Channel(conn.fileno())
     pid = os.getpid()
-    if init_payload is not None:
+    if initializer is not None:
         slot[SLOT_POSITION] = POSITION_INITIALIZING
         try:
-            initializer, packed_args = pickle.loads(init_payload)
-            initializer(*(packed_args if initargs is None else initargs))
+            if isinstance(initializer, bytes):
+                initializer, packed_args = pickle.loads(initializer)
+                initargs = packed_args if initargs is None else initargs
+            initializer(*initargs)
         except BaseException as error:
             channel.send(b"I" + PID.pack(pid) + pickle.dumps(format_traceback(error)))
             return
-        del initializer, packed_args
-    del initargs
+    del initializer, initargs
     slot[SLOT_POSITION] = POSITION_READING
     inbox = _Inbox(slot, channel.fd)
     threading.Thread(target=_read_loop, args=(channel, inbox), name="parmap-reader", daemon=True).start()

@@ -528,7 +528,7 @@ class _Manager(threading.Thread):
         self.started = threading.Event()
         self.start_error: BaseException | None = None
         self._pool_id = pool_id
-        self._init_payload, self._initargs = _initializer_payload(config)
+        self._initializer, self._initargs = _initializer_payload(config, self.context.get_start_method())
         self._wake_reader, self._wake_writer = os.pipe()
         os.set_blocking(self._wake_reader, False)
         # A full pipe means a wake-up is pending anyway: the caller must never wait on it.
@@ -726,7 +726,7 @@ class _Manager(threading.Thread):
                 args=(
                     child_end,
                     shared,
-                    self._init_payload,
+                    self._initializer,
                     self._initargs,
                     f"{self.prefix}w{number}-",
                     parent,
@@ -1334,16 +1334,20 @@ class _Manager(threading.Thread):
                     raise
 
 
-def _initializer_payload(config: PoolConfig) -> tuple[bytes | None, tuple[Any, ...] | None]:
-    """`(pickled (initializer, initargs or None), initargs to pass as Process arguments or None)`.
+def _initializer_payload(config: PoolConfig, start_method: str) -> tuple[Any, tuple[Any, ...] | None]:
+    """`(initializer, initargs to pass as Process arguments or None)`: what `worker_main` takes.
 
-    `initargs` travel with the cloudpickled initializer when they can; `multiprocessing`
-    locks, values, queues (which may only be shared by inheritance) cannot be pickled that
-    way, and are passed as `Process` arguments instead, which inherits them at start under
-    every start method.
+    Under fork the initializer and its arguments are passed as they are: a forked worker
+    inherits them, as `multiprocessing.Pool` passes them, so nothing is pickled (a 200 MB
+    table in `initargs` costs nothing to send). Otherwise the initializer is cloudpickled
+    with `initargs` when they can be; `multiprocessing` locks, values and queues (which may
+    only be shared by inheritance) cannot be pickled that way, and are passed as `Process`
+    arguments instead, which inherits them at start under every start method.
     """
     if config.initializer is None:
         return None, None
+    if start_method == "fork":
+        return config.initializer, config.initargs
     try:
         return _transport.dumps((config.initializer, config.initargs)), None
     except Exception:
