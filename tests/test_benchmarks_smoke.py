@@ -167,8 +167,8 @@ def test_shared_data_writes_well_formed_reports(tmp_path: Path) -> None:
     assert data["meta"]["sizes"] == {"table_elements": 250_000, "lookups": 100}
     rows = {row["name"]: row for row in data["results"]}
     assert set(rows) == {
-        "parmap shared=", "parmap closure", "parmap as an argument", "Pool initializer (fork)",
-        "Pool initializer (spawn)", "joblib", "in-process loop",
+        "parmap shared=", "parmap shared= (frozen table)", "parmap initializer", "parmap closure",
+        "parmap as an argument", "Pool initializer (fork)", "Pool initializer (spawn)", "joblib", "in-process loop",
     }
     for row in rows.values():
         assert row["status"] == "ok", row["reason"]
