@@ -589,3 +589,39 @@ def test_cancelled_error_is_public_and_a_futures_cancelled_error() -> None:
     assert issubclass(CancelledError, parmap.ParmapError)
     assert issubclass(CancelledError, concurrent.futures.CancelledError)
     assert issubclass(CancelledError, Exception)  # unlike asyncio.CancelledError
+
+
+def test_a_thread_loop_closed_from_two_threads_at_once_closes_once() -> None:
+    """Found under load: a loop's thread ending (its `__del__`) and its owner's shutdown
+    closed the same loop at once, and asyncio's `close` raised. Now one closer at a time."""
+    from parmap.backends._event_loops import _ThreadLoop
+
+    held = _ThreadLoop()
+    real_close = held.loop.close
+    inside = threading.Event()
+    go = threading.Event()
+    active: list[int] = []
+    most: list[int] = [0]
+
+    def slow_close() -> None:
+        active.append(1)
+        most[0] = max(most[0], len(active))
+        inside.set()
+        go.wait(20)
+        try:
+            real_close()
+        finally:
+            active.pop()
+
+    held.loop.close = slow_close  # type: ignore[method-assign]
+    first = threading.Thread(target=held.close)
+    second = threading.Thread(target=held.close)
+    first.start()
+    assert inside.wait(20)
+    second.start()
+    second.join(0.2)  # time for the second closer to get in, were nothing to stop it
+    go.set()
+    first.join(20)
+    second.join(20)
+    assert most[0] == 1
+    assert held.loop.is_closed()

@@ -25,10 +25,16 @@ class _ThreadLoop:
 
         self.loop = asyncio.new_event_loop()
         self.task: asyncio.Task[None] | None = None  # the chunk running on it, if any
+        #: Two threads may close it at once: the owner's `EventLoops.close`, and the loop's
+        #: thread ending, whose `__del__` runs while the weak registry still hands it out
+        #: (CPython clears weak references after the finalizer). asyncio's `close` is not
+        #: safe against itself (found under load: a closed self-pipe closed again).
+        self._closing = threading.Lock()
 
     def close(self) -> None:
-        if not self.loop.is_closed() and not self.loop.is_running():
-            self.loop.close()
+        with self._closing:
+            if not self.loop.is_closed() and not self.loop.is_running():
+                self.loop.close()
 
     def __del__(self) -> None:
         try:
