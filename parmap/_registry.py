@@ -15,7 +15,7 @@ import multiprocessing.util  # registers its exit hook first, so ours (below) ru
 import os
 import threading
 
-from . import _transport
+from . import _sharing, _transport
 from ._config import PoolConfig
 from .backends import Backend, get_backend
 from .backends._worker import in_worker_process, nesting_depth
@@ -55,7 +55,8 @@ def shutdown() -> None:
 
     Jobs still running on a pool fail with :class:`~parmap.PoolClosedError`. The
     shared-memory watcher, if one was started, is told this is a normal close and reaped,
-    so no process of parmap's is left.
+    so no process of parmap's is left; the `shared=` objects parmap remembered (and held,
+    where they take no weak reference) are forgotten.
     """
     _shut_down(exiting=False)
 
@@ -68,6 +69,7 @@ def _shut_down(*, exiting: bool) -> None:
         for pool in pools:
             pool.shutdown()
     finally:
+        _sharing.forget_all()
         _transport.stop_watcher(exiting=exiting)
 
 

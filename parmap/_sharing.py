@@ -117,6 +117,13 @@ def _may_change(value: Any) -> bool:
     return type(array) is not bytes
 
 
+def forget_all() -> None:
+    """Forget every remembered object (`parmap.shutdown()`): none is held any more, and each
+    is sent again when next passed (the pools that held them are gone)."""
+    with _lock:
+        _by_identity.clear()
+
+
 def _reference(value: Any) -> Callable[[], Any]:
     try:
         return weakref.ref(value)

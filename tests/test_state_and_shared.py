@@ -311,3 +311,24 @@ def test_under_fork_the_initializers_arguments_are_inherited_not_pickled() -> No
     task = parmap.parallel(_row_from_state, workers=2, start_method="fork", initializer=_keep_table, initargs=(table,))
     assert task.map([0, 1, 0]) == ["zero", "one", "zero"]
     assert tasks_state.PICKLED == 0
+
+
+def test_shutdown_lets_go_of_the_shared_objects_parmap_remembers() -> None:
+    import gc
+    import weakref
+
+    from parmap import _sharing
+
+    class Table(dict[int, int]):
+        pass  # a dict subclass takes weak references: the probe that it was let go of
+
+    table = Table({0: 1})
+    probe = weakref.ref(table)
+    rows = [table]  # held by a list, which takes no weak reference: parmap holds the list
+    assert parmap.parallel(lookup, backend="serial").map([0], shared=rows) == [table]
+    assert _sharing._by_identity
+    del table, rows
+    parmap.shutdown()
+    gc.collect()
+    assert not _sharing._by_identity
+    assert probe() is None
