@@ -371,12 +371,11 @@ def _iterate(job: Job, progress: Any) -> Iterator[Any]:
                     yield batch.pop()
         except StopIterationEscape as escaped:  # an iterator cannot raise StopIteration: see its docs
             raise escaped.task_error() from escaped.error
-        except KeyboardInterrupt as interrupt:
-            job.close(stop_running=True)
-            failure = surfaced(interrupt)
         except GeneratorExit:
             raise
         except BaseException as error:
+            if isinstance(error, KeyboardInterrupt):
+                job.close(stop_running=True)
             failure = surfaced(error)
         else:
             return

@@ -46,7 +46,12 @@ from . import _transport
 #: few tables, and bounds what the caller holds on to.
 REMEMBERED_OBJECTS = 8
 
-_BUFFER_TYPES = (bytes, bytearray, memoryview)
+#: Shared objects a backend keeps sent (a worker's copies, a pool's encoded copy, Dask's
+#: broadcast futures); the least recently used beyond it is dropped, and a later map
+#: passing it sends it again. Each may be large: a few cover maps alternating between
+#: tables without holding many.
+MAX_KEPT = 4
+
 
 #: A buffer at least this large is hashed in blocks of `DIGEST_BLOCK_BYTES` on the helper
 #: threads (hashlib releases the GIL): 200 MB took 0.19 s on one thread and 0.10 s on two
@@ -105,7 +110,7 @@ def _may_change(value: Any) -> bool:
     numpy = sys.modules.get("numpy")
     if type(value) is bytes:
         return False
-    if type(value) in _BUFFER_TYPES:
+    if type(value) in _transport.BUFFER_TYPES:
         return True
     if numpy is None or not isinstance(value, numpy.ndarray) or isinstance(value, numpy.memmap):
         return False
@@ -146,7 +151,7 @@ def when_released(value: Any, callback: Callable[[], object]) -> None:
 def digest_of(value: Any) -> bytes | None:
     """A digest of a buffer's type, layout and content; `None` for other objects."""
     numpy = sys.modules.get("numpy")
-    if type(value) in _BUFFER_TYPES:
+    if type(value) in _transport.BUFFER_TYPES:
         view = memoryview(value)
         layout = f"{type(value).__name__}:{view.format}:{view.shape}"
     elif numpy is not None and isinstance(value, numpy.ndarray) and not isinstance(value, numpy.memmap):
@@ -196,7 +201,7 @@ def encode(shared: SharedObject, prefix: str) -> SharedPayload:
         Exception: whatever pickling it raises (the caller makes it a `SerializationError`).
     """
     value = shared.value
-    subject = _SharedBuffer(value) if type(value) in _BUFFER_TYPES else value
+    subject = _SharedBuffer(value) if type(value) in _transport.BUFFER_TYPES else value
     return SharedPayload(shared.key, _transport.encode(subject, prefix))
 
 

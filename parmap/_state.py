@@ -98,24 +98,23 @@ def shared() -> Any:
     return value
 
 
-@contextlib.contextmanager
-def installed_state(state: dict[str, Any]) -> Iterator[None]:
+def installed_state(state: dict[str, Any]) -> contextlib.AbstractContextManager[None]:
     """`state` is what [worker_state][] returns inside the block."""
-    token = _state.set(state)
-    try:
-        yield
-    finally:
-        _state.reset(token)
+    return _installed(_state, state)
+
+
+def installed_shared(value: Any) -> contextlib.AbstractContextManager[None]:
+    """`value` (or `NO_SHARED`) is what [shared][] returns inside the block."""
+    return _installed(_shared, value)
 
 
 @contextlib.contextmanager
-def installed_shared(value: Any) -> Iterator[None]:
-    """`value` (or `NO_SHARED`) is what [shared][] returns inside the block."""
-    token = _shared.set(value)
+def _installed(variable: contextvars.ContextVar[Any], value: Any) -> Iterator[None]:
+    token = variable.set(value)
     try:
         yield
     finally:
-        _shared.reset(token)
+        variable.reset(token)
 
 
 def set_process_state(state: dict[str, Any]) -> None:

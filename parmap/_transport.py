@@ -250,7 +250,8 @@ def _dumps_in_band(subject: Any, nbytes: int, segment_error: OSError) -> bytes:
         ) from error
 
 
-_BUFFER_TYPES = (bytes, bytearray, memoryview)
+#: The buffers that have no out-of-band pickle of their own (NumPy arrays have one).
+BUFFER_TYPES = (bytes, bytearray, memoryview)
 
 
 class _OutOfBand:
@@ -272,7 +273,7 @@ def _rebuild_buffer(kind: str, buffer: Any) -> bytes | bytearray | memoryview:
 
 def _wrap_large_buffers(obj: Any, depth: int) -> Any:
     """``obj`` with large buffers among its (nested) list and tuple elements wrapped."""
-    if type(obj) in _BUFFER_TYPES:
+    if type(obj) in BUFFER_TYPES:
         size = obj.nbytes if type(obj) is memoryview else len(obj)
         return _OutOfBand(obj) if size >= OUT_OF_BAND_MIN_BYTES or type(obj) is memoryview else obj
     if depth == 0 or type(obj) not in (list, tuple):

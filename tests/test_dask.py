@@ -35,6 +35,7 @@ import dask  # noqa: E402 - only once distributed is known to be installed
 
 import parmap  # noqa: E402
 from parmap import RemoteTraceback, TaskTimeoutError, WorkerLostError, parallel  # noqa: E402
+from tests import tasks_pickling  # noqa: E402
 from tests.conftest import (  # noqa: E402
     RecordingBar,
     _children,
@@ -81,18 +82,6 @@ def lock_on_one(x: int) -> object:
 def sleep_on(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
-
-
-_initialized_with: object = None
-
-
-def remember(value: object) -> None:
-    global _initialized_with
-    _initialized_with = value
-
-
-def initialized_value(_: object) -> object:
-    return _initialized_with
 
 
 @parallel(backend="dask", workers=2)
@@ -422,7 +411,13 @@ def test_nested_maps_run_inline_in_the_task(local_client: Any) -> None:
 
 
 def test_initializer_runs_in_each_worker(local_client: Any) -> None:
-    task = parallel(initialized_value, backend="dask", client=local_client, initializer=remember, initargs=("ready",))
+    task = parallel(
+        tasks_pickling.read_model,
+        backend="dask",
+        client=local_client,
+        initializer=tasks_pickling.load,
+        initargs=("ready",),
+    )
     assert task.map(range(6), chunksize=1) == ["ready"] * 6
 
 

@@ -224,8 +224,9 @@ def worker_main(  # noqa: PLR0917
     `initializer` is the pool's initializer: `None`, the function itself (inherited under
     fork), or cloudpickled `(function, initargs or None)`. `initargs`, when not `None`, are
     its arguments passed as a `Process` argument (inherited at start, so `multiprocessing`
-    locks, values and queues work); otherwise they travel inside the pickle. `parent` is the pid whose death must end
-    this process (the caller; `0` under forkserver, whose server is the parent).
+    locks, values and queues work); otherwise they travel inside the pickle. `parent` is
+    the pid whose death must end this process (the caller; `0` under forkserver, whose
+    server is the parent).
     `inherited` is the parent's end of this worker's socket, inherited under fork (`-1`
     otherwise): closed here. `memory_limit` is the pool's `max_worker_memory` in bytes: a
     worker whose resident memory is above it after a chunk retires (`None`: no limit).

@@ -75,10 +75,9 @@ import distributed
 from distributed.comm.core import CommClosedError
 from distributed.scheduler import KilledWorker
 
-from .. import _state, _transport
+from .. import _sharing, _state, _transport
 from .._config import PoolConfig
 from .._reducers import bind_main_globals
-from .._sharing import SharedObject
 from .._state import NO_SHARED
 from ..errors import (
     InitializerError,
@@ -110,9 +109,8 @@ MAX_CACHED_FUNCTIONS = 32
 #: Functions whose scattered copy the client keeps alive for later jobs (one future each).
 MAX_SCATTERED_FUNCTIONS = 8
 
-#: Shared objects (`shared=`) whose broadcast copy the client keeps for later maps: the
-#: least recently used beyond it is released (a later map passing it scatters it again).
-MAX_SHARED_OBJECTS = 4
+#: Shared objects (`shared=`) whose broadcast copy the client keeps for later maps.
+MAX_SHARED_OBJECTS = _sharing.MAX_KEPT
 
 #: A function or chunk pickle at least this large is scattered to the workers rather than
 #: embedded in the task. Below it, embedding costs nothing measurable; above it, Dask's
@@ -371,7 +369,7 @@ class DaskBackend(Backend):
             _release_future(evicted)
         return future
 
-    def _broadcast_shared(self, shared: SharedObject) -> Any:
+    def _broadcast_shared(self, shared: _sharing.SharedObject) -> Any:
         """A future of the map's shared object, scattered once to every worker (kept for later maps).
 
         Raises:

@@ -73,7 +73,6 @@ from typing import Any, Literal
 
 from .. import _sharing, _transport
 from .._config import PoolConfig
-from .._sharing import SharedObject
 from ..errors import (
     InitializerError,
     PoolClosedError,
@@ -114,10 +113,8 @@ from ._worker import worker_main
 #: Functions a worker keeps unpickled; the manager evicts the least recently used beyond it.
 MAX_CACHED_FUNCTIONS = 32
 
-#: Shared objects (`shared=`) a worker keeps, and the pool keeps encoded for new workers;
-#: the least recently used beyond it is dropped (a later map passing it sends it again).
-#: Each may be large: a few cover maps alternating between tables without holding many.
-MAX_SHARED_OBJECTS = 4
+#: Shared objects (`shared=`) a worker keeps, and the pool keeps encoded for new workers.
+MAX_SHARED_OBJECTS = _sharing.MAX_KEPT
 
 #: A pool whose fresh workers die this many times in a row before becoming ready is broken
 #: (e.g. `__main__` cannot be imported under spawn): respawning again would loop forever.
@@ -296,6 +293,21 @@ class _Frames:
 
 
 @dataclasses.dataclass(eq=False)
+class _Holding:
+    """What a worker holds of one kind (functions, or shared objects), as the manager sent it."""
+
+    #: The tag of the message that sends one (`F` LoadFunction, `H` LoadShared).
+    tag: bytes
+    #: How many it keeps; the least recently used beyond it is evicted.
+    capacity: int
+    #: Keys held, least recently used first.
+    keys: collections.OrderedDict[bytes, None] = dataclasses.field(default_factory=collections.OrderedDict)
+    #: Message number -> key, for the newest `2 * capacity` sent: what a worker that died
+    #: loading (its slot names the number) was loading.
+    loads: dict[int, bytes] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(eq=False)
 class _Worker:
     """The manager's view of one worker process."""
 
@@ -314,13 +326,10 @@ class _Worker:
     held: list[_Pending] = dataclasses.field(default_factory=list)
     #: Chunk ids with a `Withdraw` on its way.
     withdrawing: set[int] = dataclasses.field(default_factory=set)
-    functions: collections.OrderedDict[bytes, None] = dataclasses.field(default_factory=collections.OrderedDict)
-    #: `LoadFunction.number` -> key of the functions sent, the newest `MAX_CACHED_FUNCTIONS * 2`.
-    loads: dict[int, bytes] = dataclasses.field(default_factory=dict)
-    #: Keys of the shared objects the worker holds (least recently used first), and
-    #: `LoadShared.number` -> key of those sent (numbered with the functions).
-    shared: collections.OrderedDict[bytes, None] = dataclasses.field(default_factory=collections.OrderedDict)
-    shared_loads: dict[int, bytes] = dataclasses.field(default_factory=dict)
+    #: The functions and the shared objects it holds, as sent.
+    functions: _Holding = dataclasses.field(default_factory=lambda: _Holding(b"F", MAX_CACHED_FUNCTIONS))
+    shared: _Holding = dataclasses.field(default_factory=lambda: _Holding(b"H", MAX_SHARED_OBJECTS))
+    #: `LoadFunction` and `LoadShared` messages sent so far: one numbering for both.
     loads_sent: int = 0
     retiring: bool = False
     kill: _Kill | None = None
@@ -435,7 +444,7 @@ class ProcessBackend(Backend):
         if wake:
             self._manager.wake()
 
-    def _encode_shared(self, shared: SharedObject) -> _sharing.SharedPayload:
+    def _encode_shared(self, shared: _sharing.SharedObject) -> _sharing.SharedPayload:
         """The shared object pickled once for this pool's workers (kept for later maps).
 
         Raises:
@@ -780,37 +789,26 @@ class _Manager(threading.Thread):
         key, function = job.function_payload
         worker.held.append(pending)
         pending.task.dispatched_at = time.monotonic()
-        if key in worker.functions:
-            worker.functions.move_to_end(key)
-        else:
-            evict = None
-            if len(worker.functions) >= MAX_CACHED_FUNCTIONS:
-                evict, _ = worker.functions.popitem(last=False)
-            worker.loads_sent += 1
-            worker.loads[worker.loads_sent] = key
-            if len(worker.loads) > 2 * MAX_CACHED_FUNCTIONS:
-                del worker.loads[next(iter(worker.loads))]
-            self._send(worker, b"F" + pickle.dumps((key, function, evict, worker.loads_sent), protocol=5))
-            worker.functions[key] = None
+        self._send_once(worker, worker.functions, key, function)
         shared: _sharing.SharedPayload | None = job.shared_payload
         if shared is not None:
-            self._send_shared(worker, shared)
+            self._send_once(worker, worker.shared, shared.key, shared.data)
         self._send(worker, pending.payload)
 
-    def _send_shared(self, worker: _Worker, shared: _sharing.SharedPayload) -> None:
-        """Send the shared object ahead of the chunk, unless the worker holds it already."""
-        if shared.key in worker.shared:
-            worker.shared.move_to_end(shared.key)
+    def _send_once(self, worker: _Worker, holding: _Holding, key: bytes, payload: bytes) -> None:
+        """Send `payload` ahead of a chunk, unless the worker holds `key` already (LRU)."""
+        if key in holding.keys:
+            holding.keys.move_to_end(key)
             return
         evict = None
-        if len(worker.shared) >= MAX_SHARED_OBJECTS:
-            evict, _ = worker.shared.popitem(last=False)
+        if len(holding.keys) >= holding.capacity:
+            evict, _ = holding.keys.popitem(last=False)
         worker.loads_sent += 1
-        worker.shared_loads[worker.loads_sent] = shared.key
-        if len(worker.shared_loads) > 2 * MAX_SHARED_OBJECTS:
-            del worker.shared_loads[next(iter(worker.shared_loads))]
-        self._send(worker, b"H" + pickle.dumps((shared.key, shared.data, evict, worker.loads_sent), protocol=5))
-        worker.shared[shared.key] = None
+        holding.loads[worker.loads_sent] = key
+        if len(holding.loads) > 2 * holding.capacity:
+            del holding.loads[next(iter(holding.loads))]
+        self._send(worker, holding.tag + pickle.dumps((key, payload, evict, worker.loads_sent), protocol=5))
+        holding.keys[key] = None
 
     def _withdraw(self, worker: _Worker, pending: _Pending) -> None:
         chunk_id = pending.task.chunk_id
@@ -955,7 +953,7 @@ class _Manager(threading.Thread):
             return
         job = pending.task.job
         assert job.function_payload is not None
-        worker.functions.pop(job.function_payload[0], None)  # sent again next time: it may load then
+        worker.functions.keys.pop(job.function_payload[0], None)  # sent again next time: it may load then
         description = bytes(message[1 + 12 :]).decode(errors="replace")
         failure = f"the function {_name_of(job.function)} could not be unpickled in a worker: {description}"
         self._deliver(ChunkFailed(pending.task, SerializationError(failure)))
@@ -970,37 +968,27 @@ class _Manager(threading.Thread):
         kill = worker.kill
         if kill is None and worker.process.exitcode == -signal.SIGKILL:
             worker.oom_killed = self._oom.claim()
-        # Died unpickling a function: the chunks that need it fail (sending it again would kill
-        # the next worker the same way). Which function it was comes from the slot, never from
-        # the order of the queue: a cancelled job's function can still be ahead of another
-        # job's chunk, which is then sent again uncharged.
+        # Died unpickling a function or a shared object: the chunks that need it fail (sending it
+        # again would kill the next worker the same way). Which one it was comes from the slot,
+        # never from the order of the queue: a cancelled job's function can still be ahead of
+        # another job's chunk, which is then sent again uncharged.
         loading = running is None and kill is None and worker.slot[SLOT_POSITION] == POSITION_LOADING
-        unloadable = worker.loads.get(int(worker.slot[SLOT_LOADING])) if loading else None
-        unloadable_shared = worker.shared_loads.get(int(worker.slot[SLOT_LOADING])) if loading else None
+        number = int(worker.slot[SLOT_LOADING])
+        died_loading = (worker.functions.loads.get(number), worker.shared.loads.get(number)) if loading else None
         requeue: list[_Pending] = []
         for pending in worker.held:
             job_id = pending.task.job.job_id
+            unloadable = None if died_loading is None else _needed_of(pending, *died_loading)
             if pending.cancelled or (kill is not None and kill.reason == "cancel" and job_id == kill.job_id):
                 discard_call(pending.payload)  # its job is gone; nobody waits for it
-            elif unloadable_shared is not None and _shared_key(pending) == unloadable_shared:
+            elif unloadable is not None:
                 discard_call(pending.payload)
                 self._deliver(
                     ChunkFailed(
                         pending.task,
                         SerializationError(
-                            "the map's shared object could not be unpickled in a worker: the worker died "
-                            f"unpickling it ({worker.describe_exit()})"
-                        ),
-                    )
-                )
-            elif unloadable is not None and _function_key(pending) == unloadable:
-                discard_call(pending.payload)
-                self._deliver(
-                    ChunkFailed(
-                        pending.task,
-                        SerializationError(
-                            f"the function {_name_of(pending.task.job.function)} could not be unpickled in a "
-                            f"worker: the worker died unpickling it ({worker.describe_exit()})"
+                            f"{unloadable} could not be unpickled in a worker: the worker died unpickling it "
+                            f"({worker.describe_exit()})"
                         ),
                     )
                 )
@@ -1367,20 +1355,21 @@ def _describe(obj: object) -> str:
         return f"<{type(obj).__qualname__}>"
 
 
-def _function_key(pending: _Pending) -> bytes | None:
-    payload = pending.task.job.function_payload
-    return None if payload is None else payload[0]
-
-
 def _forget_shared(backend: weakref.ref[ProcessBackend], key: bytes) -> None:
     alive = backend()
     if alive is not None:
         alive.forget_shared(key)
 
 
-def _shared_key(pending: _Pending) -> bytes | None:
-    shared = pending.task.job.shared
-    return None if shared is None else shared.key
+def _needed_of(pending: _Pending, function_key: bytes | None, shared_key: bytes | None) -> str | None:
+    """What the chunk needs that its worker died unpickling (the function, or the map's
+    shared object named by those keys), for the error; `None` if it needs neither."""
+    job = pending.task.job
+    if function_key is not None and job.function_payload is not None and job.function_payload[0] == function_key:
+        return f"the function {_name_of(job.function)}"
+    if shared_key is not None and job.shared is not None and job.shared.key == shared_key:
+        return "the map's shared object"
+    return None
 
 
 def _describe_exit(exitcode: int | None, *, oom_killed: bool = False) -> str:
