@@ -48,9 +48,16 @@ def main() -> None:
             print("ValueError:", error, "|", *getattr(error, "__notes__", []))
 
         parmap.shutdown()  # parmap's pools go; the cluster is ours and closes with the with-block
-        # A worker's last heartbeat may race the scheduler's close and log a harmless
-        # traceback; keep the example's output to what it demonstrates.
-        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+        # A closing Dask worker can close its own connections under a heartbeat still in
+        # flight and log a harmless traceback (a known race in distributed). Keep the
+        # example's output to what it demonstrates: quiet Dask's logs, in this process
+        # (scheduler, nannies) and in each worker process, for the shutdown only.
+        _quiet_dask_logs()
+        client.run(_quiet_dask_logs)
+
+
+def _quiet_dask_logs() -> None:
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
 
 if __name__ == "__main__":  # Dask starts its worker processes with spawn
