@@ -15,6 +15,7 @@ from ._decorator import ParallelFunction, parallel
 from ._registry import shutdown
 from ._reporting import report_progress
 from ._result import AsyncResult
+from ._scope import config
 from ._seeding import item_numpy_rng, item_rng
 from ._state import shared, worker_state
 from ._stats import RunStats, WorkerStats
@@ -55,6 +56,7 @@ __all__ = [
     "TaskTimeoutError",
     "WorkerLostError",
     "WorkerStats",
+    "config",
     "item_numpy_rng",
     "item_rng",
     "parallel",

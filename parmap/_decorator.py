@@ -27,6 +27,7 @@ from ._engine import Job, StopIterationEscape, surfaced
 from ._interrupts import counting_interrupts
 from ._progress import make_progress
 from ._result import AsyncResult
+from ._scope import Resolver
 from ._stats import RunStats
 from .backends._protocol import AsyncCall
 from .backends._worker import StarCall
@@ -259,8 +260,11 @@ class _MapMethods(Generic[T, R]):
     def _prepare(
         self, items: Iterable[Any], overrides: Mapping[str, Any], *, ordered: bool, star: bool, read_here: bool
     ) -> tuple[Job, MapOptions, int | None]:
-        config, defaults, name = self._settings()
+        config, defaults, bars_off = self._owner()._self_resolver.resolve()  # parmap.config(), PARMAP_*
+        name = self._settings()[2]
         options = defaults.replace(overrides)
+        if bars_off and options.progress is not False:
+            options = options.replace({"progress": False})
         is_async = self._owner()._self_is_async
         _check_concurrency(options, is_async, name)
         if not isinstance(items, AsyncSource):
@@ -420,6 +424,7 @@ class ParallelFunction(_MapMethods[T, R], _FunctionWrapper):
         self._self_config = config
         self._self_options = options
         self._self_settings = dict(settings)
+        self._self_resolver = Resolver(self._self_settings, config, options)
         self._self_last_stats: RunStats | None = None
         self._self_costs: dict[bool, CostEstimate] = {}  # per calling convention (map / starmap)
         target = getattr(function, "__func__", function)  # staticmethod / classmethod
