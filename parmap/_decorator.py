@@ -20,6 +20,7 @@ from collections.abc import AsyncIterable, Callable, Coroutine, Iterable, Iterat
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, Union, overload
 
 from . import _registry, _transport
+from ._advice import unknown_decorator_options
 from ._async_maps import AsyncMapIterator, AsyncSource
 from ._chunking import CostEstimate
 from ._config import MapOptions, PoolConfig, validate_map_options
@@ -103,7 +104,9 @@ def _split_settings(settings: Mapping[str, Any]) -> tuple[PoolConfig, MapOptions
     """Validate decorator settings into the pool config and the default job options."""
     unknown = set(settings) - set(_POOL_KEYS) - set(_BACKEND_KEYS) - set(MapOverrides.__annotations__)
     if unknown:
-        raise TypeError(f"parallel() got unexpected option(s): {', '.join(sorted(unknown))}")
+        raise TypeError(
+            unknown_decorator_options(unknown, [*_POOL_KEYS, *_BACKEND_KEYS, *MapOverrides.__annotations__])
+        )
     backend_options = {key: settings[key] for key in _BACKEND_KEYS if settings.get(key) is not None}
     config = PoolConfig.build(
         backend=settings.get("backend", "process"),
@@ -260,7 +263,7 @@ class _MapMethods(Generic[T, R]):
         self, items: Iterable[Any], overrides: Mapping[str, Any], *, ordered: bool, star: bool, read_here: bool
     ) -> tuple[Job, MapOptions, int | None]:
         config, defaults, name = self._settings()
-        options = defaults.replace(overrides)
+        options = defaults.replace(overrides, label=name, function=self.__wrapped__)
         is_async = self._owner()._self_is_async
         _check_concurrency(options, is_async, name)
         if not isinstance(items, AsyncSource):

@@ -179,6 +179,9 @@ class StarCall:
     def __call__(self, item: Any) -> Any:
         return self.fn(*item)
 
+    def __repr__(self) -> str:
+        return repr(self.fn)  # errors name the caller's function, never this wrapper
+
 
 # --------------------------------------------------------------------------- child process
 
