@@ -82,7 +82,8 @@ def unknown_call_options(
     """
     names = sorted(given)
     plural = "s" if len(names) > 1 else ""
-    head = f"a map call of {label} got {'' if plural else 'an '}unexpected keyword argument{plural} {', '.join(map(repr, names))}"
+    quoted = ", ".join(map(repr, names))
+    head = f"a map call of {label} got {'' if plural else 'an '}unexpected keyword argument{plural} {quoted}"
     guesses = {name: [name] if name in pool else close_matches(name, [*per_call, *pool]) for name in names}
     # A name is taken for a pool option only when that is its one reading (`processes`).
     meant = {name: found[0] if len(found) == 1 and found[0] in pool else None for name, found in guesses.items()}
@@ -122,7 +123,8 @@ def unknown_call_options(
     strangers = [name for name in unplaced if name not in arguments]
     if strangers:
         advice.append(
-            f"{', '.join(map(repr, strangers)) + ': ' if plural else 'it is '}neither a parameter of {label} nor one of "
+            (", ".join(map(repr, strangers)) + ": " if plural else "it is ")
+            + f"neither a parameter of {label} nor one of "
             + ("the options above" if arguments else options)
         )
     return f"{head}: " + "; ".join(advice)

@@ -143,7 +143,7 @@ def test_misspelt_decorator_option_names_the_close_match() -> None:
 def test_every_pool_option_of_the_decorator_is_known_to_the_advice() -> None:
     pool_options = set(ParallelOptions.__annotations__) - set(MapOverrides.__annotations__)
     assert pool_options <= set(POOL_OPTIONS)
-    assert not set(POOL_OPTIONS) & {field for field in MapOptions.__dataclass_fields__}
+    assert not set(POOL_OPTIONS) & set(MapOptions.__dataclass_fields__)
 
 
 # --------------------------------------------------------------------- generators
