@@ -20,7 +20,6 @@ from collections.abc import AsyncIterable, Callable, Coroutine, Iterable, Iterat
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, Union, overload
 
 from . import _registry, _transport
-from ._advice import unknown_decorator_options
 from ._async_maps import AsyncMapIterator, AsyncSource
 from ._chunking import CostEstimate
 from ._config import MapOptions, PoolConfig, validate_map_options
@@ -104,6 +103,8 @@ def _split_settings(settings: Mapping[str, Any]) -> tuple[PoolConfig, MapOptions
     """Validate decorator settings into the pool config and the default job options."""
     unknown = set(settings) - set(_POOL_KEYS) - set(_BACKEND_KEYS) - set(MapOverrides.__annotations__)
     if unknown:
+        from ._advice import unknown_decorator_options  # only on this error
+
         raise TypeError(
             unknown_decorator_options(unknown, [*_POOL_KEYS, *_BACKEND_KEYS, *MapOverrides.__annotations__])
         )
