@@ -87,7 +87,11 @@ def unknown_call_options(
     guesses = {name: [name] if name in pool else close_matches(name, [*per_call, *pool]) for name in names}
     # A name is taken for a pool option only when that is its one reading (`processes`).
     meant = {name: found[0] if len(found) == 1 and found[0] in pool else None for name, found in guesses.items()}
-    pool_given = {meant[name]: given[name] for name in names if meant[name] is not None}
+    pool_given: dict[str, Any] = {}
+    for name in names:
+        meaning = meant[name]
+        if meaning is not None:
+            pool_given[meaning] = given[name]
 
     def about(name: str) -> str:  # one unknown keyword needs no naming again
         return f"{name!r}: " if plural else ""

@@ -24,11 +24,13 @@ from typing import Any
 import pytest
 
 import parmap
-from parmap import parallel
 from parmap._config import POOL_OPTIONS, MapOptions
 from parmap._decorator import MapOverrides, ParallelOptions
 
 from . import tasks
+
+#: `parmap.parallel` untyped: these tests pass wrong options and values on purpose.
+parallel: Any = parmap.parallel
 
 
 def scale(x: int, factor: int = 1) -> int:
@@ -72,7 +74,7 @@ def raise_error(call: Callable[[], object]) -> BaseException:
 
 def test_argument_of_the_function_says_to_bind_it_with_partial() -> None:
     task = parallel(scale, backend="serial")
-    error = raise_error(lambda: task.map([1, 2], factor=3))  # type: ignore[call-arg]
+    error = raise_error(lambda: task.map([1, 2], factor=3))
     assert isinstance(error, TypeError)
     message = str(error)
     assert "unexpected keyword argument 'factor'" in message
@@ -85,7 +87,7 @@ def test_argument_of_the_function_says_to_bind_it_with_partial() -> None:
 
 def test_keyword_the_function_does_not_take_is_named_as_neither() -> None:
     task = parallel(only_x, backend="serial")
-    message = str(raise_error(lambda: task.imap([1], factor=3)))  # type: ignore[call-arg]
+    message = str(raise_error(lambda: task.imap([1], factor=3)))
     assert "neither a parameter of only_x nor one of parmap's options" in message
     assert "partial" not in message
 
@@ -127,7 +129,7 @@ def test_other_libraries_names_for_workers_point_to_workers(given: str) -> None:
 
 def test_several_mistakes_in_one_call_are_each_explained() -> None:
     task = parallel(scale, backend="serial")
-    message = str(raise_error(lambda: task.map([1], workers=2, chunk_size=3, factor=4)))  # type: ignore[call-arg]
+    message = str(raise_error(lambda: task.map([1], workers=2, chunk_size=3, factor=4)))
     assert "unexpected keyword arguments 'chunk_size', 'factor', 'workers'" in message
     assert "`@parallel(workers=2)`" in message
     assert "did you mean 'chunksize'?" in message
@@ -135,7 +137,7 @@ def test_several_mistakes_in_one_call_are_each_explained() -> None:
 
 
 def test_misspelt_decorator_option_names_the_close_match() -> None:
-    error = raise_error(lambda: parallel(worker=4))  # type: ignore[call-overload]
+    error = raise_error(lambda: parallel(worker=4))
     assert isinstance(error, TypeError)
     assert "unexpected option 'worker' (did you mean 'workers'?)" in str(error)
 
@@ -171,7 +173,7 @@ def test_generator_functions_are_refused_at_decoration(function: Any, kind: str)
 def test_generator_method_is_refused_in_the_class_body() -> None:
     def define() -> type:
         class Numbers:
-            @parallel
+            @parmap.parallel
             def values(self, n: int) -> Iterator[int]:
                 yield from range(n)
 
@@ -234,38 +236,38 @@ def _user_errors(tmp_path: Path) -> list[tuple[str, Callable[[], object]]]:
     checkpoint = str(tmp_path / "job.sqlite")
     parallel(tasks.square, backend="serial", checkpoint=checkpoint).map(range(3))
     return [
-        ("not callable", lambda: parallel(42)),  # type: ignore[call-overload]
+        ("not callable", lambda: parallel(42)),
         ("generator", lambda: parallel(numbers)),
-        ("unknown decorator option", lambda: parallel(scale, worker=2)),  # type: ignore[call-overload]
+        ("unknown decorator option", lambda: parallel(scale, worker=2)),
         ("workers 0", lambda: parallel(scale, workers=0)),
-        ("workers str", lambda: parallel(scale, workers="4")),  # type: ignore[call-overload]
-        ("backend", lambda: parallel(scale, backend="gpu")),  # type: ignore[call-overload]
-        ("start method", lambda: parallel(scale, start_method="thread")),  # type: ignore[call-overload]
-        ("initializer", lambda: parallel(scale, initializer=3)),  # type: ignore[call-overload]
-        ("initargs", lambda: parallel(scale, initargs=3)),  # type: ignore[call-overload]
+        ("workers str", lambda: parallel(scale, workers="4")),
+        ("backend", lambda: parallel(scale, backend="gpu")),
+        ("start method", lambda: parallel(scale, start_method="thread")),
+        ("initializer", lambda: parallel(scale, initializer=3)),
+        ("initargs", lambda: parallel(scale, initargs=3)),
         ("memory", lambda: parallel(scale, max_worker_memory="lots")),
         ("memory on threads", lambda: parallel(scale, backend="thread", max_worker_memory="1GB")),
         ("address off dask", lambda: parallel(scale, address="tcp://x:1")),
         ("concurrency", lambda: parallel(scale, concurrency=2)),
         ("progress key", lambda: parallel(scale, progress={"colour2": "red"})),
-        ("progress type", lambda: parallel(scale, progress=3)),  # type: ignore[call-overload]
-        ("argument per call", lambda: serial.map([1], factor=3)),  # type: ignore[call-arg]
-        ("pool option per call", lambda: serial.map([1], workers=3)),  # type: ignore[call-arg]
-        ("typo per call", lambda: serial.map([1], chunk_size=3)),  # type: ignore[call-arg]
+        ("progress type", lambda: parallel(scale, progress=3)),
+        ("argument per call", lambda: serial.map([1], factor=3)),
+        ("pool option per call", lambda: serial.map([1], workers=3)),
+        ("typo per call", lambda: serial.map([1], chunk_size=3)),
         ("chunksize", lambda: serial.map([1], chunksize=0)),
-        ("chunksize str", lambda: serial.map([1], chunksize="big")),  # type: ignore[typeddict-item]
+        ("chunksize str", lambda: serial.map([1], chunksize="big")),
         ("timeout", lambda: serial.map([1], timeout=-1)),
         ("retries", lambda: serial.map([1], retries=-1)),
-        ("retry_on", lambda: serial.map([1], retry_on=3)),  # type: ignore[typeddict-item]
-        ("seed", lambda: serial.map([1], seed="x")),  # type: ignore[typeddict-item]
-        ("checkpoint", lambda: serial.map([1], checkpoint=3)),  # type: ignore[typeddict-item]
-        ("checkpoint mode", lambda: serial.map([1], checkpoint_mode="x")),  # type: ignore[typeddict-item]
-        ("return_exceptions", lambda: serial.map([1], return_exceptions="yes")),  # type: ignore[typeddict-item]
-        ("not iterable", lambda: serial.map(42)),  # type: ignore[arg-type]
-        ("not iterable imap", lambda: serial.imap(42)),  # type: ignore[arg-type]
-        ("not iterable aimap", lambda: serial.aimap(42)),  # type: ignore[arg-type]
-        ("not iterable starmap", lambda: serial.starmap(42)),  # type: ignore[arg-type]
-        ("callback", lambda: serial.map_async([1], callback=3)),  # type: ignore[arg-type]
+        ("retry_on", lambda: serial.map([1], retry_on=3)),
+        ("seed", lambda: serial.map([1], seed="x")),
+        ("checkpoint", lambda: serial.map([1], checkpoint=3)),
+        ("checkpoint mode", lambda: serial.map([1], checkpoint_mode="x")),
+        ("return_exceptions", lambda: serial.map([1], return_exceptions="yes")),
+        ("not iterable", lambda: serial.map(42)),
+        ("not iterable imap", lambda: serial.imap(42)),
+        ("not iterable aimap", lambda: serial.aimap(42)),
+        ("not iterable starmap", lambda: serial.starmap(42)),
+        ("callback", lambda: serial.map_async([1], callback=3)),
         ("task error", lambda: parallel(tasks.fail_on_three, backend="serial").map(range(5))),
         ("stop iteration", lambda: list(parallel(tasks.raise_stop_iteration_on_two, backend="serial").imap(range(4)))),
         ("checkpoint mismatch", lambda: parallel(tasks.add, backend="serial", checkpoint=checkpoint).map(range(3))),

@@ -78,7 +78,8 @@ def test_the_warning_can_be_caught_by_its_class(tmp_path: Path) -> None:
     _install_other_package(site)
     code = "import warnings; warnings.simplefilter('error'); import parmap\n"
     completed = _import_from(site, "import warnings; warnings.simplefilter('ignore', UserWarning); import parmap")
-    assert completed.returncode == 0 and completed.stderr == "", completed.stderr
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stderr == ""
     completed = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
