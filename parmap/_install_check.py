@@ -62,8 +62,14 @@ def warn_if_clashing() -> None:
     files lie beside this package (run once, by `import parmap`)."""
     site_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     files = clashing_files(site_dir)
-    if files and not _in_spawned_worker():
-        warnings.warn(clash_message(files, other_distribution(site_dir)), ParmapInstallWarning, stacklevel=3)
+    if not files:
+        return
+    distribution = other_distribution(site_dir)
+    # Only an install puts a module inside our package; a `parmap.py` beside it may be the
+    # user's own script beside a checkout, so it counts with the other project's metadata.
+    inside = files[0].endswith(OTHER_PROJECT_FILES[0])
+    if (inside or distribution is not None) and not _in_spawned_worker():
+        warnings.warn(clash_message(files, distribution), ParmapInstallWarning, stacklevel=3)
 
 
 def _in_spawned_worker() -> bool:

@@ -68,9 +68,21 @@ def test_other_package_beside_ours_warns_with_the_repair(tmp_path: Path) -> None
 def test_old_single_module_beside_ours_warns(tmp_path: Path) -> None:
     site = _site(tmp_path)
     (site / "parmap.py").write_text(OTHER_MODULE)
+    info = site / "parmap-1.2.3.dist-info"
+    info.mkdir()
+    (info / "RECORD").write_text("parmap.py,,\nparmap-1.2.3.dist-info/RECORD,,\n")
     completed = _import_from(site)
     assert "ParmapInstallWarning" in completed.stderr, completed.stderr
     assert str(site / "parmap.py") in completed.stderr
+    assert "parmap-1.2.3.dist-info" in completed.stderr
+
+
+def test_a_script_named_parmap_beside_a_checkout_is_no_clash(tmp_path: Path) -> None:
+    site = _site(tmp_path)
+    (site / "parmap.py").write_text("print('my own script')\n")  # no other project's metadata
+    completed = _import_from(site, "import warnings; warnings.simplefilter('error'); import parmap")
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stderr == ""
 
 
 def test_the_warning_can_be_caught_by_its_class(tmp_path: Path) -> None:
