@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ._async_maps import AsyncMapIterator
 from ._decorator import ParallelFunction, parallel
+from ._install_check import warn_if_clashing
 from ._registry import shutdown
 from ._reporting import report_progress
 from ._result import AsyncResult
@@ -25,6 +26,7 @@ from .errors import (
     CheckpointMismatchError,
     InitializerError,
     ParmapError,
+    ParmapInstallWarning,
     PoolClosedError,
     PoolStartError,
     RemoteTraceback,
@@ -46,6 +48,7 @@ __all__ = [
     "InitializerError",
     "ParallelFunction",
     "ParmapError",
+    "ParmapInstallWarning",
     "PoolClosedError",
     "PoolStartError",
     "RemoteTraceback",
@@ -74,3 +77,5 @@ for _name in __all__:
         except (AttributeError, TypeError):
             pass
 del _name, _object
+
+warn_if_clashing()

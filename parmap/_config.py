@@ -29,6 +29,21 @@ BACKEND_NAMES = ("process", "thread", "serial", "dask")
 START_METHODS = ("fork", "spawn", "forkserver")
 CHECKPOINT_MODES = ("resume", "overwrite")
 
+#: The options that pick a pool: given to `@parallel(...)` or `parmap.config(...)`, never
+#: to a map call (a per-call value would need a pool of its own for that call). The error
+#: for one given to a map call says where it goes (see [parmap._advice][]).
+POOL_OPTIONS = (
+    "workers",
+    "backend",
+    "start_method",
+    "initializer",
+    "initargs",
+    "max_worker_memory",
+    "address",
+    "client",
+    "inner_threads",
+)
+
 Chunksize = Union[int, Literal["auto"]]
 ProgressOption = Union[bool, Mapping[str, Any]]
 
@@ -224,13 +239,31 @@ class MapOptions:
     #: (see [parmap._sharing][]); never compared (it may be an array).
     shared: Any = dataclasses.field(default=NO_SHARED, compare=False)
 
-    def replace(self, overrides: Mapping[str, Any]) -> MapOptions:
-        """Return a copy with ``overrides`` applied and validated."""
+    def replace(
+        self, overrides: Mapping[str, Any], *, label: str = "the function", function: Callable[..., Any] | None = None
+    ) -> MapOptions:
+        """Return a copy with ``overrides`` applied and validated.
+
+        `label` and `function` name the decorated function in the error for an unknown
+        option (its parameters tell a misplaced argument of the function from a typo).
+
+        Raises:
+            TypeError: an option is unknown (a pool option, a misspelt option or an
+                argument of the function: the message says which, and the fix), or has
+                the wrong type.
+            ValueError: an option has the right type but an unusable value.
+        """
         if not overrides:
             return self
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        per_call = [f.name for f in dataclasses.fields(self)]
+        unknown = set(overrides) - set(per_call)
         if unknown:
-            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+            from ._advice import unknown_call_options
+
+            given = {name: overrides[name] for name in unknown}
+            raise TypeError(
+                unknown_call_options(given, label=label, function=function, per_call=per_call, pool=POOL_OPTIONS)
+            )
         return dataclasses.replace(self, **validate_map_options(overrides))
 
 

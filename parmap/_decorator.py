@@ -104,7 +104,11 @@ def _split_settings(settings: Mapping[str, Any]) -> tuple[PoolConfig, MapOptions
     """Validate decorator settings into the pool config and the default job options."""
     unknown = set(settings) - set(_POOL_KEYS) - set(_BACKEND_KEYS) - set(MapOverrides.__annotations__)
     if unknown:
-        raise TypeError(f"parallel() got unexpected option(s): {', '.join(sorted(unknown))}")
+        from ._advice import unknown_decorator_options  # only on this error
+
+        raise TypeError(
+            unknown_decorator_options(unknown, [*_POOL_KEYS, *_BACKEND_KEYS, *MapOverrides.__annotations__])
+        )
     backend_options = {key: settings[key] for key in _BACKEND_KEYS if settings.get(key) is not None}
     config = PoolConfig.build(
         backend=settings.get("backend", "process"),
@@ -262,7 +266,7 @@ class _MapMethods(Generic[T, R]):
     ) -> tuple[Job, MapOptions, int | None]:
         config, defaults, bars_off = self._owner()._self_resolver.resolve()  # parmap.config(), PARMAP_*
         name = self._settings()[2]
-        options = defaults.replace(overrides)
+        options = defaults.replace(overrides, label=name, function=self.__wrapped__)
         if bars_off and options.progress is not False:
             options = options.replace({"progress": False})
         is_async = self._owner()._self_is_async

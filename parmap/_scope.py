@@ -158,21 +158,13 @@ def _validate(settings: Mapping[str, Any], where: str) -> None:
     """Check `settings` as the decorator would, naming `where` in an unknown-option error."""
     from . import _decorator
 
-    known = sorted({*_decorator._POOL_KEYS, *_decorator._BACKEND_KEYS, *_decorator.MapOverrides.__annotations__})
-    unknown = sorted(set(settings) - set(known))
+    known = [*_decorator._POOL_KEYS, *_decorator._BACKEND_KEYS, *_decorator.MapOverrides.__annotations__]
+    unknown = set(settings) - set(known)
     if unknown:
-        raise TypeError(_unknown_message(where, unknown, known))
+        from ._advice import unknown_decorator_options
+
+        raise TypeError(unknown_decorator_options(unknown, known, where))
     _decorator._split_settings(settings)
-
-
-def _unknown_message(where: str, unknown: list[str], known: list[str]) -> str:
-    import difflib  # only on this error
-
-    hints = []
-    for key in unknown:
-        close = difflib.get_close_matches(key, known, n=1)
-        hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
-    return f"{where} got unexpected option(s): {', '.join(hints)}; it takes {', '.join(known)}"
 
 
 @functools.lru_cache(maxsize=16)

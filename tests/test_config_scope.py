@@ -293,7 +293,7 @@ def test_empty_variables_are_unset(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_an_unknown_option_is_refused_with_a_suggestion() -> None:
-    expected = r"config\(\) got unexpected option\(s\): 'wrokers' \(did you mean 'workers'\?\)"
+    expected = r"config\(\) got unexpected option 'wrokers' \(did you mean 'workers'\?\)"
     with pytest.raises(TypeError, match=expected):
         parmap.config(wrokers=2)  # type: ignore[call-arg]
 
