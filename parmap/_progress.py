@@ -38,6 +38,7 @@ import math
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,7 +60,7 @@ SHOWN_DECIMALS = 2
 
 _SHOWN_SCALE: int = 10**SHOWN_DECIMALS
 
-_local = threading.local()  # .bars: the TqdmProgress bars open in this thread
+_local = threading.local()  # .bars: the TqdmProgress bars open in this thread (see _open_bars)
 
 
 class NullProgress:
@@ -154,7 +155,7 @@ class TqdmProgress:
         self._owner_pid = os.getpid()
         self._done: float = self._bar.n  # exact: whole items plus reported fractions
         self._siblings = _open_bars()
-        self._siblings.append(self)
+        self._siblings.add(self)
         self._closed = False
 
     def update(self, n: float) -> None:
@@ -172,17 +173,19 @@ class TqdmProgress:
         if os.getpid() != self._owner_pid or self._closed:
             return
         self._closed = True
-        try:
-            self._siblings.remove(self)
-        finally:
-            self._bar.close()
+        self._siblings.discard(self)
+        self._bar.close()
 
 
-def _open_bars() -> list[TqdmProgress]:
-    """The bars open in this thread (created here, not closed yet), oldest first."""
-    bars: list[TqdmProgress] | None = getattr(_local, "bars", None)
+def _open_bars() -> weakref.WeakSet[TqdmProgress]:
+    """The bars open in this thread: created here, not closed yet.
+
+    Weak references: the bar of an `imap` iterator dropped before its first item is never
+    closed by the iterator, and must not count as open (or stay alive) once it is collected.
+    """
+    bars: weakref.WeakSet[TqdmProgress] | None = getattr(_local, "bars", None)
     if bars is None:
-        bars = _local.bars = []
+        bars = _local.bars = weakref.WeakSet()
     return bars
 
 

@@ -349,3 +349,14 @@ def test_the_users_leave_wins_for_an_inner_bar(recorded: list[RecordedBar]) -> N
     for _ in task.imap(range(1), progress={"tqdm_class": RecordedBar}):
         task.map(range(2), progress={"tqdm_class": RecordedBar, "leave": True})
     assert [bar.leave for bar in recorded] == [True, True]
+
+
+def test_an_imap_dropped_before_its_first_item_leaves_no_open_bar(recorded: list[RecordedBar]) -> None:
+    import gc
+
+    task = parallel(tasks.square, backend="thread", workers=2)
+    unstarted = task.imap(range(3), progress={"tqdm_class": RecordedBar})
+    del unstarted
+    gc.collect()
+    assert task.map(range(3), progress={"tqdm_class": RecordedBar}) == [0, 1, 4]
+    assert recorded[-1].leave is True  # not taken for a map inside that loop
