@@ -154,9 +154,8 @@ class TqdmProgress:
         self._bar = bar_class(**settings)
         self._owner_pid = os.getpid()
         self._done: float = self._bar.n  # exact: whole items plus reported fractions
-        self._siblings = _open_bars()
-        self._siblings.add(self)
         self._closed = False
+        _open_bars().add(self)
 
     def update(self, n: float) -> None:
         if os.getpid() != self._owner_pid:
@@ -172,16 +171,19 @@ class TqdmProgress:
     def close(self) -> None:
         if os.getpid() != self._owner_pid or self._closed:
             return
-        self._closed = True
-        self._siblings.discard(self)
+        self._closed = True  # it stays in its thread's set until collected: see _open_bars
         self._bar.close()
 
 
 def _open_bars() -> weakref.WeakSet[TqdmProgress]:
-    """The bars open in this thread: created here, not closed yet.
+    """The bars made in this thread and not collected yet (closed ones included).
 
-    Weak references: the bar of an `imap` iterator dropped before its first item is never
-    closed by the iterator, and must not count as open (or stay alive) once it is collected.
+    Only this thread adds to its set, and nothing removes from it but the collection of a
+    bar, which a `WeakSet` defers while the set is iterated: a bar closed in another thread
+    (an `aimap`'s, say) is only marked closed, so no lock is needed (one held at a fork
+    would deadlock the child). Weak references, because the bar of an `imap` iterator
+    dropped before its first item is never closed, and must not count as open (or stay
+    alive) once it is collected.
     """
     bars: weakref.WeakSet[TqdmProgress] | None = getattr(_local, "bars", None)
     if bars is None:
@@ -192,7 +194,7 @@ def _open_bars() -> weakref.WeakSet[TqdmProgress]:
 def _open_here() -> int:
     """How many bars of this process are open in this thread (a forked child's copies left out)."""
     pid = os.getpid()
-    return sum(1 for bar in _open_bars() if bar._owner_pid == pid)
+    return sum(1 for bar in _open_bars() if bar._owner_pid == pid and not bar._closed)
 
 
 def _is_terminal(stream: object) -> bool:
