@@ -362,3 +362,14 @@ def test_an_imap_dropped_before_its_first_item_leaves_no_open_bar(recorded: list
     gc.collect()
     assert task.map(range(3), progress={"tqdm_class": RecordedBar}) == [0, 1, 4]
     assert recorded[-1].leave is True  # not taken for a map inside that loop
+
+
+def test_tqdm_class_through_parmap_config(recorded: list[RecordedBar]) -> None:
+    import parmap
+
+    task = parallel(tasks.square, backend="serial")
+    with parmap.config(progress={"tqdm_class": RecordedBar}):
+        assert task.map(range(3)) == [0, 1, 4]
+    assert [type(bar) for bar in recorded] == [RecordedBar]
+    with pytest.raises(TypeError, match="tqdm_class"):
+        parmap.config(progress={"tqdm_class": int})
