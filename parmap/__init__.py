@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from ._async_maps import AsyncMapIterator
+from ._config import default_workers
 from ._decorator import ParallelFunction, parallel
 from ._registry import shutdown
 from ._reporting import report_progress
@@ -55,6 +56,7 @@ __all__ = [
     "TaskTimeoutError",
     "WorkerLostError",
     "WorkerStats",
+    "default_workers",
     "item_numpy_rng",
     "item_rng",
     "parallel",
