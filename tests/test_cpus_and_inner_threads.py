@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -390,3 +393,27 @@ def test_inner_threads_none_leaves_the_inherited_pools_alone() -> None:
     parent = _parent_blas_threads()
     task = parmap.parallel(tasks_cpus.blas_threads, workers=default_workers(), start_method="fork", inner_threads=None)
     assert task.map([0]) == [parent]
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+def test_the_inner_threads_benchmark_writes_well_formed_reports(tmp_path: Path) -> None:
+    """``python -m benchmarks.inner_threads`` at a toy size: every contender has a median and
+    the BLAS threads it saw, every ratio a value."""
+    for module in ("numpy", "joblib", "threadpoolctl"):
+        pytest.importorskip(module)
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "benchmarks.inner_threads", "--rounds", "1", "--scale", "0.05"]
+    completed = subprocess.run(
+        [*command, "--output-dir", str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=50, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+    data = json.loads((tmp_path / "benchmarks-inner-threads.json").read_text())
+    rows = {row["name"]: row for row in data["results"]}
+    assert set(rows) == {"parmap default", "parmap inner_threads=None", "joblib (loky)", "in-process loop"}
+    for row in rows.values():
+        assert row["status"] == "ok", row["reason"]
+        assert 0 < row["min"] <= row["median"] <= row["max"]
+    assert all(entry["ratio"] > 0 for entry in data["ratios"])
+    assert "| parmap default |" in (tmp_path / "benchmarks-inner-threads.md").read_text()
