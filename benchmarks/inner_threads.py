@@ -289,9 +289,10 @@ def write_report(
         f"{meta['default_inner_threads']} BLAS thread(s) per worker), shared with other work; medians and ratios. "
         f"Every contender runs in a fresh subprocess in each of {meta['rounds']} rounds (the order rotates), "
         f"starts its workers with an untimed map, and counts the median of {TIMED_CALLS} timed maps. "
-        "Each row gives the median of the rounds, then their min and max. With 2 cores, leaving the pools "
-        f"alone runs {WORKERS} x 2 threads on 2 CPUs: oversubscription is mild here, and grows with the "
-        "core count (each worker's BLAS starts one thread per CPU).",
+        "Each row gives the median of the rounds, then their min and max. Left alone, each worker's BLAS "
+        f"starts one thread per CPU: {WORKERS} x {meta['usable_cpus']} threads on {meta['usable_cpus']} CPUs. "
+        "OpenBLAS's threads spin a while when they wait for work, so the cost of running more of them than "
+        "CPUs grows with whatever else keeps the CPUs busy (see the load average below).",
         "",
         "| contender | what it times | BLAS threads | products/s | min-max |",
         "|---|---|---:|---:|---:|",
