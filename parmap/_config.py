@@ -55,9 +55,10 @@ INNER_THREADS_AUTO = "auto"
 INNER_THREADS_BACKENDS = ("process",)
 
 
-def validate_inner_threads(value: object, backend: str, workers: int) -> tuple[int | None, bool]:
+def validate_inner_threads(value: object, backend: str, workers: int, cpus: int) -> tuple[int | None, bool]:
     """The limit of native threads per worker process (`None`: left alone), and whether it
-    was given (`True`: it overrides the user's environment variables).
+    was given (`True`: it overrides the user's environment variables). `cpus` is
+    [default_workers][]'s count, which the default divides among the `workers`.
 
     Raises:
         TypeError: `value` is neither an int, `None` nor `"auto"`.
@@ -79,7 +80,7 @@ def validate_inner_threads(value: object, backend: str, workers: int) -> tuple[i
         return None, False
     if given is not None:
         return given, True
-    return _cpus.default_inner_threads(default_workers(), workers), False
+    return _cpus.default_inner_threads(cpus, workers), False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +130,10 @@ class PoolConfig:
             ValueError: an option has the right type but an unusable value.
         """
         backend_name = validate_backend(backend)
-        n_workers = default_workers() if workers is None else validate_positive_int("workers", workers)
+        # Read once (about 50 µs: the cgroup files), and only when a default needs it.
+        needs_cpus = workers is None or (isinstance(inner_threads, str) and backend_name in INNER_THREADS_BACKENDS)
+        cpus = default_workers() if needs_cpus else 1
+        n_workers = cpus if workers is None else validate_positive_int("workers", workers)
         if start_method is not None:
             if not isinstance(start_method, str):
                 raise TypeError(
@@ -146,7 +150,7 @@ class PoolConfig:
                 raise TypeError(f"initargs must be a tuple, got {type(initargs).__name__}")
         options = dict(backend_options or {})
         memory_limit = validate_max_worker_memory(max_worker_memory, backend_name, options)
-        thread_limit, thread_limit_given = validate_inner_threads(inner_threads, backend_name, n_workers)
+        thread_limit, thread_limit_given = validate_inner_threads(inner_threads, backend_name, n_workers, cpus)
         return cls(
             backend=backend_name,
             workers=n_workers,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, Uni
 from . import _registry, _transport
 from ._async_maps import AsyncMapIterator, AsyncSource
 from ._chunking import CostEstimate
-from ._config import MapOptions, PoolConfig, validate_map_options
+from ._config import INNER_THREADS_AUTO, MapOptions, PoolConfig, validate_map_options
 from ._engine import Job, StopIterationEscape, surfaced
 from ._interrupts import counting_interrupts
 from ._progress import make_progress
@@ -114,7 +114,7 @@ def _split_settings(settings: Mapping[str, Any]) -> tuple[PoolConfig, MapOptions
         initargs=settings.get("initargs", ()),
         backend_options=backend_options,
         max_worker_memory=settings.get("max_worker_memory"),
-        inner_threads=settings.get("inner_threads", "auto"),
+        inner_threads=settings.get("inner_threads", INNER_THREADS_AUTO),
     )
     if backend_options and config.backend != "dask":
         raise ValueError(f"{', '.join(backend_options)} only apply to backend='dask'")
