@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from ._async_maps import AsyncMapIterator
+from ._config import default_workers
 from ._decorator import ParallelFunction, parallel
 from ._install_check import warn_if_clashing
 from ._registry import shutdown
@@ -60,6 +61,7 @@ __all__ = [
     "WorkerLostError",
     "WorkerStats",
     "config",
+    "default_workers",
     "item_numpy_rng",
     "item_rng",
     "parallel",

@@ -23,6 +23,7 @@ from typing import Any, Literal, Union
 
 import cloudpickle
 
+from . import _cpus
 from ._state import NO_SHARED
 
 BACKEND_NAMES = ("process", "thread", "serial", "dask")
@@ -49,11 +50,52 @@ ProgressOption = Union[bool, Mapping[str, Any]]
 
 
 def default_workers() -> int:
-    """Usable CPU count: the CPUs this process may run on, not the machine's total."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - platforms without affinity
-        return max(1, os.cpu_count() or 1)
+    """The number of CPUs this process may use: the default `workers=`.
+
+    The smallest of the process's CPU affinity, its cgroups' CPU quota (cgroup v2 `cpu.max`
+    or v1 `cpu.cfs_quota_us`, rounded up: a container given `--cpus=1.5` runs two workers)
+    and `os.process_cpu_count()` on Python 3.13+; at least 1. Not the machine's total,
+    which in a container is often far more than it may use (see `parmap._cpus`).
+    """
+    return _cpus.available_cpus()
+
+
+#: `inner_threads="auto"` (the default): `cpus // workers` native threads per worker process.
+INNER_THREADS_AUTO = "auto"
+
+#: The backends whose workers are processes parmap starts, where `inner_threads` applies:
+#: thread and serial workers share the caller's process (limiting its pools would limit the
+#: caller's), and the Dask workers parmap starts already get one thread per native pool
+#: from Dask (`distributed.nanny.pre-spawn-environ`, with `threads_per_worker=1`).
+INNER_THREADS_BACKENDS = ("process",)
+
+
+def validate_inner_threads(value: object, backend: str, workers: int, cpus: int) -> tuple[int | None, bool]:
+    """The limit of native threads per worker process (`None`: left alone), and whether it
+    was given (`True`: it overrides the user's environment variables). `cpus` is
+    [default_workers][]'s count, which the default divides among the `workers`.
+
+    Raises:
+        TypeError: `value` is neither an int, `None` nor `"auto"`.
+        ValueError: an int under 1, or another string.
+    """
+    if value is None:
+        return None, False
+    given: int | None = None
+    if isinstance(value, str):
+        if value != INNER_THREADS_AUTO:
+            raise ValueError(f'inner_threads must be an int >= 1, None or "auto", got {value!r}')
+    elif isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f'inner_threads must be an int >= 1, None or "auto", got {type(value).__name__}')
+    elif value < 1:
+        raise ValueError(f'inner_threads must be an int >= 1, None or "auto", got {value!r}')
+    else:
+        given = value
+    if backend not in INNER_THREADS_BACKENDS:
+        return None, False
+    if given is not None:
+        return given, True
+    return _cpus.default_inner_threads(cpus, workers), False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +118,12 @@ class PoolConfig:
     depth: int = 0
     #: Resident bytes a worker process may use (`max_worker_memory=`); `None`: no limit.
     max_worker_memory: int | None = None
+    #: Native threads per pool (BLAS, OpenMP, ...) in each worker process (`inner_threads=`,
+    #: see [parmap.backends._inner_threads][]); `None`: environment and pools left alone.
+    inner_threads: int | None = None
+    #: Whether `inner_threads` was given (it then overrides the user's `OMP_NUM_THREADS`
+    #: and the like) rather than computed (which keeps them).
+    inner_threads_explicit: bool = False
 
     @classmethod
     def build(
@@ -88,6 +136,7 @@ class PoolConfig:
         initargs: object,
         backend_options: Mapping[str, Any] | None = None,
         max_worker_memory: object = None,
+        inner_threads: object = INNER_THREADS_AUTO,
     ) -> PoolConfig:
         """Validate the pool-level options and return the config that names the pool.
 
@@ -96,7 +145,10 @@ class PoolConfig:
             ValueError: an option has the right type but an unusable value.
         """
         backend_name = validate_backend(backend)
-        n_workers = default_workers() if workers is None else validate_positive_int("workers", workers)
+        # Read once (about 50 µs: the cgroup files), and only when a default needs it.
+        needs_cpus = workers is None or (isinstance(inner_threads, str) and backend_name in INNER_THREADS_BACKENDS)
+        cpus = default_workers() if needs_cpus else 1
+        n_workers = cpus if workers is None else validate_positive_int("workers", workers)
         if start_method is not None:
             if not isinstance(start_method, str):
                 raise TypeError(
@@ -113,6 +165,7 @@ class PoolConfig:
                 raise TypeError(f"initargs must be a tuple, got {type(initargs).__name__}")
         options = dict(backend_options or {})
         memory_limit = validate_max_worker_memory(max_worker_memory, backend_name, options)
+        thread_limit, thread_limit_given = validate_inner_threads(inner_threads, backend_name, n_workers, cpus)
         return cls(
             backend=backend_name,
             workers=n_workers,
@@ -122,6 +175,8 @@ class PoolConfig:
             backend_options=options,
             identity=_identity_of(initializer, initargs, options),
             max_worker_memory=memory_limit,
+            inner_threads=thread_limit,
+            inner_threads_explicit=thread_limit_given,
         )
 
 

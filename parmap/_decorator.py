@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, Uni
 from . import _registry, _transport
 from ._async_maps import AsyncMapIterator, AsyncSource
 from ._chunking import CostEstimate
-from ._config import MapOptions, PoolConfig, validate_map_options
+from ._config import INNER_THREADS_AUTO, POOL_OPTIONS, MapOptions, PoolConfig, validate_map_options
 from ._engine import Job, StopIterationEscape, surfaced
 from ._interrupts import counting_interrupts
 from ._progress import make_progress
@@ -92,12 +92,13 @@ class ParallelOptions(MapOverrides, total=False):
     initializer: Union[Callable[..., object], None]
     initargs: tuple[Any, ...]
     max_worker_memory: Union[int, str, None]
+    inner_threads: Union[int, Literal["auto"], None]
     address: Union[str, None]
     client: Any
 
 
-_POOL_KEYS = ("workers", "backend", "start_method", "initializer", "initargs", "max_worker_memory")
 _BACKEND_KEYS = ("address", "client")
+_POOL_KEYS = tuple(name for name in POOL_OPTIONS if name not in _BACKEND_KEYS)
 
 
 def _split_settings(settings: Mapping[str, Any]) -> tuple[PoolConfig, MapOptions]:
@@ -118,6 +119,7 @@ def _split_settings(settings: Mapping[str, Any]) -> tuple[PoolConfig, MapOptions
         initargs=settings.get("initargs", ()),
         backend_options=backend_options,
         max_worker_memory=settings.get("max_worker_memory"),
+        inner_threads=settings.get("inner_threads", INNER_THREADS_AUTO),
     )
     if backend_options and config.backend != "dask":
         raise ValueError(f"{', '.join(backend_options)} only apply to backend='dask'")
@@ -555,13 +557,18 @@ def parallel(
 
     Options (all keyword-only; every map method also takes the per-call ones):
 
-    * ``workers``: int >= 1, default the usable CPU count.
+    * ``workers``: int >= 1, default the usable CPU count ([parmap.default_workers][]: affinity
+      and container CPU quotas included).
     * ``backend``: ``"process"`` (default), ``"thread"``, ``"serial"`` or ``"dask"``.
     * ``start_method``: ``None`` (multiprocessing's default), ``"fork"``, ``"spawn"``, ``"forkserver"``.
     * ``initializer``, ``initargs``: run once in each worker.
     * ``max_worker_memory``: resident memory a worker process may use, an int of bytes or a
       string (``"2GB"``, ``"512MiB"``); a worker above it after a chunk is replaced, one far
       above it mid-item is killed (``WorkerLostError``). Process and Dask backends only.
+    * ``inner_threads``: native threads (BLAS, OpenMP, numexpr, ...) per worker process, an
+      int >= 1; default ``"auto"``: ``cpus // workers``, keeping any ``OMP_NUM_THREADS`` and
+      the like set in the environment (an int overrides them); ``None`` leaves the
+      environment and the pools alone. Process backend only (the others ignore it).
     * ``address``, ``client``: the Dask cluster (``backend="dask"`` only).
     * per call: ``chunksize`` (``"auto"`` or int >= 1), ``progress`` (bool or tqdm kwargs),
       ``timeout``, ``retries``, ``retry_on``, ``return_exceptions``, ``max_tasks_per_worker``,

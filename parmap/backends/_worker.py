@@ -41,6 +41,7 @@ from typing import Any
 
 from .. import _reducers, _seeding, _sharing, _state, _transport
 from ..errors import PoolStartError, SerializationError
+from ._inner_threads import InnerThreads, limit_inner_threads
 from ._protocol import (
     CHUNK_ID,
     FRAME,
@@ -294,6 +295,7 @@ def worker_main(  # noqa: PLR0917
     parent: int,
     inherited: int,
     memory_limit: int | None = None,
+    inner_threads: InnerThreads | None = None,
 ) -> None:
     """Entry point of a worker process: initialise, then run chunks until told to stop.
 
@@ -306,7 +308,10 @@ def worker_main(  # noqa: PLR0917
     `inherited` is the parent's end of this worker's socket, inherited under fork (`-1`
     otherwise): closed here. `memory_limit` is the pool's `max_worker_memory` in bytes: a
     worker whose resident memory is above it after a chunk retires (`None`: no limit).
+    `inner_threads` caps the native thread pools, first of all: before anything is
+    unpickled here, so a task's imports read it (see [parmap.backends._inner_threads][]).
     """
+    limit_inner_threads(inner_threads)
     global _in_worker_process
     _in_worker_process = True
     _reducers.bind_main_globals()  # before the initializer is unpickled: see parmap._reducers

@@ -82,6 +82,7 @@ from ..errors import (
     WorkerLostError,
 )
 from . import Backend, ChunkDone, ChunkFailed, ChunkLost, ChunkProgress, ChunkTask, ChunkUndecodable, Outcome
+from ._inner_threads import inner_threads_of
 from ._protocol import (
     CHUNK_ID,
     FRAME,
@@ -749,6 +750,7 @@ class _Manager(threading.Thread):
                     parent,
                     inherited,
                     self.config.max_worker_memory,
+                    inner_threads_of(self.config.inner_threads, explicit=self.config.inner_threads_explicit),
                 ),
                 daemon=True,
             )
