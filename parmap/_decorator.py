@@ -28,11 +28,13 @@ from ._interrupts import counting_interrupts
 from ._progress import make_progress
 from ._result import AsyncResult
 from ._stats import RunStats
+from ._typing import ParamSpec, Unpack
+from ._zipping import zip_inputs
 from .backends._protocol import AsyncCall
 from .backends._worker import StarCall
 
 if TYPE_CHECKING:
-    from typing_extensions import Unpack
+    from typing_extensions import Concatenate, Never
 
     class _FunctionWrapper:
         """What the type checker sees of wrapt's proxies, the same under wrapt 1 and 2.
@@ -53,12 +55,22 @@ else:
     from wrapt import BoundFunctionWrapper as _BoundFunctionWrapper
     from wrapt import FunctionWrapper as _FunctionWrapper
 
-T = TypeVar("T")
+#: The decorated function's parameters and result: the decorated object keeps its signature.
+P = ParamSpec("P")
 R = TypeVar("R")
+# In the typed surface only: a bound method's parameters, its instance, and the items of
+# each input of a map over several inputs (typed like the builtin `map`, up to three).
+P2 = ParamSpec("P2")
+S = TypeVar("S")
+T1 = TypeVar("T1")
+T2 = TypeVar("T2")
+T3 = TypeVar("T3")
+#: What `aimap` reads: a plain or an async iterable.
+_Input = Union[Iterable[T1], AsyncIterable[T1]]
 
 
-class MapOverrides(TypedDict, total=False):
-    """Per-call options accepted by every map method (they override the decorator's)."""
+class _CallOverrides(TypedDict, total=False):
+    """The per-call options but `stats` (which the typed `map` overloads take on their own)."""
 
     chunksize: Union[int, Literal["auto"]]
     progress: Union[bool, Mapping[str, Any]]
@@ -71,9 +83,14 @@ class MapOverrides(TypedDict, total=False):
     seed: Union[int, None]
     checkpoint: Union[str, os.PathLike[str], None]
     checkpoint_mode: Literal["resume", "overwrite"]
-    stats: bool
     concurrency: int
     shared: Any
+
+
+class MapOverrides(_CallOverrides, total=False):
+    """Per-call options accepted by every map method (they override the decorator's)."""
+
+    stats: bool
 
 
 class ResultList(list[R]):
@@ -156,41 +173,146 @@ def _call_through(wrapped: Callable[..., Any], instance: object, args: tuple[Any
     return wrapped(*args, **kwargs)
 
 
-class _MapMethods(Generic[T, R]):
-    """The map methods, shared by the wrapper and its bound (method) form."""
+class _MapMethods(Generic[P, R]):
+    """The map methods, shared by the wrapper and its bound (method) form.
+
+    Each map takes one input per parameter of the function, as the builtin `map` does:
+    `f.map(xs)` calls `f(x)`, `f.map(xs, ys)` calls `f(x, y)` and stops at the shortest
+    input. The overloads type the items of up to three inputs from the function's parameters
+    (more are accepted, typed `Any`), and `map(..., stats=True)` as a [ResultList][].
+    """
 
     __wrapped__: Callable[..., R]
 
     def _settings(self) -> tuple[PoolConfig, MapOptions, str]:
         raise NotImplementedError
 
-    def _owner(self) -> ParallelFunction[T, R]:
+    def _owner(self) -> ParallelFunction[Any, R]:
         raise NotImplementedError
 
-    def last_stats(self) -> RunStats | None:
+    def last_stats(self) -> Union[RunStats, None]:
         """The :class:`RunStats` of this function's most recent finished map, if any."""
         return self._owner()._self_last_stats
 
-    def map(self, items: Iterable[T], **overrides: Unpack[MapOverrides]) -> list[R]:
+    @overload
+    def map(
+        self: _MapMethods[[T1], R], items: Iterable[T1], /, *, stats: Literal[True], **overrides: Unpack[_CallOverrides]
+    ) -> ResultList[R]: ...
+
+    @overload
+    def map(self: _MapMethods[[T1], R], items: Iterable[T1], /, **overrides: Unpack[MapOverrides]) -> list[R]: ...
+
+    @overload
+    def map(
+        self: _MapMethods[[T1, T2], R],
+        items: Iterable[T1],
+        items2: Iterable[T2],
+        /,
+        *,
+        stats: Literal[True],
+        **overrides: Unpack[_CallOverrides],
+    ) -> ResultList[R]: ...
+
+    @overload
+    def map(
+        self: _MapMethods[[T1, T2], R], items: Iterable[T1], items2: Iterable[T2], /, **overrides: Unpack[MapOverrides]
+    ) -> list[R]: ...
+
+    @overload
+    def map(
+        self: _MapMethods[[T1, T2, T3], R],
+        items: Iterable[T1],
+        items2: Iterable[T2],
+        items3: Iterable[T3],
+        /,
+        *,
+        stats: Literal[True],
+        **overrides: Unpack[_CallOverrides],
+    ) -> ResultList[R]: ...
+
+    @overload
+    def map(
+        self: _MapMethods[[T1, T2, T3], R],
+        items: Iterable[T1],
+        items2: Iterable[T2],
+        items3: Iterable[T3],
+        /,
+        **overrides: Unpack[MapOverrides],
+    ) -> list[R]: ...
+
+    @overload
+    def map(
+        self: _MapMethods[..., R],
+        items: Iterable[Any],
+        items2: Iterable[Any],
+        items3: Iterable[Any],
+        items4: Iterable[Any],
+        /,
+        *more: Iterable[Any],
+        **overrides: Unpack[MapOverrides],
+    ) -> list[R]: ...
+
+    def map(self, items: Iterable[Any], /, *more: Iterable[Any], **overrides: Unpack[MapOverrides]) -> list[R]:
         """Run the function on every item in parallel; return the results in input order.
+
+        With several inputs (`f.map(xs, ys)`), the function is called as `f(x, y)` with one
+        item of each, stopping at the shortest input, as the builtin `map` does.
 
         Raises the exception of the first failing item in input order (its own type, with
         the worker's traceback as ``__cause__``) unless ``return_exceptions=True``; an
         exception of the input iterator is raised once the items read before it have run.
 
-        Where the input is read: a list, tuple or range is sliced; any other iterable is
-        read in the calling thread, a chunk at a time, as ``Pool.map`` does (an SQLite
-        cursor works). ``map_async`` reads it in a background thread, in a copy of the
-        caller's ``contextvars`` context taken at the call.
+        Where the input is read: a list, tuple or range is sliced (several of them too);
+        any other iterable is read in the calling thread, a chunk at a time, as ``Pool.map``
+        does (an SQLite cursor works). ``map_async`` reads it in a background thread, in a
+        copy of the caller's ``contextvars`` context taken at the call.
+
+        Raises:
+            TypeError: an input is not iterable.
         """
+        if more:
+            return self._collect(self._zipped(items, more), overrides, star=True)
         return self._collect(items, overrides, star=False)
 
-    def starmap(self, items: Iterable[Iterable[Any]], **overrides: Unpack[MapOverrides]) -> list[R]:
+    def starmap(self, items: Iterable[Iterable[Any]], /, **overrides: Unpack[MapOverrides]) -> list[R]:
         """Like :meth:`map`, calling ``fn(*item)`` for functions of several arguments."""
         return self._collect(items, overrides, star=True)
 
-    def imap(self, items: Iterable[T], **overrides: Unpack[MapOverrides]) -> Iterator[R]:
+    @overload
+    def imap(self: _MapMethods[[T1], R], items: Iterable[T1], /, **overrides: Unpack[MapOverrides]) -> Iterator[R]: ...
+
+    @overload
+    def imap(
+        self: _MapMethods[[T1, T2], R], items: Iterable[T1], items2: Iterable[T2], /, **overrides: Unpack[MapOverrides]
+    ) -> Iterator[R]: ...
+
+    @overload
+    def imap(
+        self: _MapMethods[[T1, T2, T3], R],
+        items: Iterable[T1],
+        items2: Iterable[T2],
+        items3: Iterable[T3],
+        /,
+        **overrides: Unpack[MapOverrides],
+    ) -> Iterator[R]: ...
+
+    @overload
+    def imap(
+        self: _MapMethods[..., R],
+        items: Iterable[Any],
+        items2: Iterable[Any],
+        items3: Iterable[Any],
+        items4: Iterable[Any],
+        /,
+        *more: Iterable[Any],
+        **overrides: Unpack[MapOverrides],
+    ) -> Iterator[R]: ...
+
+    def imap(self, items: Iterable[Any], /, *more: Iterable[Any], **overrides: Unpack[MapOverrides]) -> Iterator[R]:
         """A lazy iterator of results in input order; reads the input a bounded window ahead.
+
+        Several inputs are zipped as by [map][parmap.ParallelFunction.map], lazily: a
+        generator is read only as far as the window needs.
 
         Every result before the first failing item is yielded before its exception is
         raised (as ``Pool.imap``); an exception of the input iterator is raised after every
@@ -203,36 +325,216 @@ class _MapMethods(Generic[T, R]):
         keep flowing while the input blocks; when the input stalls, the items read so far
         are sent at once. An input tied to the calling thread (an SQLite cursor) needs
         ``map``, or a list.
+
+        Raises:
+            TypeError: an input is not iterable.
         """
+        if more:
+            return self._stream(self._zipped(items, more), overrides, ordered=True, star=True)
         return self._stream(items, overrides, ordered=True, star=False)
 
-    def imap_unordered(self, items: Iterable[T], **overrides: Unpack[MapOverrides]) -> Iterator[R]:
+    @overload
+    def imap_unordered(
+        self: _MapMethods[[T1], R], items: Iterable[T1], /, **overrides: Unpack[MapOverrides]
+    ) -> Iterator[R]: ...
+
+    @overload
+    def imap_unordered(
+        self: _MapMethods[[T1, T2], R], items: Iterable[T1], items2: Iterable[T2], /, **overrides: Unpack[MapOverrides]
+    ) -> Iterator[R]: ...
+
+    @overload
+    def imap_unordered(
+        self: _MapMethods[[T1, T2, T3], R],
+        items: Iterable[T1],
+        items2: Iterable[T2],
+        items3: Iterable[T3],
+        /,
+        **overrides: Unpack[MapOverrides],
+    ) -> Iterator[R]: ...
+
+    @overload
+    def imap_unordered(
+        self: _MapMethods[..., R],
+        items: Iterable[Any],
+        items2: Iterable[Any],
+        items3: Iterable[Any],
+        items4: Iterable[Any],
+        /,
+        *more: Iterable[Any],
+        **overrides: Unpack[MapOverrides],
+    ) -> Iterator[R]: ...
+
+    def imap_unordered(
+        self, items: Iterable[Any], /, *more: Iterable[Any], **overrides: Unpack[MapOverrides]
+    ) -> Iterator[R]:
         """Like :meth:`imap`, yielding results in the order they complete."""
+        if more:
+            return self._stream(self._zipped(items, more), overrides, ordered=False, star=True)
         return self._stream(items, overrides, ordered=False, star=False)
 
+    @overload
     def map_async(
-        self,
-        items: Iterable[T],
+        self: _MapMethods[[T1], R],
+        items: Iterable[T1],
+        /,
+        *,
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+        stats: Literal[True],
+        **overrides: Unpack[_CallOverrides],
+    ) -> AsyncResult[ResultList[R]]: ...
+
+    @overload
+    def map_async(
+        self: _MapMethods[[T1], R],
+        items: Iterable[T1],
+        /,
+        *,
         callback: Callable[[list[R]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
         **overrides: Unpack[MapOverrides],
-    ) -> AsyncResult[list[R]]:
-        """Start :meth:`map` in the background; return an :class:`AsyncResult` at once."""
-        job = self._prepare(items, overrides, ordered=True, star=False, read_here=False)
+    ) -> AsyncResult[list[R]]: ...
+
+    @overload
+    def map_async(
+        self: _MapMethods[[T1, T2], R],
+        items: Iterable[T1],
+        items2: Iterable[T2],
+        /,
+        *,
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+        stats: Literal[True],
+        **overrides: Unpack[_CallOverrides],
+    ) -> AsyncResult[ResultList[R]]: ...
+
+    @overload
+    def map_async(
+        self: _MapMethods[[T1, T2], R],
+        items: Iterable[T1],
+        items2: Iterable[T2],
+        /,
+        *,
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+        **overrides: Unpack[MapOverrides],
+    ) -> AsyncResult[list[R]]: ...
+
+    @overload
+    def map_async(
+        self: _MapMethods[[T1, T2, T3], R],
+        items: Iterable[T1],
+        items2: Iterable[T2],
+        items3: Iterable[T3],
+        /,
+        *,
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+        stats: Literal[True],
+        **overrides: Unpack[_CallOverrides],
+    ) -> AsyncResult[ResultList[R]]: ...
+
+    @overload
+    def map_async(
+        self: _MapMethods[[T1, T2, T3], R],
+        items: Iterable[T1],
+        items2: Iterable[T2],
+        items3: Iterable[T3],
+        /,
+        *,
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+        **overrides: Unpack[MapOverrides],
+    ) -> AsyncResult[list[R]]: ...
+
+    @overload
+    def map_async(
+        self: _MapMethods[..., R],
+        items: Iterable[Any],
+        items2: Iterable[Any],
+        items3: Iterable[Any],
+        items4: Iterable[Any],
+        /,
+        *more: Iterable[Any],
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+        **overrides: Unpack[MapOverrides],
+    ) -> AsyncResult[list[R]]: ...
+
+    def map_async(
+        self,
+        items: Iterable[Any],
+        /,
+        *more: Iterable[Any],
+        callback: Union[Callable[[list[R]], object], None] = None,
+        error_callback: Union[Callable[[BaseException], object], None] = None,
+        **overrides: Unpack[MapOverrides],
+    ) -> AsyncResult[Any]:
+        """Start :meth:`map` in the background; return an :class:`AsyncResult` at once.
+
+        The callbacks are keyword-only, since every positional argument is an input.
+
+        Raises:
+            TypeError: an input is not iterable.
+        """
+        star = bool(more)
+        if star:
+            items = self._zipped(items, more)
+        job = self._prepare(items, overrides, ordered=True, star=star, read_here=False)
         return AsyncResult(lambda: self._run_to_list(*job), callback, error_callback, cancel=job[0].cancel)
 
     def starmap_async(
         self,
         items: Iterable[Iterable[Any]],
-        callback: Callable[[list[R]], object] | None = None,
-        error_callback: Callable[[BaseException], object] | None = None,
+        /,
+        callback: Union[Callable[[list[R]], object], None] = None,
+        error_callback: Union[Callable[[BaseException], object], None] = None,
         **overrides: Unpack[MapOverrides],
     ) -> AsyncResult[list[R]]:
         """Start :meth:`starmap` in the background; return an :class:`AsyncResult` at once."""
         job = self._prepare(items, overrides, ordered=True, star=True, read_here=False)
         return AsyncResult(lambda: self._run_to_list(*job), callback, error_callback, cancel=job[0].cancel)
 
-    def aimap(self, items: Iterable[T] | AsyncIterable[T], **overrides: Unpack[MapOverrides]) -> AsyncMapIterator[R]:
+    @overload
+    def aimap(
+        self: _MapMethods[[T1], R], items: _Input[T1], /, **overrides: Unpack[MapOverrides]
+    ) -> AsyncMapIterator[R]: ...
+
+    @overload
+    def aimap(
+        self: _MapMethods[[T1, T2], R], items: _Input[T1], items2: _Input[T2], /, **overrides: Unpack[MapOverrides]
+    ) -> AsyncMapIterator[R]: ...
+
+    @overload
+    def aimap(
+        self: _MapMethods[[T1, T2, T3], R],
+        items: _Input[T1],
+        items2: _Input[T2],
+        items3: _Input[T3],
+        /,
+        **overrides: Unpack[MapOverrides],
+    ) -> AsyncMapIterator[R]: ...
+
+    @overload
+    def aimap(
+        self: _MapMethods[..., R],
+        items: _Input[Any],
+        items2: _Input[Any],
+        items3: _Input[Any],
+        items4: _Input[Any],
+        /,
+        *more: _Input[Any],
+        **overrides: Unpack[MapOverrides],
+    ) -> AsyncMapIterator[R]: ...
+
+    def aimap(
+        self,
+        items: Union[Iterable[Any], AsyncIterable[Any]],
+        /,
+        *more: Union[Iterable[Any], AsyncIterable[Any]],
+        **overrides: Unpack[MapOverrides],
+    ) -> AsyncMapIterator[R]:
         """An async iterator of results in input order: `async for r in f.aimap(items)`.
 
         The options and guarantees of [imap][parmap.ParallelFunction.imap], for asyncio
@@ -243,16 +545,57 @@ class _MapMethods(Generic[T, R]):
         the workers running its items are killed and replaced, as by
         [AsyncResult.cancel][parmap.AsyncResult.cancel].
 
+        Several inputs are zipped as by [map][parmap.ParallelFunction.map]; async and plain
+        inputs may be mixed. Then every input is read on the caller's loop, one item of
+        each per step, so a plain input mixed with async ones should not block (a list or a
+        range, not a socket).
+
         Raises:
-            TypeError: `items` is neither iterable nor async iterable.
+            TypeError: an input is neither iterable nor async iterable.
         """
-        return self._stream_async(items, overrides, ordered=True)
+        return self._stream_async(items, more, overrides, ordered=True)
+
+    @overload
+    def aimap_unordered(
+        self: _MapMethods[[T1], R], items: _Input[T1], /, **overrides: Unpack[MapOverrides]
+    ) -> AsyncMapIterator[R]: ...
+
+    @overload
+    def aimap_unordered(
+        self: _MapMethods[[T1, T2], R], items: _Input[T1], items2: _Input[T2], /, **overrides: Unpack[MapOverrides]
+    ) -> AsyncMapIterator[R]: ...
+
+    @overload
+    def aimap_unordered(
+        self: _MapMethods[[T1, T2, T3], R],
+        items: _Input[T1],
+        items2: _Input[T2],
+        items3: _Input[T3],
+        /,
+        **overrides: Unpack[MapOverrides],
+    ) -> AsyncMapIterator[R]: ...
+
+    @overload
+    def aimap_unordered(
+        self: _MapMethods[..., R],
+        items: _Input[Any],
+        items2: _Input[Any],
+        items3: _Input[Any],
+        items4: _Input[Any],
+        /,
+        *more: _Input[Any],
+        **overrides: Unpack[MapOverrides],
+    ) -> AsyncMapIterator[R]: ...
 
     def aimap_unordered(
-        self, items: Iterable[T] | AsyncIterable[T], **overrides: Unpack[MapOverrides]
+        self,
+        items: Union[Iterable[Any], AsyncIterable[Any]],
+        /,
+        *more: Union[Iterable[Any], AsyncIterable[Any]],
+        **overrides: Unpack[MapOverrides],
     ) -> AsyncMapIterator[R]:
         """Like [aimap][parmap.ParallelFunction.aimap], yielding results in the order they complete."""
-        return self._stream_async(items, overrides, ordered=False)
+        return self._stream_async(items, more, overrides, ordered=False)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -337,17 +680,26 @@ class _MapMethods(Generic[T, R]):
         job, options, total = self._prepare(items, overrides, ordered=ordered, star=star, read_here=False)
         return _iterate(job, make_progress(options.progress, total, self._settings()[2]))
 
-    def _stream_async(self, items: Any, overrides: Mapping[str, Any], *, ordered: bool) -> AsyncMapIterator[R]:
+    def _stream_async(
+        self, items: Any, more: tuple[Any, ...], overrides: Mapping[str, Any], *, ordered: bool
+    ) -> AsyncMapIterator[R]:
+        star = bool(more)
+        if star:
+            items = zip_inputs(self._settings()[2], (items, *more), allow_async=True)
         source = AsyncSource(items) if hasattr(items, "__aiter__") else None
         if source is None and not hasattr(items, "__iter__"):
             name = self._settings()[2]
             raise TypeError(f"{name}() needs an iterable or async iterable of items, got {type(items).__name__}")
         job, options, total = self._prepare(
-            items if source is None else source, overrides, ordered=ordered, star=False, read_here=False
+            items if source is None else source, overrides, ordered=ordered, star=star, read_here=False
         )
         progress = make_progress(options.progress, total, self._settings()[2])
         job.progress = progress
         return AsyncMapIterator(job, progress, source)
+
+    def _zipped(self, items: Iterable[Any], more: tuple[Iterable[Any], ...]) -> Any:
+        """Several inputs as one input of argument tuples (see `parmap._zipping`)."""
+        return zip_inputs(self._settings()[2], (items, *more))
 
 
 def _iterate(job: Job, progress: Any) -> Iterator[Any]:
@@ -392,21 +744,25 @@ def _iterate(job: Job, progress: Any) -> Iterator[Any]:
         del failure
 
 
-class _BoundParallelFunction(_MapMethods[T, R], _BoundFunctionWrapper):
+class _BoundParallelFunction(_MapMethods[P, R], _BoundFunctionWrapper):
     """``obj.method`` of a decorated method: maps run the method bound to ``obj``."""
+
+    if TYPE_CHECKING:
+
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
     def _settings(self) -> tuple[PoolConfig, MapOptions, str]:
         return self._owner()._settings()
 
-    def _owner(self) -> ParallelFunction[T, R]:
-        parent: ParallelFunction[T, R] = self._self_parent
+    def _owner(self) -> ParallelFunction[P, R]:
+        parent: ParallelFunction[P, R] = self._self_parent
         return parent
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
         return (getattr, (self._self_instance, self.__name__))
 
 
-class ParallelFunction(_MapMethods[T, R], _FunctionWrapper):
+class ParallelFunction(_MapMethods[P, R], _FunctionWrapper):
     """A function decorated with :func:`parallel`: callable as before, plus the map methods."""
 
     __bound_function_wrapper__ = _BoundParallelFunction
@@ -420,7 +776,7 @@ class ParallelFunction(_MapMethods[T, R], _FunctionWrapper):
         self._self_config = config
         self._self_options = options
         self._self_settings = dict(settings)
-        self._self_last_stats: RunStats | None = None
+        self._self_last_stats: Union[RunStats, None] = None
         self._self_costs: dict[bool, CostEstimate] = {}  # per calling convention (map / starmap)
         target = getattr(function, "__func__", function)  # staticmethod / classmethod
         self._self_label = str(getattr(target, "__qualname__", None) or getattr(target, "__name__", "task"))
@@ -429,16 +785,33 @@ class ParallelFunction(_MapMethods[T, R], _FunctionWrapper):
     def _settings(self) -> tuple[PoolConfig, MapOptions, str]:
         return self._self_config, self._self_options, self._self_label
 
-    def _owner(self) -> ParallelFunction[T, R]:
+    def _owner(self) -> ParallelFunction[P, R]:
         return self
 
-    def __call__(self, *args: Any, **kwargs: Any) -> R:
-        return self.__wrapped__(*args, **kwargs)
+    if TYPE_CHECKING:
 
-    def __copy__(self) -> ParallelFunction[T, R]:
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+        @overload
+        def __get__(self, instance: None, owner: Union[type[Any], None] = None) -> ParallelFunction[P, R]: ...
+
+        @overload
+        def __get__(
+            self: ParallelFunction[Concatenate[S, P2], R], instance: S, owner: Union[type[Any], None] = None
+        ) -> _BoundParallelFunction[P2, R]: ...
+
+        def __get__(self, instance: object, owner: Union[type[Any], None] = None) -> Any:
+            """A method's binding: `obj.method` is the method bound to `obj` (wrapt's at run time)."""
+
+    else:
+
+        def __call__(self, *args, **kwargs):
+            return self.__wrapped__(*args, **kwargs)  # the function itself, without wrapt's dispatch
+
+    def __copy__(self) -> ParallelFunction[P, R]:
         return self  # as ``copy.copy`` does for a function
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> ParallelFunction[T, R]:
+    def __deepcopy__(self, memo: dict[int, Any]) -> ParallelFunction[P, R]:
         return self
 
     @property
@@ -472,12 +845,41 @@ _transport.PICKLED_BY_OWN_REDUCE.update((ParallelFunction, _BoundParallelFunctio
 
 if TYPE_CHECKING:
 
-    class AsyncParallelFunction(ParallelFunction[T, R]):
+    class AsyncParallelFunction(ParallelFunction[P, R]):
         """What a type checker sees of a decorated `async def` function (at run time it is a
         [ParallelFunction][parmap.ParallelFunction]): a plain call gives the coroutine, as
         before, and the maps give the awaited values (`map` is a `list[R]`)."""
 
-        def __call__(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, R]: ...  # type: ignore[override]
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...  # type: ignore[override]
+
+        @overload
+        def __get__(self, instance: None, owner: Union[type[Any], None] = None) -> AsyncParallelFunction[P, R]: ...
+
+        @overload
+        def __get__(
+            self: AsyncParallelFunction[Concatenate[S, P2], R], instance: S, owner: Union[type[Any], None] = None
+        ) -> _BoundAsyncParallelFunction[P2, R]: ...
+
+        def __get__(self, instance: object, owner: Union[type[Any], None] = None) -> Any: ...
+
+    class _BoundAsyncParallelFunction(_BoundParallelFunction[P, R]):
+        """`obj.method` of a decorated `async def` method: a call gives the coroutine."""
+
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...  # type: ignore[override]
+
+    class _ParallelStaticMethod(ParallelFunction[P, R]):
+        """`@parallel` above `@staticmethod`: from the class or an instance, the function unbound."""
+
+        def __get__(  # type: ignore[override]
+            self, instance: object, owner: Union[type[Any], None] = None
+        ) -> _BoundParallelFunction[P, R]: ...
+
+    class _ParallelClassMethod(ParallelFunction[P, R]):
+        """`@parallel` above `@classmethod`: from the class or an instance, bound to the class."""
+
+        def __get__(  # type: ignore[override]
+            self, instance: object, owner: Union[type[Any], None] = None
+        ) -> _BoundParallelFunction[P, R]: ...
 
 
 def _import_by_name(module: str, qualname: str) -> Any:
@@ -499,49 +901,63 @@ class _Decorator:
         self._settings = settings
 
     @overload
-    def __call__(self, function: Callable[[T], Coroutine[Any, Any, R]], /) -> AsyncParallelFunction[T, R]: ...
+    def __call__(self, function: Callable[[Any], Never], /) -> ParallelFunction[[Any], Any]: ...  # type: ignore[overload-overlap]  # pyright: ignore[reportOverlappingOverload]
 
     @overload
-    def __call__(self, function: Callable[..., Coroutine[Any, Any, R]], /) -> AsyncParallelFunction[Any, R]: ...
+    def __call__(self, function: staticmethod[P, R], /) -> _ParallelStaticMethod[P, R]: ...  # type: ignore[overload-overlap]
 
     @overload
-    def __call__(self, function: Callable[[T], R], /) -> ParallelFunction[T, R]: ...
+    def __call__(self, function: classmethod[Any, P, R], /) -> _ParallelClassMethod[P, R]: ...
 
     @overload
-    def __call__(self, function: Callable[..., R], /) -> ParallelFunction[Any, R]: ...
+    def __call__(self, function: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncParallelFunction[P, R]: ...
 
-    def __call__(self, function: Callable[..., Any], /) -> ParallelFunction[Any, Any]:
+    @overload
+    def __call__(self, function: Callable[P, R], /) -> ParallelFunction[P, R]: ...
+
+    def __call__(self, function: Callable[..., Any], /) -> ParallelFunction[Any, Any]:  # type: ignore[misc]
         decorated: ParallelFunction[Any, Any] = parallel(function, **self._settings)
         return decorated
 
 
+# The overloads, in the order a type checker tries them: a lambda (whose result a checker
+# cannot know: `Never` is what an unannotated `lambda x: ...` returns to it), the method
+# kinds, `async def` functions, any other callable, and the options-only form.
+@overload
+def parallel(  # type: ignore[overload-overlap]
+    function: Callable[[Any], Never], /, **settings: Unpack[ParallelOptions]
+) -> ParallelFunction[[Any], Any]: ...  # pyright: ignore[reportOverlappingOverload]
+
+
+@overload
+def parallel(  # type: ignore[overload-overlap]
+    function: staticmethod[P, R], /, **settings: Unpack[ParallelOptions]
+) -> _ParallelStaticMethod[P, R]: ...
+
+
 @overload
 def parallel(
-    function: Callable[[T], Coroutine[Any, Any, R]], /, **settings: Unpack[ParallelOptions]
-) -> AsyncParallelFunction[T, R]: ...
+    function: classmethod[Any, P, R], /, **settings: Unpack[ParallelOptions]
+) -> _ParallelClassMethod[P, R]: ...
 
 
 @overload
 def parallel(
-    function: Callable[..., Coroutine[Any, Any, R]], /, **settings: Unpack[ParallelOptions]
-) -> AsyncParallelFunction[Any, R]: ...
+    function: Callable[P, Coroutine[Any, Any, R]], /, **settings: Unpack[ParallelOptions]
+) -> AsyncParallelFunction[P, R]: ...
 
 
 @overload
-def parallel(function: Callable[[T], R], /, **settings: Unpack[ParallelOptions]) -> ParallelFunction[T, R]: ...
-
-
-@overload
-def parallel(function: Callable[..., R], /, **settings: Unpack[ParallelOptions]) -> ParallelFunction[Any, R]: ...
+def parallel(function: Callable[P, R], /, **settings: Unpack[ParallelOptions]) -> ParallelFunction[P, R]: ...
 
 
 @overload
 def parallel(function: None = None, /, **settings: Unpack[ParallelOptions]) -> _Decorator: ...
 
 
-def parallel(
-    function: Callable[..., Any] | None = None, /, **settings: Unpack[ParallelOptions]
-) -> ParallelFunction[Any, Any] | _Decorator:
+def parallel(  # type: ignore[misc]  # a classmethod is no Callable, yet runs: see the overloads
+    function: Union[Callable[..., Any], None] = None, /, **settings: Unpack[ParallelOptions]
+) -> Union[ParallelFunction[Any, Any], _Decorator]:
     """Make ``function`` runnable in parallel: ``@parallel``, ``@parallel(...)`` or ``parallel(fn, ...)``.
 
     Options (all keyword-only; every map method also takes the per-call ones):
