@@ -17,7 +17,7 @@ import importlib
 import inspect
 import os
 from collections.abc import AsyncIterable, Callable, Coroutine, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypedDict, TypeVar, Union, overload
 
 from . import _registry, _transport
 from ._async_maps import AsyncMapIterator, AsyncSource
@@ -34,7 +34,7 @@ from .backends._protocol import AsyncCall
 from .backends._worker import StarCall
 
 if TYPE_CHECKING:
-    from typing_extensions import Concatenate, Never
+    from typing_extensions import Never
 
     class _FunctionWrapper:
         """What the type checker sees of wrapt's proxies, the same under wrapt 1 and 2.
@@ -67,6 +67,48 @@ T2 = TypeVar("T2")
 T3 = TypeVar("T3")
 #: What `aimap` reads: a plain or an async iterable.
 _Input = Union[Iterable[T1], AsyncIterable[T1]]
+
+if TYPE_CHECKING:
+    A1_contra = TypeVar("A1_contra", contravariant=True)
+    A2_contra = TypeVar("A2_contra", contravariant=True)
+    A3_contra = TypeVar("A3_contra", contravariant=True)
+    R_co = TypeVar("R_co", covariant=True)
+
+    # What the typed maps ask of `self`: a decorated function that takes one item of each
+    # input (positionally), and the result type its maps give. The maps are typed through
+    # these protocols, not through `_MapMethods[[T1], R]`: mypy solves the item types from
+    # a callable protocol, but not from a ParamSpec's explicit parameter list.
+
+    S_contra = TypeVar("S_contra", contravariant=True)
+
+    # What `__get__` asks of `self` to bind it: a first parameter that takes the class (a
+    # classmethod, bound to the class) or the instance (a method). Protocols again: mypy
+    # does not check the first parameter of a `Concatenate` in a self type.
+
+    class _ClassCall(Protocol[S_contra, P2, R_co]):
+        def __call__(self, owner: type[S_contra], /, *args: P2.args, **kwargs: P2.kwargs) -> Any: ...
+        @property
+        def _map_result(self) -> R_co: ...
+
+    class _MethodCall(Protocol[S_contra, P2, R_co]):
+        def __call__(self, instance: S_contra, /, *args: P2.args, **kwargs: P2.kwargs) -> Any: ...
+        @property
+        def _map_result(self) -> R_co: ...
+
+    class _Takes1(Protocol[A1_contra, R_co]):
+        def __call__(self, item: A1_contra, /) -> Any: ...
+        @property
+        def _map_result(self) -> R_co: ...
+
+    class _Takes2(Protocol[A1_contra, A2_contra, R_co]):
+        def __call__(self, item: A1_contra, item2: A2_contra, /) -> Any: ...
+        @property
+        def _map_result(self) -> R_co: ...
+
+    class _Takes3(Protocol[A1_contra, A2_contra, A3_contra, R_co]):
+        def __call__(self, item: A1_contra, item2: A2_contra, item3: A3_contra, /) -> Any: ...
+        @property
+        def _map_result(self) -> R_co: ...
 
 
 class _CallOverrides(TypedDict, total=False):
@@ -184,6 +226,12 @@ class _MapMethods(Generic[P, R]):
 
     __wrapped__: Callable[..., R]
 
+    if TYPE_CHECKING:
+
+        @property
+        def _map_result(self) -> R:
+            """What each item gives in a map (the awaited value, for an `async def` function)."""
+
     def _settings(self) -> tuple[PoolConfig, MapOptions, str]:
         raise NotImplementedError
 
@@ -196,15 +244,15 @@ class _MapMethods(Generic[P, R]):
 
     @overload
     def map(
-        self: _MapMethods[[T1], R], items: Iterable[T1], /, *, stats: Literal[True], **overrides: Unpack[_CallOverrides]
+        self: _Takes1[T1, R], items: Iterable[T1], /, *, stats: Literal[True], **overrides: Unpack[_CallOverrides]
     ) -> ResultList[R]: ...
 
     @overload
-    def map(self: _MapMethods[[T1], R], items: Iterable[T1], /, **overrides: Unpack[MapOverrides]) -> list[R]: ...
+    def map(self: _Takes1[T1, R], items: Iterable[T1], /, **overrides: Unpack[MapOverrides]) -> list[R]: ...
 
     @overload
     def map(
-        self: _MapMethods[[T1, T2], R],
+        self: _Takes2[T1, T2, R],
         items: Iterable[T1],
         items2: Iterable[T2],
         /,
@@ -215,12 +263,12 @@ class _MapMethods(Generic[P, R]):
 
     @overload
     def map(
-        self: _MapMethods[[T1, T2], R], items: Iterable[T1], items2: Iterable[T2], /, **overrides: Unpack[MapOverrides]
+        self: _Takes2[T1, T2, R], items: Iterable[T1], items2: Iterable[T2], /, **overrides: Unpack[MapOverrides]
     ) -> list[R]: ...
 
     @overload
     def map(
-        self: _MapMethods[[T1, T2, T3], R],
+        self: _Takes3[T1, T2, T3, R],
         items: Iterable[T1],
         items2: Iterable[T2],
         items3: Iterable[T3],
@@ -232,7 +280,7 @@ class _MapMethods(Generic[P, R]):
 
     @overload
     def map(
-        self: _MapMethods[[T1, T2, T3], R],
+        self: _Takes3[T1, T2, T3, R],
         items: Iterable[T1],
         items2: Iterable[T2],
         items3: Iterable[T3],
@@ -279,16 +327,16 @@ class _MapMethods(Generic[P, R]):
         return self._collect(items, overrides, star=True)
 
     @overload
-    def imap(self: _MapMethods[[T1], R], items: Iterable[T1], /, **overrides: Unpack[MapOverrides]) -> Iterator[R]: ...
+    def imap(self: _Takes1[T1, R], items: Iterable[T1], /, **overrides: Unpack[MapOverrides]) -> Iterator[R]: ...
 
     @overload
     def imap(
-        self: _MapMethods[[T1, T2], R], items: Iterable[T1], items2: Iterable[T2], /, **overrides: Unpack[MapOverrides]
+        self: _Takes2[T1, T2, R], items: Iterable[T1], items2: Iterable[T2], /, **overrides: Unpack[MapOverrides]
     ) -> Iterator[R]: ...
 
     @overload
     def imap(
-        self: _MapMethods[[T1, T2, T3], R],
+        self: _Takes3[T1, T2, T3, R],
         items: Iterable[T1],
         items2: Iterable[T2],
         items3: Iterable[T3],
@@ -335,17 +383,17 @@ class _MapMethods(Generic[P, R]):
 
     @overload
     def imap_unordered(
-        self: _MapMethods[[T1], R], items: Iterable[T1], /, **overrides: Unpack[MapOverrides]
+        self: _Takes1[T1, R], items: Iterable[T1], /, **overrides: Unpack[MapOverrides]
     ) -> Iterator[R]: ...
 
     @overload
     def imap_unordered(
-        self: _MapMethods[[T1, T2], R], items: Iterable[T1], items2: Iterable[T2], /, **overrides: Unpack[MapOverrides]
+        self: _Takes2[T1, T2, R], items: Iterable[T1], items2: Iterable[T2], /, **overrides: Unpack[MapOverrides]
     ) -> Iterator[R]: ...
 
     @overload
     def imap_unordered(
-        self: _MapMethods[[T1, T2, T3], R],
+        self: _Takes3[T1, T2, T3, R],
         items: Iterable[T1],
         items2: Iterable[T2],
         items3: Iterable[T3],
@@ -375,7 +423,7 @@ class _MapMethods(Generic[P, R]):
 
     @overload
     def map_async(
-        self: _MapMethods[[T1], R],
+        self: _Takes1[T1, R],
         items: Iterable[T1],
         /,
         *,
@@ -387,7 +435,7 @@ class _MapMethods(Generic[P, R]):
 
     @overload
     def map_async(
-        self: _MapMethods[[T1], R],
+        self: _Takes1[T1, R],
         items: Iterable[T1],
         /,
         *,
@@ -398,7 +446,7 @@ class _MapMethods(Generic[P, R]):
 
     @overload
     def map_async(
-        self: _MapMethods[[T1, T2], R],
+        self: _Takes2[T1, T2, R],
         items: Iterable[T1],
         items2: Iterable[T2],
         /,
@@ -411,7 +459,7 @@ class _MapMethods(Generic[P, R]):
 
     @overload
     def map_async(
-        self: _MapMethods[[T1, T2], R],
+        self: _Takes2[T1, T2, R],
         items: Iterable[T1],
         items2: Iterable[T2],
         /,
@@ -423,7 +471,7 @@ class _MapMethods(Generic[P, R]):
 
     @overload
     def map_async(
-        self: _MapMethods[[T1, T2, T3], R],
+        self: _Takes3[T1, T2, T3, R],
         items: Iterable[T1],
         items2: Iterable[T2],
         items3: Iterable[T3],
@@ -437,7 +485,7 @@ class _MapMethods(Generic[P, R]):
 
     @overload
     def map_async(
-        self: _MapMethods[[T1, T2, T3], R],
+        self: _Takes3[T1, T2, T3, R],
         items: Iterable[T1],
         items2: Iterable[T2],
         items3: Iterable[T3],
@@ -497,18 +545,16 @@ class _MapMethods(Generic[P, R]):
         return AsyncResult(lambda: self._run_to_list(*job), callback, error_callback, cancel=job[0].cancel)
 
     @overload
+    def aimap(self: _Takes1[T1, R], items: _Input[T1], /, **overrides: Unpack[MapOverrides]) -> AsyncMapIterator[R]: ...
+
+    @overload
     def aimap(
-        self: _MapMethods[[T1], R], items: _Input[T1], /, **overrides: Unpack[MapOverrides]
+        self: _Takes2[T1, T2, R], items: _Input[T1], items2: _Input[T2], /, **overrides: Unpack[MapOverrides]
     ) -> AsyncMapIterator[R]: ...
 
     @overload
     def aimap(
-        self: _MapMethods[[T1, T2], R], items: _Input[T1], items2: _Input[T2], /, **overrides: Unpack[MapOverrides]
-    ) -> AsyncMapIterator[R]: ...
-
-    @overload
-    def aimap(
-        self: _MapMethods[[T1, T2, T3], R],
+        self: _Takes3[T1, T2, T3, R],
         items: _Input[T1],
         items2: _Input[T2],
         items3: _Input[T3],
@@ -557,17 +603,17 @@ class _MapMethods(Generic[P, R]):
 
     @overload
     def aimap_unordered(
-        self: _MapMethods[[T1], R], items: _Input[T1], /, **overrides: Unpack[MapOverrides]
+        self: _Takes1[T1, R], items: _Input[T1], /, **overrides: Unpack[MapOverrides]
     ) -> AsyncMapIterator[R]: ...
 
     @overload
     def aimap_unordered(
-        self: _MapMethods[[T1, T2], R], items: _Input[T1], items2: _Input[T2], /, **overrides: Unpack[MapOverrides]
+        self: _Takes2[T1, T2, R], items: _Input[T1], items2: _Input[T2], /, **overrides: Unpack[MapOverrides]
     ) -> AsyncMapIterator[R]: ...
 
     @overload
     def aimap_unordered(
-        self: _MapMethods[[T1, T2, T3], R],
+        self: _Takes3[T1, T2, T3, R],
         items: _Input[T1],
         items2: _Input[T2],
         items3: _Input[T3],
@@ -792,13 +838,24 @@ class ParallelFunction(_MapMethods[P, R], _FunctionWrapper):
 
         def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
+        # How a type checker binds it: a classmethod (its first parameter takes the class)
+        # to the class, a method to the instance, and anything else (the class's own
+        # attribute, a staticmethod) not at all.
+        @overload
+        def __get__(
+            self: _ClassCall[S, P2, R], instance: Union[S, None], owner: type[S]
+        ) -> _BoundParallelFunction[P2, R]: ...
+
         @overload
         def __get__(self, instance: None, owner: Union[type[Any], None] = None) -> ParallelFunction[P, R]: ...
 
         @overload
         def __get__(
-            self: ParallelFunction[Concatenate[S, P2], R], instance: S, owner: Union[type[Any], None] = None
+            self: _MethodCall[S, P2, R], instance: S, owner: Union[type[Any], None] = None
         ) -> _BoundParallelFunction[P2, R]: ...
+
+        @overload
+        def __get__(self, instance: object, owner: Union[type[Any], None] = None) -> ParallelFunction[P, R]: ...
 
         def __get__(self, instance: object, owner: Union[type[Any], None] = None) -> Any:
             """A method's binding: `obj.method` is the method bound to `obj` (wrapt's at run time)."""
@@ -853,12 +910,20 @@ if TYPE_CHECKING:
         def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...  # type: ignore[override]
 
         @overload
+        def __get__(
+            self: _ClassCall[S, P2, R], instance: Union[S, None], owner: type[S]
+        ) -> _BoundAsyncParallelFunction[P2, R]: ...
+
+        @overload
         def __get__(self, instance: None, owner: Union[type[Any], None] = None) -> AsyncParallelFunction[P, R]: ...
 
         @overload
         def __get__(
-            self: AsyncParallelFunction[Concatenate[S, P2], R], instance: S, owner: Union[type[Any], None] = None
+            self: _MethodCall[S, P2, R], instance: S, owner: Union[type[Any], None] = None
         ) -> _BoundAsyncParallelFunction[P2, R]: ...
+
+        @overload
+        def __get__(self, instance: object, owner: Union[type[Any], None] = None) -> AsyncParallelFunction[P, R]: ...
 
         def __get__(self, instance: object, owner: Union[type[Any], None] = None) -> Any: ...
 
@@ -866,20 +931,6 @@ if TYPE_CHECKING:
         """`obj.method` of a decorated `async def` method: a call gives the coroutine."""
 
         def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...  # type: ignore[override]
-
-    class _ParallelStaticMethod(ParallelFunction[P, R]):
-        """`@parallel` above `@staticmethod`: from the class or an instance, the function unbound."""
-
-        def __get__(  # type: ignore[override]
-            self, instance: object, owner: Union[type[Any], None] = None
-        ) -> _BoundParallelFunction[P, R]: ...
-
-    class _ParallelClassMethod(ParallelFunction[P, R]):
-        """`@parallel` above `@classmethod`: from the class or an instance, bound to the class."""
-
-        def __get__(  # type: ignore[override]
-            self, instance: object, owner: Union[type[Any], None] = None
-        ) -> _BoundParallelFunction[P, R]: ...
 
 
 def _import_by_name(module: str, qualname: str) -> Any:
@@ -904,41 +955,25 @@ class _Decorator:
     def __call__(self, function: Callable[[Any], Never], /) -> ParallelFunction[[Any], Any]: ...  # type: ignore[overload-overlap]  # pyright: ignore[reportOverlappingOverload]
 
     @overload
-    def __call__(self, function: staticmethod[P, R], /) -> _ParallelStaticMethod[P, R]: ...  # type: ignore[overload-overlap]
-
-    @overload
-    def __call__(self, function: classmethod[Any, P, R], /) -> _ParallelClassMethod[P, R]: ...
-
-    @overload
     def __call__(self, function: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncParallelFunction[P, R]: ...
 
     @overload
     def __call__(self, function: Callable[P, R], /) -> ParallelFunction[P, R]: ...
 
-    def __call__(self, function: Callable[..., Any], /) -> ParallelFunction[Any, Any]:  # type: ignore[misc]
+    def __call__(self, function: Callable[..., Any], /) -> ParallelFunction[Any, Any]:
         decorated: ParallelFunction[Any, Any] = parallel(function, **self._settings)
         return decorated
 
 
 # The overloads, in the order a type checker tries them: a lambda (whose result a checker
-# cannot know: `Never` is what an unannotated `lambda x: ...` returns to it), the method
-# kinds, `async def` functions, any other callable, and the options-only form.
+# cannot know: `Never` is what an unannotated `lambda x: ...` returns to it, and its item
+# is then `Any`, not unknown), `async def` functions, any other callable, and the
+# options-only form. Type checkers see `@staticmethod` and `@classmethod` below `@parallel`
+# as the plain function (they special-case both), so `__get__` tells them apart.
 @overload
 def parallel(  # type: ignore[overload-overlap]
     function: Callable[[Any], Never], /, **settings: Unpack[ParallelOptions]
 ) -> ParallelFunction[[Any], Any]: ...  # pyright: ignore[reportOverlappingOverload]
-
-
-@overload
-def parallel(  # type: ignore[overload-overlap]
-    function: staticmethod[P, R], /, **settings: Unpack[ParallelOptions]
-) -> _ParallelStaticMethod[P, R]: ...
-
-
-@overload
-def parallel(
-    function: classmethod[Any, P, R], /, **settings: Unpack[ParallelOptions]
-) -> _ParallelClassMethod[P, R]: ...
 
 
 @overload
@@ -955,7 +990,7 @@ def parallel(function: Callable[P, R], /, **settings: Unpack[ParallelOptions]) -
 def parallel(function: None = None, /, **settings: Unpack[ParallelOptions]) -> _Decorator: ...
 
 
-def parallel(  # type: ignore[misc]  # a classmethod is no Callable, yet runs: see the overloads
+def parallel(
     function: Union[Callable[..., Any], None] = None, /, **settings: Unpack[ParallelOptions]
 ) -> Union[ParallelFunction[Any, Any], _Decorator]:
     """Make ``function`` runnable in parallel: ``@parallel``, ``@parallel(...)`` or ``parallel(fn, ...)``.
