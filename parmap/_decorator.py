@@ -224,9 +224,12 @@ class _MapMethods(Generic[P, R]):
     (more are accepted, typed `Any`), and `map(..., stats=True)` as a [ResultList][].
     """
 
-    __wrapped__: Callable[..., R]
-
     if TYPE_CHECKING:
+        # A property, not an annotation: any annotation in the class body (even one never
+        # run) gives the class an `__annotations__`, which would shadow the function's
+        # that the proxy passes through.
+        @property
+        def __wrapped__(self) -> Callable[..., R]: ...
 
         @property
         def _map_result(self) -> R:

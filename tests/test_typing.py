@@ -9,14 +9,18 @@ dev extra). A changed snapshot is rewritten by running the checker as the test d
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
+
+import parmap
 
 HERE = Path(__file__).parent / "typing"
 ROOT = HERE.parent.parent
@@ -104,3 +108,37 @@ def test_pyright_reveals_the_snapshot(config: str) -> None:
     reported = pyright_report(config)
     assert reported == (HERE / "map_types.pyright.out").read_text().splitlines()
     assert _reported_lines(reported, "error") == set(ERROR_LINES), "pyright reports exactly the marked errors"
+
+
+PUBLIC_METHODS = [
+    "map",
+    "imap",
+    "imap_unordered",
+    "starmap",
+    "map_async",
+    "starmap_async",
+    "aimap",
+    "aimap_unordered",
+    "last_stats",
+]
+
+
+def test_annotations_evaluate_at_run_time() -> None:
+    """`typing.get_type_hints` works on `parallel` and the map methods on every Python: no
+    annotation names something only a type checker imports (`Unpack` before 3.11, a
+    `ParamSpec` on 3.9, a `X | None` union on 3.9)."""
+    hints = typing.get_type_hints(parmap.parallel)
+    assert set(hints) == {"function", "settings", "return"}
+    for name in PUBLIC_METHODS:
+        assert "return" in typing.get_type_hints(getattr(parmap.ParallelFunction, name)), name
+    assert typing.get_origin(typing.get_type_hints(parmap.ParallelFunction.map)["return"]) is list
+
+
+def test_the_decorated_object_keeps_the_signature_at_run_time() -> None:
+    @parmap.parallel
+    def scale(value: int, factor: float = 1.0) -> float:
+        return value * factor
+
+    assert str(inspect.signature(scale)) == "(value: 'int', factor: 'float' = 1.0) -> 'float'"
+    assert scale.__annotations__ == {"value": "int", "factor": "float", "return": "float"}  # the function's
+    assert typing.get_type_hints(scale) == {"value": int, "factor": float, "return": float}
