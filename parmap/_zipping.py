@@ -130,7 +130,8 @@ def zip_inputs(name: str, inputs: Sequence[Any], *, allow_async: bool = False) -
             has_async = True
         elif not hasattr(source, "__iter__") and not hasattr(source, "__getitem__"):
             kind = "an iterable or async iterable" if allow_async else "an iterable"
-            raise TypeError(f"{name}() needs {kind} for each input; input {position} is {type(source).__name__}")
+            hint = "; a callback is passed by keyword (callback=...)" if callable(source) else ""
+            raise TypeError(f"{name}() needs {kind} for each input; input {position} is {type(source).__name__}{hint}")
     if has_async:
         return AsyncZip(inputs)
     if all(type(source) in _SEQUENCE_TYPES for source in inputs):
