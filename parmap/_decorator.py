@@ -234,6 +234,7 @@ class _MapMethods(Generic[P, R]):
         @property
         def _map_result(self) -> R:
             """What each item gives in a map (the awaited value, for an `async def` function)."""
+            ...
 
     def _settings(self) -> tuple[PoolConfig, MapOptions, str]:
         raise NotImplementedError
@@ -425,7 +426,7 @@ class _MapMethods(Generic[P, R]):
         return self._stream(items, overrides, ordered=False, star=False)
 
     @overload
-    def map_async(
+    def map_async(  # pyright: ignore[reportOverlappingOverload]  # a ResultList is a list[R]
         self: _Takes1[T1, R],
         items: Iterable[T1],
         /,
@@ -448,7 +449,7 @@ class _MapMethods(Generic[P, R]):
     ) -> AsyncResult[list[R]]: ...
 
     @overload
-    def map_async(
+    def map_async(  # pyright: ignore[reportOverlappingOverload]  # a ResultList is a list[R]
         self: _Takes2[T1, T2, R],
         items: Iterable[T1],
         items2: Iterable[T2],
@@ -473,7 +474,7 @@ class _MapMethods(Generic[P, R]):
     ) -> AsyncResult[list[R]]: ...
 
     @overload
-    def map_async(
+    def map_async(  # pyright: ignore[reportOverlappingOverload]  # a ResultList is a list[R]
         self: _Takes3[T1, T2, T3, R],
         items: Iterable[T1],
         items2: Iterable[T2],
@@ -928,7 +929,9 @@ if TYPE_CHECKING:
         @overload
         def __get__(self, instance: object, owner: Union[type[Any], None] = None) -> AsyncParallelFunction[P, R]: ...
 
-        def __get__(self, instance: object, owner: Union[type[Any], None] = None) -> Any: ...
+        def __get__(  # pyright: ignore[reportIncompatibleMethodOverride]  # the same bindings, async
+            self, instance: object, owner: Union[type[Any], None] = None
+        ) -> Any: ...
 
     class _BoundAsyncParallelFunction(_BoundParallelFunction[P, R]):
         """`obj.method` of a decorated `async def` method: a call gives the coroutine."""
