@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from ._async_maps import AsyncMapIterator
 from ._decorator import ParallelFunction, parallel
+from ._install_check import warn_if_clashing
 from ._registry import shutdown
 from ._reporting import report_progress
 from ._result import AsyncResult
+from ._scope import config
 from ._seeding import item_numpy_rng, item_rng
 from ._state import shared, worker_state
 from ._stats import RunStats, WorkerStats
@@ -24,6 +26,7 @@ from .errors import (
     CheckpointMismatchError,
     InitializerError,
     ParmapError,
+    ParmapInstallWarning,
     PoolClosedError,
     PoolStartError,
     RemoteTraceback,
@@ -45,6 +48,7 @@ __all__ = [
     "InitializerError",
     "ParallelFunction",
     "ParmapError",
+    "ParmapInstallWarning",
     "PoolClosedError",
     "PoolStartError",
     "RemoteTraceback",
@@ -55,6 +59,7 @@ __all__ = [
     "TaskTimeoutError",
     "WorkerLostError",
     "WorkerStats",
+    "config",
     "item_numpy_rng",
     "item_rng",
     "parallel",
@@ -72,3 +77,5 @@ for _name in __all__:
         except (AttributeError, TypeError):
             pass
 del _name, _object
+
+warn_if_clashing()

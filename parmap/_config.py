@@ -29,6 +29,21 @@ BACKEND_NAMES = ("process", "thread", "serial", "dask")
 START_METHODS = ("fork", "spawn", "forkserver")
 CHECKPOINT_MODES = ("resume", "overwrite")
 
+#: The options that pick a pool: given to `@parallel(...)` or `parmap.config(...)`, never
+#: to a map call (a per-call value would need a pool of its own for that call). The error
+#: for one given to a map call says where it goes (see [parmap._advice][]).
+POOL_OPTIONS = (
+    "workers",
+    "backend",
+    "start_method",
+    "initializer",
+    "initargs",
+    "max_worker_memory",
+    "address",
+    "client",
+    "inner_threads",
+)
+
 Chunksize = Union[int, Literal["auto"]]
 ProgressOption = Union[bool, Mapping[str, Any]]
 
@@ -224,13 +239,31 @@ class MapOptions:
     #: (see [parmap._sharing][]); never compared (it may be an array).
     shared: Any = dataclasses.field(default=NO_SHARED, compare=False)
 
-    def replace(self, overrides: Mapping[str, Any]) -> MapOptions:
-        """Return a copy with ``overrides`` applied and validated."""
+    def replace(
+        self, overrides: Mapping[str, Any], *, label: str = "the function", function: Callable[..., Any] | None = None
+    ) -> MapOptions:
+        """Return a copy with ``overrides`` applied and validated.
+
+        `label` and `function` name the decorated function in the error for an unknown
+        option (its parameters tell a misplaced argument of the function from a typo).
+
+        Raises:
+            TypeError: an option is unknown (a pool option, a misspelt option or an
+                argument of the function: the message says which, and the fix), or has
+                the wrong type.
+            ValueError: an option has the right type but an unusable value.
+        """
         if not overrides:
             return self
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        per_call = [f.name for f in dataclasses.fields(self)]
+        unknown = set(overrides) - set(per_call)
         if unknown:
-            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+            from ._advice import unknown_call_options
+
+            given = {name: overrides[name] for name in unknown}
+            raise TypeError(
+                unknown_call_options(given, label=label, function=function, per_call=per_call, pool=POOL_OPTIONS)
+            )
         return dataclasses.replace(self, **validate_map_options(overrides))
 
 
@@ -325,58 +358,101 @@ def validate_chunksize(value: object) -> Chunksize:
 def validate_progress(value: object) -> ProgressOption:
     """``True``, ``False`` or a dict of keyword arguments that ``tqdm`` accepts.
 
+    The dict may also hold ``tqdm_class``: the bar's class, ``tqdm.std.tqdm`` or a subclass
+    of it (``tqdm.rich.tqdm``, ``tqdm.notebook.tqdm``, your own), instead of ``tqdm.auto``'s.
+    The other keys are checked against that class's keywords.
+
     Raises:
-        TypeError: ``value`` is of another type, or names a key ``tqdm`` does not take
+        TypeError: ``value`` is of another type, names a key the bar's class does not take
             (checked here, at decoration or call time, rather than when the bar opens in
-            the job's thread, which for ``map_async`` is a background thread).
+            the job's thread, which for ``map_async`` is a background thread), or has a
+            ``tqdm_class`` that is not ``tqdm.std.tqdm`` or a subclass of it.
     """
     if isinstance(value, bool):
         return value
     if isinstance(value, Mapping):
         if not all(isinstance(key, str) for key in value):
             raise TypeError("progress must be a bool or a dict of tqdm keyword arguments (str keys)")
-        unknown = sorted(set(value) - tqdm_keywords())
+        bar_class = validate_tqdm_class(value["tqdm_class"]) if "tqdm_class" in value else None
+        unknown = sorted(set(value) - tqdm_keywords(bar_class))
         if unknown:
-            raise TypeError(_unknown_progress_keys_message(unknown))
+            raise TypeError(_unknown_progress_keys_message(unknown, bar_class))
         return dict(value)
     raise TypeError(f"progress must be a bool or a dict of tqdm keyword arguments, got {type(value).__name__}")
 
 
+def validate_tqdm_class(value: object) -> type:
+    """The ``tqdm_class`` of a ``progress=`` dict: ``tqdm.std.tqdm`` or a subclass of it.
+
+    Raises:
+        TypeError: ``value`` is not such a class (an instance, a function, another class).
+    """
+    import tqdm.std
+
+    if not (isinstance(value, type) and issubclass(value, tqdm.std.tqdm)):
+        raise TypeError(
+            "progress's tqdm_class must be tqdm.std.tqdm or a subclass of it (tqdm.auto.tqdm, "
+            f"tqdm.rich.tqdm, tqdm.notebook.tqdm, your own), got {value!r}"
+        )
+    return value
+
+
 #: Keywords of tqdm's bar that the progress option may not set: parmap drives the bar with
 #: ``update()``, so an iterable given here would never be iterated.
-_PROGRESS_RESERVED = frozenset({"self", "iterable", "kwargs"})
+_PROGRESS_RESERVED = frozenset({"self", "iterable", "args", "kwargs"})
 
-#: Keywords the bar ``tqdm.auto`` picks in a notebook takes on top of ``tqdm.std.tqdm``'s
-#: (``tqdm.notebook.tqdm`` pops them from ``**kwargs``, so no signature shows them).
-_PROGRESS_NOTEBOOK_KEYWORDS = frozenset({"display"})
+#: Keys of a ``progress=`` dict that are parmap's own, not the bar's: the bar's class.
+_PROGRESS_OWN_KEYWORDS = frozenset({"tqdm_class"})
+
+#: Keywords that tqdm's own bar classes pop from ``**kwargs`` (so no signature shows them),
+#: by class. ``tqdm.notebook``'s are always accepted: ``tqdm.auto`` picks it in a notebook.
+_PROGRESS_POPPED_KEYWORDS = {
+    "tqdm.notebook.tqdm_notebook": frozenset({"display"}),
+    "tqdm.rich.tqdm_rich": frozenset({"progress", "options"}),
+}
 
 
-@functools.cache
-def tqdm_keywords() -> frozenset[str]:
-    """The keyword arguments a ``progress=`` dict may hold: ``tqdm.std.tqdm``'s own parameters.
+@functools.lru_cache(maxsize=64)
+def tqdm_keywords(bar_class: type | None = None) -> frozenset[str]:
+    """The keys a ``progress=`` dict may hold for bars of ``bar_class`` (default: ``tqdm.auto``'s).
 
-    Read from tqdm's signature once, on the first dict given, so that a bar-less program
-    never imports tqdm and a new tqdm release's parameters are accepted as they come.
+    ``tqdm.std.tqdm``'s own parameters, ``tqdm_class``, the keywords ``tqdm.notebook``
+    takes, and those each class between ``bar_class`` and ``tqdm.std.tqdm`` names in its
+    ``__init__`` or pops from its ``**kwargs`` (``token=`` of ``tqdm.contrib.telegram``,
+    ``options=`` of ``tqdm.rich``). Read from the signatures once per class, on the first
+    dict given, so that a bar-less program never imports tqdm and a new tqdm release's
+    parameters are accepted as they come.
     """
     import inspect
 
     import tqdm.std
 
     names = set(inspect.signature(tqdm.std.tqdm.__init__).parameters)
-    return frozenset(names - _PROGRESS_RESERVED | _PROGRESS_NOTEBOOK_KEYWORDS)
+    names |= _PROGRESS_OWN_KEYWORDS | _PROGRESS_POPPED_KEYWORDS["tqdm.notebook.tqdm_notebook"]
+    for klass in bar_class.__mro__ if bar_class is not None else ():
+        if klass is tqdm.std.tqdm:
+            break
+        names |= _PROGRESS_POPPED_KEYWORDS.get(f"{klass.__module__}.{klass.__qualname__}", frozenset())
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            names.update(
+                name
+                for name, parameter in inspect.signature(init).parameters.items()
+                if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+            )
+    return frozenset(names - _PROGRESS_RESERVED)
 
 
-def _unknown_progress_keys_message(unknown: list[str]) -> str:
+def _unknown_progress_keys_message(unknown: list[str], bar_class: type | None = None) -> str:
     import difflib  # only on this error
 
+    accepted = sorted(tqdm_keywords(bar_class))
     hints = []
     for key in unknown:
-        close = difflib.get_close_matches(key, sorted(tqdm_keywords()), n=1)
+        close = difflib.get_close_matches(key, accepted, n=1)
         hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
-    return (
-        f"progress got unknown tqdm keyword argument(s): {', '.join(hints)}; "
-        f"tqdm accepts {', '.join(sorted(tqdm_keywords()))}"
-    )
+    bar = "tqdm" if bar_class is None else f"{bar_class.__module__}.{bar_class.__qualname__}"
+    return f"progress got unknown tqdm keyword argument(s): {', '.join(hints)}; {bar} accepts {', '.join(accepted)}"
 
 
 def validate_timeout(value: object) -> float | None:

@@ -27,6 +27,7 @@ from ._engine import Job, StopIterationEscape, surfaced
 from ._interrupts import counting_interrupts
 from ._progress import make_progress
 from ._result import AsyncResult
+from ._scope import Resolver
 from ._stats import RunStats
 from ._typing import ParamSpec, Unpack
 from ._zipping import zip_inputs
@@ -162,7 +163,11 @@ def _split_settings(settings: Mapping[str, Any]) -> tuple[PoolConfig, MapOptions
     """Validate decorator settings into the pool config and the default job options."""
     unknown = set(settings) - set(_POOL_KEYS) - set(_BACKEND_KEYS) - set(MapOverrides.__annotations__)
     if unknown:
-        raise TypeError(f"parallel() got unexpected option(s): {', '.join(sorted(unknown))}")
+        from ._advice import unknown_decorator_options  # only on this error
+
+        raise TypeError(
+            unknown_decorator_options(unknown, [*_POOL_KEYS, *_BACKEND_KEYS, *MapOverrides.__annotations__])
+        )
     backend_options = {key: settings[key] for key in _BACKEND_KEYS if settings.get(key) is not None}
     config = PoolConfig.build(
         backend=settings.get("backend", "process"),
@@ -652,8 +657,11 @@ class _MapMethods(Generic[P, R]):
     def _prepare(
         self, items: Iterable[Any], overrides: Mapping[str, Any], *, ordered: bool, star: bool, read_here: bool
     ) -> tuple[Job, MapOptions, int | None]:
-        config, defaults, name = self._settings()
-        options = defaults.replace(overrides)
+        config, defaults, bars_off = self._owner()._self_resolver.resolve()  # parmap.config(), PARMAP_*
+        name = self._settings()[2]
+        options = defaults.replace(overrides, label=name, function=self.__wrapped__)
+        if bars_off and options.progress is not False:
+            options = options.replace({"progress": False})
         is_async = self._owner()._self_is_async
         _check_concurrency(options, is_async, name)
         if not isinstance(items, AsyncSource):
@@ -826,6 +834,7 @@ class ParallelFunction(_MapMethods[P, R], _FunctionWrapper):
         self._self_config = config
         self._self_options = options
         self._self_settings = dict(settings)
+        self._self_resolver = Resolver(self._self_settings, config, options)
         self._self_last_stats: Union[RunStats, None] = None
         self._self_costs: dict[bool, CostEstimate] = {}  # per calling convention (map / starmap)
         target = getattr(function, "__func__", function)  # staticmethod / classmethod

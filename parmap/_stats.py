@@ -1,18 +1,39 @@
 """Run insights: what a job did and where its time went, as a small typed record.
 
-The engine feeds a :class:`StatsCollector` once per chunk (never per item, except for the
-per-item durations a ``stats=True`` job asks the workers to measure) and turns it into a
-frozen :class:`RunStats` when the job ends. ``print(stats)`` renders a compact table.
+The engine feeds a [StatsCollector][parmap._stats.StatsCollector] once per chunk (never per
+item, except for the per-item durations a ``stats=True`` job asks the workers to measure)
+and turns it into a frozen [RunStats][parmap.RunStats] when the job ends. ``print(stats)``
+renders a compact table, and a notebook shows an HTML table (``_repr_html_``); both say
+which times are sums over chunks, which overlap in time, so a sum may exceed the wall time.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import heapq
+import html
 from collections.abc import Sequence
+from typing import NamedTuple
 
 #: How many of the slowest items a record keeps.
 SLOWEST_KEPT = 5
+
+#: How the figures summed over chunks are marked, in the text and the HTML renderings.
+SUMMED = "summed over chunks"
+
+#: Why such a sum is not a share of the wall time, said once for both renderings.
+SUMMED_NOTE = "may exceed the wall time: chunks overlap"
+
+#: What the workers' table's `busy s` and `util` columns are.
+WORKER_COLUMNS_NOTE = "busy s: compute time summed over the worker's chunks; util: busy s / wall time"
+
+
+class _Figure(NamedTuple):
+    """One figure of a run, as both renderings show it."""
+
+    label: str
+    value: str
+    summed: bool  # a sum over chunks, not a span of wall time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,13 +43,19 @@ class WorkerStats:
     worker: str
     items: int
     chunks: int
-    busy_seconds: float
+    busy_seconds: float  # compute time, summed over the worker's chunks
     utilisation: float  # busy time / job wall time
 
 
 @dataclasses.dataclass(frozen=True)
 class RunStats:
-    """What one map did. Times are in seconds."""
+    """What one map did. Times are in seconds.
+
+    `wall_seconds` is the map's duration. `pickling_seconds`, `queue_seconds` and each
+    worker's `busy_seconds` are sums over chunks, which run at the same time: a sum can
+    exceed the wall time. `input_wait_seconds` is the total time spent reading the input.
+    `print(stats)` renders a compact table; a notebook shows it as an HTML table.
+    """
 
     wall_seconds: float
     items: int
@@ -44,15 +71,34 @@ class RunStats:
     resumed_items: int
     slowest_items: tuple[tuple[int, float], ...]  # (input index, seconds), slowest first
 
-    def __str__(self) -> str:
+    def _chunk_sizes_text(self) -> str:
         sizes = self.chunk_sizes
-        size_text = f"{min(sizes)}..{max(sizes)} (median {sorted(sizes)[len(sizes) // 2]})" if sizes else "-"
+        return f"{min(sizes)}..{max(sizes)} (median {sorted(sizes)[len(sizes) // 2]})" if sizes else "-"
+
+    def _figures(self) -> list[_Figure]:
+        """The run's figures after items, wall time and chunks, in the order both renderings show them."""
+        busy = sum(worker.busy_seconds for worker in self.workers)
+        return [
+            _Figure("pickling", f"{self.pickling_seconds:.3f} s", True),
+            _Figure("queued", f"{self.queue_seconds:.3f} s", True),
+            _Figure("worker busy", f"{busy:.3f} s", True),
+            _Figure("waiting on input", f"{self.input_wait_seconds:.3f} s", False),  # in total
+            _Figure("retries", str(self.retries), False),
+            _Figure("lost workers", str(self.lost_workers), False),
+            _Figure("timeouts", str(self.timeouts), False),
+            _Figure("resumed from checkpoint", str(self.resumed_items), False),
+        ]
+
+    def _slowest_text(self) -> str:
+        return ", ".join(f"#{index} {seconds:.3f} s" for index, seconds in self.slowest_items)
+
+    def __str__(self) -> str:
+        figures = self._figures()
         lines = [
-            f"parmap run: {self.items} items in {self.wall_seconds:.3f} s, {self.chunks} chunks of {size_text}",
-            f"  pickling {self.pickling_seconds:.3f} s | queued {self.queue_seconds:.3f} s | "
-            f"waiting on input {self.input_wait_seconds:.3f} s",
-            f"  retries {self.retries} | lost workers {self.lost_workers} | timeouts {self.timeouts} | "
-            f"resumed from checkpoint {self.resumed_items}",
+            f"parmap run: {self.items} items in {self.wall_seconds:.3f} s wall time, "
+            f"{self.chunks} chunks of {self._chunk_sizes_text()}",
+            f"  {SUMMED} ({SUMMED_NOTE}): " + " | ".join(f"{f.label} {f.value}" for f in figures if f.summed),
+            "  " + " | ".join(f"{f.label} {f.value}" for f in figures if not f.summed),
         ]
         if self.workers:
             width = max(len("worker"), *(len(w.worker) for w in self.workers))
@@ -61,10 +107,51 @@ class RunStats:
                 f"  {w.worker:<{width}}  {w.items:>8}  {w.chunks:>6}  {w.busy_seconds:>8.3f}  {w.utilisation:>5.0%}"
                 for w in self.workers
             )
+            lines.append(f"  ({WORKER_COLUMNS_NOTE})")
         if self.slowest_items:
-            slowest = ", ".join(f"#{index} {seconds:.3f} s" for index, seconds in self.slowest_items)
-            lines.append(f"  slowest items: {slowest}")
+            lines.append(f"  slowest items: {self._slowest_text()}")
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """The record as HTML tables, for Jupyter (every value escaped)."""
+
+        def cells(tag: str, *values: object, numeric: bool = False) -> str:
+            style = ' style="text-align: right"' if numeric else ""
+            return "".join(f"<{tag}{style}>{html.escape(str(value))}</{tag}>" for value in values)
+
+        rows = [
+            ("wall time", f"{self.wall_seconds:.3f} s", "from the call to the last result"),
+            ("items", str(self.items), ""),
+            ("chunks", f"{self.chunks} of {self._chunk_sizes_text()}", ""),
+            *((f.label, f.value, SUMMED if f.summed else "") for f in self._figures()),
+        ]
+        if self.slowest_items:
+            rows.append(("slowest items", self._slowest_text(), "input index and seconds, slowest first"))
+        caption = f"parmap run: {self.items} items in {self.wall_seconds:.3f} s; figures {SUMMED} {SUMMED_NOTE}"
+        parts = [
+            '<div class="parmap-run-stats">',
+            "<table>",
+            f"<caption>{html.escape(caption)}</caption>",
+            *(f"<tr>{cells('th', label)}{cells('td', value, note)}</tr>" for label, value, note in rows),
+            "</table>",
+        ]
+        if self.workers:
+            parts.extend(
+                [
+                    "<table>",
+                    f"<caption>{html.escape(WORKER_COLUMNS_NOTE)}</caption>",
+                    f"<tr>{cells('th', 'worker', 'items', 'chunks', 'busy s', 'util')}</tr>",
+                    *(
+                        f"<tr>{cells('td', w.worker)}"
+                        + cells("td", w.items, w.chunks, f"{w.busy_seconds:.3f}", f"{w.utilisation:.0%}", numeric=True)
+                        + "</tr>"
+                        for w in self.workers
+                    ),
+                    "</table>",
+                ]
+            )
+        parts.append("</div>")
+        return "\n".join(parts)
 
 
 class StatsCollector:

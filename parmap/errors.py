@@ -16,6 +16,9 @@ Hierarchy::
     ├── CheckpointMismatchError      a checkpoint file belongs to a different job
     └── CheckpointLockedError        another process holds the checkpoint's lock (also an ``OSError``)
 
+    ParmapInstallWarning             (a ``UserWarning``, not an error) the unrelated PyPI project
+                                     ``parmap`` is installed in the same place as this one
+
 A task's own exception is never wrapped: it reaches the caller with its own type,
 chained (``__cause__``) to a :class:`RemoteTraceback` holding the worker's traceback.
 """
@@ -32,6 +35,7 @@ __all__ = [
     "CheckpointMismatchError",
     "InitializerError",
     "ParmapError",
+    "ParmapInstallWarning",
     "PoolClosedError",
     "PoolStartError",
     "RemoteTraceback",
@@ -158,6 +162,16 @@ class CheckpointLockedError(ParmapError, OSError):
     ``sqlite3`` shell in a transaction, ...) for longer than the checkpoint's busy timeout.
 
     Also an ``OSError``, like every other reason a checkpoint file cannot be used.
+    """
+
+
+class ParmapInstallWarning(UserWarning):
+    """`import parmap` found the files of the unrelated PyPI project `parmap` beside this one.
+
+    Both projects use the import name `parmap`; installed in one environment, their files
+    overwrite each other, and uninstalling either deletes files of the other. The warning
+    names the files found; the repair is
+    `pip uninstall parmap parmap-decorator && pip install parmap-decorator`.
     """
 
 

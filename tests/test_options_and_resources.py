@@ -65,11 +65,12 @@ def test_every_tqdm_keyword_is_accepted() -> None:
 
     from parmap._config import tqdm_keywords
 
-    every = {name: None for name in tqdm_keywords() if name != "display"}
+    every = {name: None for name in tqdm_keywords() if name not in ("display", "tqdm_class")}
     task = parallel(tasks.square, backend="serial", progress=every)  # validation only: accepted
     assert task.map([2], progress={"disable": True, "display": False}) == [4]
     assert "mininterval" in tqdm_keywords()
-    assert tqdm_keywords() <= set(__import__("inspect").signature(tqdm.std.tqdm.__init__).parameters) | {"display"}
+    own = {"display", "tqdm_class"}
+    assert tqdm_keywords() <= set(__import__("inspect").signature(tqdm.std.tqdm.__init__).parameters) | own
 
 
 # ---------------------------------------------------------------- timeout= of any size (17)

@@ -165,3 +165,103 @@ def test_last_stats_of_an_imap_left_early() -> None:
     stats = task.last_stats()
     assert stats is not None
     assert 1 <= stats.items < 100
+
+
+# ---------------------------------------------------------------- renderings (issue 13, point 8)
+
+
+def _made_up_stats(worker: str = "4242") -> RunStats:
+    """A record with chosen figures: the sums over chunks exceed the wall time, as they may."""
+    return RunStats(
+        wall_seconds=1.0,
+        items=10,
+        chunks=4,
+        chunk_sizes=(3, 3, 3, 1),
+        workers=(
+            WorkerStats(worker=worker, items=6, chunks=2, busy_seconds=0.75, utilisation=0.75),
+            WorkerStats(worker="17", items=4, chunks=2, busy_seconds=0.5, utilisation=0.5),
+        ),
+        pickling_seconds=0.125,
+        queue_seconds=2.5,
+        input_wait_seconds=0.25,
+        retries=1,
+        lost_workers=0,
+        timeouts=2,
+        resumed_items=3,
+        slowest_items=((7, 0.5), (2, 0.25)),
+    )
+
+
+def test_summary_says_which_figures_are_sums_over_chunks() -> None:
+    lines = str(_made_up_stats()).splitlines()
+    assert lines[0] == "parmap run: 10 items in 1.000 s wall time, 4 chunks of 1..3 (median 3)"
+    summed = next(line for line in lines if "summed over chunks" in line)
+    assert "may exceed the wall time" in summed
+    assert "pickling 0.125 s" in summed
+    assert "queued 2.500 s" in summed  # 2.5 s of queueing in a 1 s run: chunks wait together
+    assert "worker busy 1.250 s" in summed  # the workers' busy times, added up
+    assert "waiting on input" not in summed
+    assert "waiting on input 0.250 s" in lines[2]
+    assert "timeouts 2" in lines[2]
+    assert any(
+        "busy s: compute time summed over the worker's chunks; util: busy s / wall time" in line for line in lines
+    )
+    assert lines[-1] == "  slowest items: #7 0.500 s, #2 0.250 s"
+
+
+def test_html_table_for_notebooks() -> None:
+    import html.parser
+
+    stats = _made_up_stats(worker="tcp://<host>&1")
+    page = stats._repr_html_()
+
+    class Cells(html.parser.HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.open: list[str] = []
+            self.rows: list[list[str]] = []
+            self.captions: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            self.open.append(tag)
+            if tag == "tr":
+                self.rows.append([])
+            if tag in ("td", "th"):
+                self.rows[-1].append("")
+            if tag == "caption":
+                self.captions.append("")
+
+        def handle_endtag(self, tag: str) -> None:
+            assert self.open.pop() == tag  # well nested
+
+        def handle_data(self, data: str) -> None:
+            if self.open and self.open[-1] in ("td", "th"):
+                self.rows[-1][-1] += data
+            elif self.open and self.open[-1] == "caption":
+                self.captions[-1] += data
+
+    parser = Cells()
+    parser.feed(page)
+    assert parser.open == []
+    rows = {row[0]: row[1:] for row in parser.rows}
+    assert rows["wall time"][0] == "1.000 s"
+    assert rows["items"][0] == "10"
+    assert rows["chunks"][0] == "4 of 1..3 (median 3)"
+    for label in ("pickling", "queued", "worker busy"):
+        assert rows[label][1] == "summed over chunks", label
+    assert rows["waiting on input"] == ["0.250 s", ""]
+    assert rows["resumed from checkpoint"][0] == "3"
+    assert rows["slowest items"][0] == "#7 0.500 s, #2 0.250 s"
+    assert rows["worker"] == ["items", "chunks", "busy s", "util"]
+    assert rows["tcp://<host>&1"] == ["6", "2", "0.750", "75%"]  # the name came through, escaped
+    assert "tcp://&lt;host&gt;&amp;1" in page
+    assert "<host>" not in page
+    assert any("may exceed the wall time" in caption for caption in parser.captions)
+
+
+def test_html_of_a_real_run() -> None:
+    stats = _stats_of(parallel(tasks.square, backend="serial").map(range(5), chunksize=2, stats=True))
+    page = stats._repr_html_()
+    assert page.startswith('<div class="parmap-run-stats">')
+    assert page.count("<table>") == 2
+    assert f"<td>{stats.chunks} of 1..2 (median 2)</td>" in page

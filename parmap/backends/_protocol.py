@@ -191,6 +191,9 @@ class AsyncCall:
     def __init__(self, function: Callable[[Any], Awaitable[Any]]) -> None:
         self.function = function
 
+    def __repr__(self) -> str:
+        return repr(self.function)  # errors name the caller's function, never this wrapper
+
     def __call__(self, item: Any) -> Awaitable[Any]:
         return self.function(item)
 

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _reducers, _seeding, _sharing, _state, _transport
-from ..errors import SerializationError
+from ..errors import PoolStartError, SerializationError
 from ._protocol import (
     CHUNK_ID,
     FRAME,
@@ -68,10 +68,14 @@ from ._protocol import (
 from ._resources import resident_bytes
 
 __all__ = [
+    "EXIT_UNGUARDED_MAIN",
+    "WORKER_NAME_PREFIX",
     "StarCall",
     "in_worker_process",
     "mark_worker_thread",
     "nesting_depth",
+    "refuse_pool_while_importing_main",
+    "unguarded_main_message",
     "worker_main",
 ]
 
@@ -80,6 +84,18 @@ _in_worker_process = False
 
 #: `prctl` option number of `PR_SET_PDEATHSIG` (linux/prctl.h).
 PR_SET_PDEATHSIG = 1
+
+#: How every worker process's name begins (`Process(name=...)`): under spawn and
+#: forkserver, multiprocessing sets the name before the child imports the main script, so
+#: a map called during that import knows it runs in a parmap worker.
+WORKER_NAME_PREFIX = "parmap-worker-"
+
+#: Exit code of a worker whose import of the main script started a process pool (a script
+#: without the `if __name__ == "__main__":` guard, under spawn or forkserver). The worker
+#: exits with it quietly, before any parmap code of its own ran, and the parent turns it
+#: into one `PoolStartError`. 78 is `EX_CONFIG` of BSD's sysexits.h ("something was found
+#: in an unconfigured or misconfigured state"); neither Python nor multiprocessing uses it.
+EXIT_UNGUARDED_MAIN = 78
 
 
 def nesting_depth() -> int:
@@ -97,6 +113,63 @@ def mark_worker_thread(depth: int) -> None:
     _nested.depth = depth
 
 
+def refuse_pool_while_importing_main(start_method: str | None) -> None:
+    """Stop a process pool from starting while this process still imports the main script.
+
+    Under spawn and forkserver each worker imports the main script before it runs any of
+    parmap's code; a script that calls a map outside `if __name__ == "__main__":` would
+    start a pool in every worker, and multiprocessing would print a long traceback from
+    each. Instead, a parmap worker exits at once, silently, with [EXIT_UNGUARDED_MAIN][],
+    which its parent reports as one [PoolStartError][parmap.PoolStartError] (see
+    [unguarded_main_message][]); any other process still importing its main script
+    (multiprocessing sets `_inheriting` on the current process for that time) gets that
+    error here.
+
+    Raises:
+        PoolStartError: this process is not a parmap worker and is still importing its
+            main script.
+    """
+    import multiprocessing.process  # already imported wherever a pool can start
+
+    current = multiprocessing.process.current_process()
+    if not getattr(current, "_inheriting", False):
+        return
+    if current.name.startswith(WORKER_NAME_PREFIX):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (AttributeError, OSError, ValueError):  # closed or replaced streams
+                pass
+        os._exit(EXIT_UNGUARDED_MAIN)
+    raise PoolStartError(unguarded_main_message(start_method))
+
+
+def unguarded_main_message(start_method: str | None) -> str:
+    """What to do when the main script starts a map as it is imported (one line).
+
+    `start_method` is the pool's (`None`: multiprocessing's default).
+    """
+    if start_method is None:
+        import multiprocessing
+
+        start_method = multiprocessing.get_start_method(allow_none=True)
+    method = "the spawn or forkserver start method" if start_method is None else f"the {start_method!r} start method"
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and getattr(spec, "name", None) not in (None, "__main__"):
+        script = f"the main module {spec.name!r}"
+    elif path:
+        script = f"the script {path}"
+    else:
+        script = "the main script"
+    return (
+        f"{script} starts a parallel map when it is imported: under {method} "
+        "every worker process imports the main script first, so the pool cannot start. Put the code "
+        'that runs the map under `if __name__ == "__main__":` (functions and imports may stay at module level)'
+    )
+
+
 class StarCall:
     """`fn(*item)`: what starmap ships, so the worker loop knows one calling convention."""
 
@@ -105,6 +178,9 @@ class StarCall:
 
     def __call__(self, item: Any) -> Any:
         return self.fn(*item)
+
+    def __repr__(self) -> str:
+        return repr(self.fn)  # errors name the caller's function, never this wrapper
 
 
 # --------------------------------------------------------------------------- child process

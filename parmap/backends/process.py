@@ -108,7 +108,13 @@ from ._protocol import (
     undecodable_error,
 )
 from ._resources import OomCounter, resident_bytes
-from ._worker import worker_main
+from ._worker import (
+    EXIT_UNGUARDED_MAIN,
+    WORKER_NAME_PREFIX,
+    refuse_pool_while_importing_main,
+    unguarded_main_message,
+    worker_main,
+)
 
 #: Functions a worker keeps unpickled; the manager evicts the least recently used beyond it.
 MAX_CACHED_FUNCTIONS = 32
@@ -377,8 +383,10 @@ class ProcessBackend(Backend):
 
         Raises:
             PoolStartError: a worker could not be started (e.g. too many open files); the
-                workers already started are stopped first.
+                workers already started are stopped first. Or this process is still
+                importing its main script (see [refuse_pool_while_importing_main][]).
         """
+        refuse_pool_while_importing_main(config.start_method)
         super().__init__(config)
         self._flags = _Flags()
         self._encode_prefix = ""
@@ -731,7 +739,7 @@ class _Manager(threading.Thread):
             inherited = parent_end.fileno() if method == "fork" else -1
             process = self.context.Process(  # type: ignore[attr-defined]
                 target=worker_main,
-                name=f"parmap-worker-{self._pool_id}.{number}",
+                name=f"{WORKER_NAME_PREFIX}{self._pool_id}.{number}",
                 args=(
                     child_end,
                     shared,
@@ -1006,6 +1014,9 @@ class _Manager(threading.Thread):
                 self._break(
                     InitializerError(f"the pool's initializer ended its worker process ({worker.describe_exit()})")
                 )
+                return
+            if worker.process.exitcode == EXIT_UNGUARDED_MAIN:
+                self._break(PoolStartError(unguarded_main_message(self.context.get_start_method())))
                 return
             self._failed_starts += 1
             if self._failed_starts >= MAX_FAILED_STARTS:
