@@ -4,7 +4,17 @@ The decorated object *is* the function for every purpose (calls, name, docstring
 ``inspect.signature``, ``__wrapped__``, binding as a method) and gains ``map``, ``imap``,
 ``imap_unordered``, ``starmap``, ``map_async``, ``starmap_async``, ``aimap`` and
 ``aimap_unordered``. It knows its :class:`PoolConfig` and default :class:`MapOptions`; the
-work itself is done by the engine on the pool the registry hands out.
+work itself is done by the engine on the pool the registry hands out. Each map takes one
+input per parameter, as the builtin ``map`` does; two or more are zipped by
+`parmap._zipping` and run as a starmap, one is passed on untouched.
+
+Typing: ``ParallelFunction[P, R]`` keeps the function's signature (``P``, a ``ParamSpec``)
+and result; the overloads type each map's inputs from it (up to three), ``map(...,
+stats=True)`` as a ``ResultList``, the binding of methods and classmethods (``__get__``),
+and ``async def`` functions (``AsyncParallelFunction``: a call gives the coroutine, a map
+the awaited values). All of it lives in annotations and ``TYPE_CHECKING`` blocks; what an
+annotation names at run time exists there (`parmap._typing`), so ``typing.get_type_hints``
+works on 3.9 too.
 
 An ``async def`` function is decorated the same way: its items are awaited on each worker's
 own event loop, ``concurrency`` at once (see `parmap.backends._async_tasks`). A generator
@@ -73,41 +83,47 @@ if TYPE_CHECKING:
     A1_contra = TypeVar("A1_contra", contravariant=True)
     A2_contra = TypeVar("A2_contra", contravariant=True)
     A3_contra = TypeVar("A3_contra", contravariant=True)
+    S_contra = TypeVar("S_contra", contravariant=True)
     R_co = TypeVar("R_co", covariant=True)
 
-    # What the typed maps ask of `self`: a decorated function that takes one item of each
-    # input (positionally), and the result type its maps give. The maps are typed through
-    # these protocols, not through `_MapMethods[[T1], R]`: mypy solves the item types from
-    # a callable protocol, but not from a ParamSpec's explicit parameter list.
-
-    S_contra = TypeVar("S_contra", contravariant=True)
-
-    # What `__get__` asks of `self` to bind it: a first parameter that takes the class (a
-    # classmethod, bound to the class) or the instance (a method). Protocols again: mypy
-    # does not check the first parameter of a `Concatenate` in a self type.
-
-    class _ClassCall(Protocol[S_contra, P2, R_co]):
-        def __call__(self, owner: type[S_contra], /, *args: P2.args, **kwargs: P2.kwargs) -> Any: ...
-        @property
-        def _map_result(self) -> R_co: ...
-
-    class _MethodCall(Protocol[S_contra, P2, R_co]):
-        def __call__(self, instance: S_contra, /, *args: P2.args, **kwargs: P2.kwargs) -> Any: ...
-        @property
-        def _map_result(self) -> R_co: ...
+    # The typed surface asks things of `self` through callable protocols, never through a
+    # ParamSpec's explicit parameters (`_MapMethods[[T1], R]`, `Concatenate[S, P2]`): mypy
+    # solves neither (it infers `Never` items, and it ignores a Concatenate's first type),
+    # while both checkers solve these. `_map_result` carries the maps' result type, which
+    # for an `async def` function is the awaited value, not what a call returns.
 
     class _Takes1(Protocol[A1_contra, R_co]):
+        """A function of one positional item: `map(xs)`."""
+
         def __call__(self, item: A1_contra, /) -> Any: ...
         @property
         def _map_result(self) -> R_co: ...
 
     class _Takes2(Protocol[A1_contra, A2_contra, R_co]):
+        """A function of two positional items: `map(xs, ys)`."""
+
         def __call__(self, item: A1_contra, item2: A2_contra, /) -> Any: ...
         @property
         def _map_result(self) -> R_co: ...
 
     class _Takes3(Protocol[A1_contra, A2_contra, A3_contra, R_co]):
+        """A function of three positional items: `map(xs, ys, zs)`."""
+
         def __call__(self, item: A1_contra, item2: A2_contra, item3: A3_contra, /) -> Any: ...
+        @property
+        def _map_result(self) -> R_co: ...
+
+    class _ClassCall(Protocol[S_contra, P2, R_co]):
+        """A function whose first parameter takes the class: a classmethod, bound to it."""
+
+        def __call__(self, owner: type[S_contra], /, *args: P2.args, **kwargs: P2.kwargs) -> Any: ...
+        @property
+        def _map_result(self) -> R_co: ...
+
+    class _MethodCall(Protocol[S_contra, P2, R_co]):
+        """A function whose first parameter takes the instance: a method, bound to it."""
+
+        def __call__(self, instance: S_contra, /, *args: P2.args, **kwargs: P2.kwargs) -> Any: ...
         @property
         def _map_result(self) -> R_co: ...
 
@@ -821,7 +837,12 @@ class _BoundParallelFunction(_MapMethods[P, R], _BoundFunctionWrapper):
 
 
 class ParallelFunction(_MapMethods[P, R], _FunctionWrapper):
-    """A function decorated with :func:`parallel`: callable as before, plus the map methods."""
+    """A function decorated with :func:`parallel`: callable as before, plus the map methods.
+
+    Generic in the function's parameters and result, as type checkers see it:
+    `ParallelFunction[[int], float]` for `def halve(value: int) -> float`, whose calls are
+    checked against `(value: int)` and whose `map` gives a `list[float]`.
+    """
 
     __bound_function_wrapper__ = _BoundParallelFunction
 
