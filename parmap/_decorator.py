@@ -4,7 +4,17 @@ The decorated object *is* the function for every purpose (calls, name, docstring
 ``inspect.signature``, ``__wrapped__``, binding as a method) and gains ``map``, ``imap``,
 ``imap_unordered``, ``starmap``, ``map_async``, ``starmap_async``, ``aimap`` and
 ``aimap_unordered``. It knows its :class:`PoolConfig` and default :class:`MapOptions`; the
-work itself is done by the engine on the pool the registry hands out.
+work itself is done by the engine on the pool the registry hands out. Each map takes one
+input per parameter, as the builtin ``map`` does; two or more are zipped by
+`parmap._zipping` and run as a starmap, one is passed on untouched.
+
+Typing: ``ParallelFunction[P, R]`` keeps the function's signature (``P``, a ``ParamSpec``)
+and result; the overloads type each map's inputs from it (up to three), ``map(...,
+stats=True)`` as a ``ResultList``, the binding of methods and classmethods (``__get__``),
+and ``async def`` functions (``AsyncParallelFunction``: a call gives the coroutine, a map
+the awaited values). All of it lives in annotations and ``TYPE_CHECKING`` blocks; what an
+annotation names at run time exists there (`parmap._typing`), so ``typing.get_type_hints``
+works on 3.9 too.
 
 An ``async def`` function is decorated the same way: its items are awaited on each worker's
 own event loop, ``concurrency`` at once (see `parmap.backends._async_tasks`). A generator
@@ -17,7 +27,7 @@ import importlib
 import inspect
 import os
 from collections.abc import AsyncIterable, Callable, Coroutine, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypedDict, TypeVar, Union, overload
 
 from . import _registry, _transport
 from ._async_maps import AsyncMapIterator, AsyncSource
@@ -29,11 +39,13 @@ from ._progress import make_progress
 from ._result import AsyncResult
 from ._scope import Resolver
 from ._stats import RunStats
+from ._typing import ParamSpec, Unpack
+from ._zipping import zip_inputs
 from .backends._protocol import AsyncCall
 from .backends._worker import StarCall
 
 if TYPE_CHECKING:
-    from typing_extensions import Unpack
+    from typing_extensions import Never
 
     class _FunctionWrapper:
         """What the type checker sees of wrapt's proxies, the same under wrapt 1 and 2.
@@ -54,12 +66,70 @@ else:
     from wrapt import BoundFunctionWrapper as _BoundFunctionWrapper
     from wrapt import FunctionWrapper as _FunctionWrapper
 
-T = TypeVar("T")
+#: The decorated function's parameters and result: the decorated object keeps its signature.
+P = ParamSpec("P")
 R = TypeVar("R")
+# In the typed surface only: a bound method's parameters, its instance, and the items of
+# each input of a map over several inputs (typed like the builtin `map`, up to three).
+P2 = ParamSpec("P2")
+S = TypeVar("S")
+T1 = TypeVar("T1")
+T2 = TypeVar("T2")
+T3 = TypeVar("T3")
+#: What `aimap` reads: a plain or an async iterable.
+_Input = Union[Iterable[T1], AsyncIterable[T1]]
+
+if TYPE_CHECKING:
+    A1_contra = TypeVar("A1_contra", contravariant=True)
+    A2_contra = TypeVar("A2_contra", contravariant=True)
+    A3_contra = TypeVar("A3_contra", contravariant=True)
+    S_contra = TypeVar("S_contra", contravariant=True)
+    R_co = TypeVar("R_co", covariant=True)
+
+    # The typed surface asks things of `self` through callable protocols, never through a
+    # ParamSpec's explicit parameters (`_MapMethods[[T1], R]`, `Concatenate[S, P2]`): mypy
+    # solves neither (it infers `Never` items, and it ignores a Concatenate's first type),
+    # while both checkers solve these. `_map_result` carries the maps' result type, which
+    # for an `async def` function is the awaited value, not what a call returns.
+
+    class _Takes1(Protocol[A1_contra, R_co]):
+        """A function of one positional item: `map(xs)`."""
+
+        def __call__(self, item: A1_contra, /) -> Any: ...
+        @property
+        def _map_result(self) -> R_co: ...
+
+    class _Takes2(Protocol[A1_contra, A2_contra, R_co]):
+        """A function of two positional items: `map(xs, ys)`."""
+
+        def __call__(self, item: A1_contra, item2: A2_contra, /) -> Any: ...
+        @property
+        def _map_result(self) -> R_co: ...
+
+    class _Takes3(Protocol[A1_contra, A2_contra, A3_contra, R_co]):
+        """A function of three positional items: `map(xs, ys, zs)`."""
+
+        def __call__(self, item: A1_contra, item2: A2_contra, item3: A3_contra, /) -> Any: ...
+        @property
+        def _map_result(self) -> R_co: ...
+
+    class _ClassCall(Protocol[S_contra, P2, R_co]):
+        """A function whose first parameter takes the class: a classmethod, bound to it."""
+
+        def __call__(self, owner: type[S_contra], /, *args: P2.args, **kwargs: P2.kwargs) -> Any: ...
+        @property
+        def _map_result(self) -> R_co: ...
+
+    class _MethodCall(Protocol[S_contra, P2, R_co]):
+        """A function whose first parameter takes the instance: a method, bound to it."""
+
+        def __call__(self, instance: S_contra, /, *args: P2.args, **kwargs: P2.kwargs) -> Any: ...
+        @property
+        def _map_result(self) -> R_co: ...
 
 
-class MapOverrides(TypedDict, total=False):
-    """Per-call options accepted by every map method (they override the decorator's)."""
+class _CallOverrides(TypedDict, total=False):
+    """The per-call options but `stats` (which the typed `map` overloads take on their own)."""
 
     chunksize: Union[int, Literal["auto"]]
     progress: Union[bool, Mapping[str, Any]]
@@ -72,9 +142,14 @@ class MapOverrides(TypedDict, total=False):
     seed: Union[int, None]
     checkpoint: Union[str, os.PathLike[str], None]
     checkpoint_mode: Literal["resume", "overwrite"]
-    stats: bool
     concurrency: int
     shared: Any
+
+
+class MapOverrides(_CallOverrides, total=False):
+    """Per-call options accepted by every map method (they override the decorator's)."""
+
+    stats: bool
 
 
 class ResultList(list[R]):
@@ -163,41 +238,156 @@ def _call_through(wrapped: Callable[..., Any], instance: object, args: tuple[Any
     return wrapped(*args, **kwargs)
 
 
-class _MapMethods(Generic[T, R]):
-    """The map methods, shared by the wrapper and its bound (method) form."""
+class _MapMethods(Generic[P, R]):
+    """The map methods, shared by the wrapper and its bound (method) form.
 
-    __wrapped__: Callable[..., R]
+    Each map takes one input per parameter of the function, as the builtin `map` does:
+    `f.map(xs)` calls `f(x)`, `f.map(xs, ys)` calls `f(x, y)` and stops at the shortest
+    input. The overloads type the items of up to three inputs from the function's parameters
+    (more are accepted, typed `Any`), and `map(..., stats=True)` as a [ResultList][].
+    """
+
+    if TYPE_CHECKING:
+        # A property, not an annotation: any annotation in the class body (even one never
+        # run) gives the class an `__annotations__`, which would shadow the function's
+        # that the proxy passes through.
+        @property
+        def __wrapped__(self) -> Callable[..., R]: ...
+
+        @property
+        def _map_result(self) -> R:
+            """What each item gives in a map (the awaited value, for an `async def` function)."""
+            ...
 
     def _settings(self) -> tuple[PoolConfig, MapOptions, str]:
         raise NotImplementedError
 
-    def _owner(self) -> ParallelFunction[T, R]:
+    def _owner(self) -> ParallelFunction[Any, R]:
         raise NotImplementedError
 
-    def last_stats(self) -> RunStats | None:
+    def last_stats(self) -> Union[RunStats, None]:
         """The :class:`RunStats` of this function's most recent finished map, if any."""
         return self._owner()._self_last_stats
 
-    def map(self, items: Iterable[T], **overrides: Unpack[MapOverrides]) -> list[R]:
+    @overload
+    def map(
+        self: _Takes1[T1, R], items: Iterable[T1], /, *, stats: Literal[True], **overrides: Unpack[_CallOverrides]
+    ) -> ResultList[R]: ...
+
+    @overload
+    def map(self: _Takes1[T1, R], items: Iterable[T1], /, **overrides: Unpack[MapOverrides]) -> list[R]: ...
+
+    @overload
+    def map(
+        self: _Takes2[T1, T2, R],
+        items: Iterable[T1],
+        items2: Iterable[T2],
+        /,
+        *,
+        stats: Literal[True],
+        **overrides: Unpack[_CallOverrides],
+    ) -> ResultList[R]: ...
+
+    @overload
+    def map(
+        self: _Takes2[T1, T2, R], items: Iterable[T1], items2: Iterable[T2], /, **overrides: Unpack[MapOverrides]
+    ) -> list[R]: ...
+
+    @overload
+    def map(
+        self: _Takes3[T1, T2, T3, R],
+        items: Iterable[T1],
+        items2: Iterable[T2],
+        items3: Iterable[T3],
+        /,
+        *,
+        stats: Literal[True],
+        **overrides: Unpack[_CallOverrides],
+    ) -> ResultList[R]: ...
+
+    @overload
+    def map(
+        self: _Takes3[T1, T2, T3, R],
+        items: Iterable[T1],
+        items2: Iterable[T2],
+        items3: Iterable[T3],
+        /,
+        **overrides: Unpack[MapOverrides],
+    ) -> list[R]: ...
+
+    @overload
+    def map(
+        self: _MapMethods[..., R],
+        items: Iterable[Any],
+        items2: Iterable[Any],
+        items3: Iterable[Any],
+        items4: Iterable[Any],
+        /,
+        *more: Iterable[Any],
+        **overrides: Unpack[MapOverrides],
+    ) -> list[R]: ...
+
+    def map(self, items: Iterable[Any], /, *more: Iterable[Any], **overrides: Unpack[MapOverrides]) -> list[R]:
         """Run the function on every item in parallel; return the results in input order.
+
+        With several inputs (`f.map(xs, ys)`), the function is called as `f(x, y)` with one
+        item of each, stopping at the shortest input, as the builtin `map` does.
 
         Raises the exception of the first failing item in input order (its own type, with
         the worker's traceback as ``__cause__``) unless ``return_exceptions=True``; an
         exception of the input iterator is raised once the items read before it have run.
 
-        Where the input is read: a list, tuple or range is sliced; any other iterable is
-        read in the calling thread, a chunk at a time, as ``Pool.map`` does (an SQLite
-        cursor works). ``map_async`` reads it in a background thread, in a copy of the
-        caller's ``contextvars`` context taken at the call.
+        Where the input is read: a list, tuple or range is sliced (several of them too);
+        any other iterable is read in the calling thread, a chunk at a time, as ``Pool.map``
+        does (an SQLite cursor works). ``map_async`` reads it in a background thread, in a
+        copy of the caller's ``contextvars`` context taken at the call.
+
+        Raises:
+            TypeError: an input is not iterable.
         """
+        if more:
+            return self._collect(self._zipped(items, more), overrides, star=True)
         return self._collect(items, overrides, star=False)
 
-    def starmap(self, items: Iterable[Iterable[Any]], **overrides: Unpack[MapOverrides]) -> list[R]:
+    def starmap(self, items: Iterable[Iterable[Any]], /, **overrides: Unpack[MapOverrides]) -> list[R]:
         """Like :meth:`map`, calling ``fn(*item)`` for functions of several arguments."""
         return self._collect(items, overrides, star=True)
 
-    def imap(self, items: Iterable[T], **overrides: Unpack[MapOverrides]) -> Iterator[R]:
+    @overload
+    def imap(self: _Takes1[T1, R], items: Iterable[T1], /, **overrides: Unpack[MapOverrides]) -> Iterator[R]: ...
+
+    @overload
+    def imap(
+        self: _Takes2[T1, T2, R], items: Iterable[T1], items2: Iterable[T2], /, **overrides: Unpack[MapOverrides]
+    ) -> Iterator[R]: ...
+
+    @overload
+    def imap(
+        self: _Takes3[T1, T2, T3, R],
+        items: Iterable[T1],
+        items2: Iterable[T2],
+        items3: Iterable[T3],
+        /,
+        **overrides: Unpack[MapOverrides],
+    ) -> Iterator[R]: ...
+
+    @overload
+    def imap(
+        self: _MapMethods[..., R],
+        items: Iterable[Any],
+        items2: Iterable[Any],
+        items3: Iterable[Any],
+        items4: Iterable[Any],
+        /,
+        *more: Iterable[Any],
+        **overrides: Unpack[MapOverrides],
+    ) -> Iterator[R]: ...
+
+    def imap(self, items: Iterable[Any], /, *more: Iterable[Any], **overrides: Unpack[MapOverrides]) -> Iterator[R]:
         """A lazy iterator of results in input order; reads the input a bounded window ahead.
+
+        Several inputs are zipped as by [map][parmap.ParallelFunction.map], lazily: a
+        generator is read only as far as the window needs.
 
         Every result before the first failing item is yielded before its exception is
         raised (as ``Pool.imap``); an exception of the input iterator is raised after every
@@ -210,36 +400,214 @@ class _MapMethods(Generic[T, R]):
         keep flowing while the input blocks; when the input stalls, the items read so far
         are sent at once. An input tied to the calling thread (an SQLite cursor) needs
         ``map``, or a list.
+
+        Raises:
+            TypeError: an input is not iterable.
         """
+        if more:
+            return self._stream(self._zipped(items, more), overrides, ordered=True, star=True)
         return self._stream(items, overrides, ordered=True, star=False)
 
-    def imap_unordered(self, items: Iterable[T], **overrides: Unpack[MapOverrides]) -> Iterator[R]:
+    @overload
+    def imap_unordered(
+        self: _Takes1[T1, R], items: Iterable[T1], /, **overrides: Unpack[MapOverrides]
+    ) -> Iterator[R]: ...
+
+    @overload
+    def imap_unordered(
+        self: _Takes2[T1, T2, R], items: Iterable[T1], items2: Iterable[T2], /, **overrides: Unpack[MapOverrides]
+    ) -> Iterator[R]: ...
+
+    @overload
+    def imap_unordered(
+        self: _Takes3[T1, T2, T3, R],
+        items: Iterable[T1],
+        items2: Iterable[T2],
+        items3: Iterable[T3],
+        /,
+        **overrides: Unpack[MapOverrides],
+    ) -> Iterator[R]: ...
+
+    @overload
+    def imap_unordered(
+        self: _MapMethods[..., R],
+        items: Iterable[Any],
+        items2: Iterable[Any],
+        items3: Iterable[Any],
+        items4: Iterable[Any],
+        /,
+        *more: Iterable[Any],
+        **overrides: Unpack[MapOverrides],
+    ) -> Iterator[R]: ...
+
+    def imap_unordered(
+        self, items: Iterable[Any], /, *more: Iterable[Any], **overrides: Unpack[MapOverrides]
+    ) -> Iterator[R]:
         """Like :meth:`imap`, yielding results in the order they complete."""
+        if more:
+            return self._stream(self._zipped(items, more), overrides, ordered=False, star=True)
         return self._stream(items, overrides, ordered=False, star=False)
 
+    @overload
+    def map_async(  # pyright: ignore[reportOverlappingOverload]  # a ResultList is a list[R]
+        self: _Takes1[T1, R],
+        items: Iterable[T1],
+        /,
+        *,
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+        stats: Literal[True],
+        **overrides: Unpack[_CallOverrides],
+    ) -> AsyncResult[ResultList[R]]: ...
+
+    @overload
     def map_async(
-        self,
-        items: Iterable[T],
+        self: _Takes1[T1, R],
+        items: Iterable[T1],
+        /,
+        *,
         callback: Callable[[list[R]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
         **overrides: Unpack[MapOverrides],
-    ) -> AsyncResult[list[R]]:
-        """Start :meth:`map` in the background; return an :class:`AsyncResult` at once."""
-        job = self._prepare(items, overrides, ordered=True, star=False, read_here=False)
+    ) -> AsyncResult[list[R]]: ...
+
+    @overload
+    def map_async(  # pyright: ignore[reportOverlappingOverload]  # a ResultList is a list[R]
+        self: _Takes2[T1, T2, R],
+        items: Iterable[T1],
+        items2: Iterable[T2],
+        /,
+        *,
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+        stats: Literal[True],
+        **overrides: Unpack[_CallOverrides],
+    ) -> AsyncResult[ResultList[R]]: ...
+
+    @overload
+    def map_async(
+        self: _Takes2[T1, T2, R],
+        items: Iterable[T1],
+        items2: Iterable[T2],
+        /,
+        *,
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+        **overrides: Unpack[MapOverrides],
+    ) -> AsyncResult[list[R]]: ...
+
+    @overload
+    def map_async(  # pyright: ignore[reportOverlappingOverload]  # a ResultList is a list[R]
+        self: _Takes3[T1, T2, T3, R],
+        items: Iterable[T1],
+        items2: Iterable[T2],
+        items3: Iterable[T3],
+        /,
+        *,
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+        stats: Literal[True],
+        **overrides: Unpack[_CallOverrides],
+    ) -> AsyncResult[ResultList[R]]: ...
+
+    @overload
+    def map_async(
+        self: _Takes3[T1, T2, T3, R],
+        items: Iterable[T1],
+        items2: Iterable[T2],
+        items3: Iterable[T3],
+        /,
+        *,
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+        **overrides: Unpack[MapOverrides],
+    ) -> AsyncResult[list[R]]: ...
+
+    @overload
+    def map_async(
+        self: _MapMethods[..., R],
+        items: Iterable[Any],
+        items2: Iterable[Any],
+        items3: Iterable[Any],
+        items4: Iterable[Any],
+        /,
+        *more: Iterable[Any],
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+        **overrides: Unpack[MapOverrides],
+    ) -> AsyncResult[list[R]]: ...
+
+    def map_async(
+        self,
+        items: Iterable[Any],
+        /,
+        *more: Iterable[Any],
+        callback: Union[Callable[[list[R]], object], None] = None,
+        error_callback: Union[Callable[[BaseException], object], None] = None,
+        **overrides: Unpack[MapOverrides],
+    ) -> AsyncResult[Any]:
+        """Start :meth:`map` in the background; return an :class:`AsyncResult` at once.
+
+        The callbacks are keyword-only, since every positional argument is an input.
+
+        Raises:
+            TypeError: an input is not iterable.
+        """
+        star = bool(more)
+        if star:
+            items = self._zipped(items, more)
+        job = self._prepare(items, overrides, ordered=True, star=star, read_here=False)
         return AsyncResult(lambda: self._run_to_list(*job), callback, error_callback, cancel=job[0].cancel)
 
     def starmap_async(
         self,
         items: Iterable[Iterable[Any]],
-        callback: Callable[[list[R]], object] | None = None,
-        error_callback: Callable[[BaseException], object] | None = None,
+        /,
+        callback: Union[Callable[[list[R]], object], None] = None,
+        error_callback: Union[Callable[[BaseException], object], None] = None,
         **overrides: Unpack[MapOverrides],
     ) -> AsyncResult[list[R]]:
         """Start :meth:`starmap` in the background; return an :class:`AsyncResult` at once."""
         job = self._prepare(items, overrides, ordered=True, star=True, read_here=False)
         return AsyncResult(lambda: self._run_to_list(*job), callback, error_callback, cancel=job[0].cancel)
 
-    def aimap(self, items: Iterable[T] | AsyncIterable[T], **overrides: Unpack[MapOverrides]) -> AsyncMapIterator[R]:
+    @overload
+    def aimap(self: _Takes1[T1, R], items: _Input[T1], /, **overrides: Unpack[MapOverrides]) -> AsyncMapIterator[R]: ...
+
+    @overload
+    def aimap(
+        self: _Takes2[T1, T2, R], items: _Input[T1], items2: _Input[T2], /, **overrides: Unpack[MapOverrides]
+    ) -> AsyncMapIterator[R]: ...
+
+    @overload
+    def aimap(
+        self: _Takes3[T1, T2, T3, R],
+        items: _Input[T1],
+        items2: _Input[T2],
+        items3: _Input[T3],
+        /,
+        **overrides: Unpack[MapOverrides],
+    ) -> AsyncMapIterator[R]: ...
+
+    @overload
+    def aimap(
+        self: _MapMethods[..., R],
+        items: _Input[Any],
+        items2: _Input[Any],
+        items3: _Input[Any],
+        items4: _Input[Any],
+        /,
+        *more: _Input[Any],
+        **overrides: Unpack[MapOverrides],
+    ) -> AsyncMapIterator[R]: ...
+
+    def aimap(
+        self,
+        items: Union[Iterable[Any], AsyncIterable[Any]],
+        /,
+        *more: Union[Iterable[Any], AsyncIterable[Any]],
+        **overrides: Unpack[MapOverrides],
+    ) -> AsyncMapIterator[R]:
         """An async iterator of results in input order: `async for r in f.aimap(items)`.
 
         The options and guarantees of [imap][parmap.ParallelFunction.imap], for asyncio
@@ -250,16 +618,57 @@ class _MapMethods(Generic[T, R]):
         the workers running its items are killed and replaced, as by
         [AsyncResult.cancel][parmap.AsyncResult.cancel].
 
+        Several inputs are zipped as by [map][parmap.ParallelFunction.map]; async and plain
+        inputs may be mixed. Then every input is read on the caller's loop, one item of
+        each per step, so a plain input mixed with async ones should not block (a list or a
+        range, not a socket).
+
         Raises:
-            TypeError: `items` is neither iterable nor async iterable.
+            TypeError: an input is neither iterable nor async iterable.
         """
-        return self._stream_async(items, overrides, ordered=True)
+        return self._stream_async(items, more, overrides, ordered=True)
+
+    @overload
+    def aimap_unordered(
+        self: _Takes1[T1, R], items: _Input[T1], /, **overrides: Unpack[MapOverrides]
+    ) -> AsyncMapIterator[R]: ...
+
+    @overload
+    def aimap_unordered(
+        self: _Takes2[T1, T2, R], items: _Input[T1], items2: _Input[T2], /, **overrides: Unpack[MapOverrides]
+    ) -> AsyncMapIterator[R]: ...
+
+    @overload
+    def aimap_unordered(
+        self: _Takes3[T1, T2, T3, R],
+        items: _Input[T1],
+        items2: _Input[T2],
+        items3: _Input[T3],
+        /,
+        **overrides: Unpack[MapOverrides],
+    ) -> AsyncMapIterator[R]: ...
+
+    @overload
+    def aimap_unordered(
+        self: _MapMethods[..., R],
+        items: _Input[Any],
+        items2: _Input[Any],
+        items3: _Input[Any],
+        items4: _Input[Any],
+        /,
+        *more: _Input[Any],
+        **overrides: Unpack[MapOverrides],
+    ) -> AsyncMapIterator[R]: ...
 
     def aimap_unordered(
-        self, items: Iterable[T] | AsyncIterable[T], **overrides: Unpack[MapOverrides]
+        self,
+        items: Union[Iterable[Any], AsyncIterable[Any]],
+        /,
+        *more: Union[Iterable[Any], AsyncIterable[Any]],
+        **overrides: Unpack[MapOverrides],
     ) -> AsyncMapIterator[R]:
         """Like [aimap][parmap.ParallelFunction.aimap], yielding results in the order they complete."""
-        return self._stream_async(items, overrides, ordered=False)
+        return self._stream_async(items, more, overrides, ordered=False)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -347,17 +756,26 @@ class _MapMethods(Generic[T, R]):
         job, options, total = self._prepare(items, overrides, ordered=ordered, star=star, read_here=False)
         return _iterate(job, make_progress(options.progress, total, self._settings()[2]))
 
-    def _stream_async(self, items: Any, overrides: Mapping[str, Any], *, ordered: bool) -> AsyncMapIterator[R]:
+    def _stream_async(
+        self, items: Any, more: tuple[Any, ...], overrides: Mapping[str, Any], *, ordered: bool
+    ) -> AsyncMapIterator[R]:
+        star = bool(more)
+        if star:
+            items = zip_inputs(self._settings()[2], (items, *more), allow_async=True)
         source = AsyncSource(items) if hasattr(items, "__aiter__") else None
         if source is None and not hasattr(items, "__iter__"):
             name = self._settings()[2]
             raise TypeError(f"{name}() needs an iterable or async iterable of items, got {type(items).__name__}")
         job, options, total = self._prepare(
-            items if source is None else source, overrides, ordered=ordered, star=False, read_here=False
+            items if source is None else source, overrides, ordered=ordered, star=star, read_here=False
         )
         progress = make_progress(options.progress, total, self._settings()[2])
         job.progress = progress
         return AsyncMapIterator(job, progress, source)
+
+    def _zipped(self, items: Iterable[Any], more: tuple[Iterable[Any], ...]) -> Any:
+        """Several inputs as one input of argument tuples (see `parmap._zipping`)."""
+        return zip_inputs(self._settings()[2], (items, *more))
 
 
 def _iterate(job: Job, progress: Any) -> Iterator[Any]:
@@ -402,22 +820,31 @@ def _iterate(job: Job, progress: Any) -> Iterator[Any]:
         del failure
 
 
-class _BoundParallelFunction(_MapMethods[T, R], _BoundFunctionWrapper):
+class _BoundParallelFunction(_MapMethods[P, R], _BoundFunctionWrapper):
     """``obj.method`` of a decorated method: maps run the method bound to ``obj``."""
+
+    if TYPE_CHECKING:
+
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
     def _settings(self) -> tuple[PoolConfig, MapOptions, str]:
         return self._owner()._settings()
 
-    def _owner(self) -> ParallelFunction[T, R]:
-        parent: ParallelFunction[T, R] = self._self_parent
+    def _owner(self) -> ParallelFunction[P, R]:
+        parent: ParallelFunction[P, R] = self._self_parent
         return parent
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
         return (getattr, (self._self_instance, self.__name__))
 
 
-class ParallelFunction(_MapMethods[T, R], _FunctionWrapper):
-    """A function decorated with :func:`parallel`: callable as before, plus the map methods."""
+class ParallelFunction(_MapMethods[P, R], _FunctionWrapper):
+    """A function decorated with :func:`parallel`: callable as before, plus the map methods.
+
+    Generic in the function's parameters and result, as type checkers see it:
+    `ParallelFunction[[int], float]` for `def halve(value: int) -> float`, whose calls are
+    checked against `(value: int)` and whose `map` gives a `list[float]`.
+    """
 
     __bound_function_wrapper__ = _BoundParallelFunction
 
@@ -431,7 +858,7 @@ class ParallelFunction(_MapMethods[T, R], _FunctionWrapper):
         self._self_options = options
         self._self_settings = dict(settings)
         self._self_resolver = Resolver(self._self_settings, config, options)
-        self._self_last_stats: RunStats | None = None
+        self._self_last_stats: Union[RunStats, None] = None
         self._self_costs: dict[bool, CostEstimate] = {}  # per calling convention (map / starmap)
         target = getattr(function, "__func__", function)  # staticmethod / classmethod
         self._self_label = str(getattr(target, "__qualname__", None) or getattr(target, "__name__", "task"))
@@ -440,16 +867,44 @@ class ParallelFunction(_MapMethods[T, R], _FunctionWrapper):
     def _settings(self) -> tuple[PoolConfig, MapOptions, str]:
         return self._self_config, self._self_options, self._self_label
 
-    def _owner(self) -> ParallelFunction[T, R]:
+    def _owner(self) -> ParallelFunction[P, R]:
         return self
 
-    def __call__(self, *args: Any, **kwargs: Any) -> R:
-        return self.__wrapped__(*args, **kwargs)
+    if TYPE_CHECKING:
 
-    def __copy__(self) -> ParallelFunction[T, R]:
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+        # How a type checker binds it: a classmethod (its first parameter takes the class)
+        # to the class, a method to the instance, and anything else (the class's own
+        # attribute, a staticmethod) not at all.
+        @overload
+        def __get__(
+            self: _ClassCall[S, P2, R], instance: Union[S, None], owner: type[S]
+        ) -> _BoundParallelFunction[P2, R]: ...
+
+        @overload
+        def __get__(self, instance: None, owner: Union[type[Any], None] = None) -> ParallelFunction[P, R]: ...
+
+        @overload
+        def __get__(
+            self: _MethodCall[S, P2, R], instance: S, owner: Union[type[Any], None] = None
+        ) -> _BoundParallelFunction[P2, R]: ...
+
+        @overload
+        def __get__(self, instance: object, owner: Union[type[Any], None] = None) -> ParallelFunction[P, R]: ...
+
+        def __get__(self, instance: object, owner: Union[type[Any], None] = None) -> Any:
+            """A method's binding: `obj.method` is the method bound to `obj` (wrapt's at run time)."""
+
+    else:
+
+        def __call__(self, *args, **kwargs):
+            return self.__wrapped__(*args, **kwargs)  # the function itself, without wrapt's dispatch
+
+    def __copy__(self) -> ParallelFunction[P, R]:
         return self  # as ``copy.copy`` does for a function
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> ParallelFunction[T, R]:
+    def __deepcopy__(self, memo: dict[int, Any]) -> ParallelFunction[P, R]:
         return self
 
     @property
@@ -483,12 +938,37 @@ _transport.PICKLED_BY_OWN_REDUCE.update((ParallelFunction, _BoundParallelFunctio
 
 if TYPE_CHECKING:
 
-    class AsyncParallelFunction(ParallelFunction[T, R]):
+    class AsyncParallelFunction(ParallelFunction[P, R]):
         """What a type checker sees of a decorated `async def` function (at run time it is a
         [ParallelFunction][parmap.ParallelFunction]): a plain call gives the coroutine, as
         before, and the maps give the awaited values (`map` is a `list[R]`)."""
 
-        def __call__(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, R]: ...  # type: ignore[override]
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...  # type: ignore[override]
+
+        @overload
+        def __get__(
+            self: _ClassCall[S, P2, R], instance: Union[S, None], owner: type[S]
+        ) -> _BoundAsyncParallelFunction[P2, R]: ...
+
+        @overload
+        def __get__(self, instance: None, owner: Union[type[Any], None] = None) -> AsyncParallelFunction[P, R]: ...
+
+        @overload
+        def __get__(
+            self: _MethodCall[S, P2, R], instance: S, owner: Union[type[Any], None] = None
+        ) -> _BoundAsyncParallelFunction[P2, R]: ...
+
+        @overload
+        def __get__(self, instance: object, owner: Union[type[Any], None] = None) -> AsyncParallelFunction[P, R]: ...
+
+        def __get__(  # pyright: ignore[reportIncompatibleMethodOverride]  # the same bindings, async
+            self, instance: object, owner: Union[type[Any], None] = None
+        ) -> Any: ...
+
+    class _BoundAsyncParallelFunction(_BoundParallelFunction[P, R]):
+        """`obj.method` of a decorated `async def` method: a call gives the coroutine."""
+
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...  # type: ignore[override]
 
 
 def _import_by_name(module: str, qualname: str) -> Any:
@@ -510,40 +990,38 @@ class _Decorator:
         self._settings = settings
 
     @overload
-    def __call__(self, function: Callable[[T], Coroutine[Any, Any, R]], /) -> AsyncParallelFunction[T, R]: ...
+    def __call__(self, function: Callable[[Any], Never], /) -> ParallelFunction[[Any], Any]: ...  # type: ignore[overload-overlap]  # pyright: ignore[reportOverlappingOverload]
 
     @overload
-    def __call__(self, function: Callable[..., Coroutine[Any, Any, R]], /) -> AsyncParallelFunction[Any, R]: ...
+    def __call__(self, function: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncParallelFunction[P, R]: ...
 
     @overload
-    def __call__(self, function: Callable[[T], R], /) -> ParallelFunction[T, R]: ...
-
-    @overload
-    def __call__(self, function: Callable[..., R], /) -> ParallelFunction[Any, R]: ...
+    def __call__(self, function: Callable[P, R], /) -> ParallelFunction[P, R]: ...
 
     def __call__(self, function: Callable[..., Any], /) -> ParallelFunction[Any, Any]:
         decorated: ParallelFunction[Any, Any] = parallel(function, **self._settings)
         return decorated
 
 
+# The overloads, in the order a type checker tries them: a lambda (whose result a checker
+# cannot know: `Never` is what an unannotated `lambda x: ...` returns to it, and its item
+# is then `Any`, not unknown), `async def` functions, any other callable, and the
+# options-only form. Type checkers see `@staticmethod` and `@classmethod` below `@parallel`
+# as the plain function (they special-case both), so `__get__` tells them apart.
 @overload
-def parallel(
-    function: Callable[[T], Coroutine[Any, Any, R]], /, **settings: Unpack[ParallelOptions]
-) -> AsyncParallelFunction[T, R]: ...
-
-
-@overload
-def parallel(
-    function: Callable[..., Coroutine[Any, Any, R]], /, **settings: Unpack[ParallelOptions]
-) -> AsyncParallelFunction[Any, R]: ...
-
-
-@overload
-def parallel(function: Callable[[T], R], /, **settings: Unpack[ParallelOptions]) -> ParallelFunction[T, R]: ...
+def parallel(  # type: ignore[overload-overlap]
+    function: Callable[[Any], Never], /, **settings: Unpack[ParallelOptions]
+) -> ParallelFunction[[Any], Any]: ...  # pyright: ignore[reportOverlappingOverload]
 
 
 @overload
-def parallel(function: Callable[..., R], /, **settings: Unpack[ParallelOptions]) -> ParallelFunction[Any, R]: ...
+def parallel(
+    function: Callable[P, Coroutine[Any, Any, R]], /, **settings: Unpack[ParallelOptions]
+) -> AsyncParallelFunction[P, R]: ...
+
+
+@overload
+def parallel(function: Callable[P, R], /, **settings: Unpack[ParallelOptions]) -> ParallelFunction[P, R]: ...
 
 
 @overload
@@ -551,8 +1029,8 @@ def parallel(function: None = None, /, **settings: Unpack[ParallelOptions]) -> _
 
 
 def parallel(
-    function: Callable[..., Any] | None = None, /, **settings: Unpack[ParallelOptions]
-) -> ParallelFunction[Any, Any] | _Decorator:
+    function: Union[Callable[..., Any], None] = None, /, **settings: Unpack[ParallelOptions]
+) -> Union[ParallelFunction[Any, Any], _Decorator]:
     """Make ``function`` runnable in parallel: ``@parallel``, ``@parallel(...)`` or ``parallel(fn, ...)``.
 
     Options (all keyword-only; every map method also takes the per-call ones):

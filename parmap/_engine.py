@@ -62,6 +62,7 @@ from ._core import (
 )
 from ._state import NO_SHARED
 from ._stats import RunStats, StatsCollector
+from ._zipping import SLICED_TYPES
 from .backends import (
     Backend,
     ChunkDone,
@@ -320,7 +321,7 @@ class Job:
             concurrency=options.concurrency,
             shared=None if options.shared is NO_SHARED else _sharing.identify(options.shared),
         )
-        self._sequence: Sequence[Any] | None = items if type(items) in (list, tuple, range) else None  # type: ignore[assignment]
+        self._sequence: Sequence[Any] | None = items if type(items) in SLICED_TYPES else None  # type: ignore[assignment]
         self._items = items
         self._read_here = read_here
         self._cursor = 0  # next index to read (sequences and reads in this thread)

@@ -194,7 +194,7 @@ def test_an_async_input_error_comes_after_the_results_before_it() -> None:
 def test_aimap_of_something_not_iterable_is_a_type_error() -> None:
     task = parallel(tasks.square, workers=2)
     with pytest.raises(TypeError, match="iterable or async iterable"):
-        task.aimap(42)  # type: ignore[arg-type]
+        task.aimap(42)  # type: ignore[call-overload]
     assert task.map([3]) == [9]
 
 
@@ -580,7 +580,7 @@ def test_bad_concurrency_values_are_refused(value: object, error: type[Exception
         parallel(tasks_async.double, concurrency=value)  # type: ignore[call-overload]
     task = parallel(tasks_async.double, workers=2)
     with pytest.raises(error, match="concurrency"):
-        task.map([1], concurrency=value)  # type: ignore[arg-type]
+        task.map([1], concurrency=value)  # type: ignore[call-overload]
     assert task.map([1]) == [2]
 
 

@@ -215,7 +215,7 @@ def test_map_and_starmap_of_one_function_are_different_jobs(tmp_path: Path) -> N
     task = parallel(tasks.add, backend="serial")
     task.starmap([(1, 2)], checkpoint=checkpoint)
     with pytest.raises(CheckpointMismatchError):
-        task.map([(1, 2)], checkpoint=checkpoint)
+        task.map([(1, 2)], checkpoint=checkpoint)  # type: ignore[call-overload]  # map, deliberately
 
 
 def test_fingerprint_is_stable_across_processes() -> None:

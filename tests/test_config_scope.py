@@ -32,7 +32,7 @@ def pools_used() -> set[tuple[str, int]]:
     return {(config.backend, config.workers) for config in _registry._pools}
 
 
-def thread_square(**settings: Any) -> parmap.ParallelFunction[int, int]:
+def thread_square(**settings: Any) -> parmap.ParallelFunction[[int], int]:
     return parmap.parallel(tasks.square, backend="thread", **settings)
 
 
@@ -70,7 +70,7 @@ def test_a_scope_inherits_what_it_does_not_set() -> None:
     assert pools_used() == {("thread", 3)}
 
 
-def chunk_sizes_of(square: parmap.ParallelFunction[int, int], **overrides: Any) -> set[int]:
+def chunk_sizes_of(square: parmap.ParallelFunction[[int], int], **overrides: Any) -> set[int]:
     square.map(range(8), stats=True, **overrides)
     stats = square.last_stats()
     assert stats is not None

@@ -131,7 +131,7 @@ def test_the_callers_traceback_has_at_most_two_parmap_frames(backend: Callable[.
 def test_an_error_before_any_task_shows_the_map_call_and_the_raise() -> None:
     task = parmap.parallel(tasks_pickling.fail_on, backend="serial")
     with pytest.raises(TypeError) as caught:
-        task.map(5)  # type: ignore[arg-type]
+        task.map(5)  # type: ignore[call-overload]
     frames = traceback.extract_tb(caught.value.__traceback__)
     ours = [frame.name for frame in frames if frame.filename.startswith(PACKAGE)]
     assert ours[0] == "map"
