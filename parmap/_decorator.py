@@ -820,8 +820,29 @@ def _iterate(job: Job, progress: Any) -> Iterator[Any]:
         del failure
 
 
+class _FunctionAnnotations(dict):  # type: ignore[type-arg]
+    """`__annotations__` of the decorated object: the function's, and none of the class's.
+
+    wrapt's proxy passes `__annotations__` through to the function with a property of its
+    base class. But reading `__annotations__` on a subclass that defines none (`typing`,
+    IPython and documentation tools do) makes Python 3.10+ store an empty dict in that
+    class, which then shadows the property: `task.__annotations__` became `{}`. This
+    descriptor sits in each of parmap's wrapper classes instead. Read on an instance it
+    gives the function's annotations; read on the class it is itself, an empty dict, so
+    `typing.get_type_hints(ParallelFunction)` still reads "no annotations".
+    """
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        return self if instance is None else instance.__wrapped__.__annotations__
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        instance.__wrapped__.__annotations__ = value
+
+
 class _BoundParallelFunction(_MapMethods[P, R], _BoundFunctionWrapper):
     """``obj.method`` of a decorated method: maps run the method bound to ``obj``."""
+
+    __annotations__ = _FunctionAnnotations()
 
     if TYPE_CHECKING:
 
@@ -847,6 +868,7 @@ class ParallelFunction(_MapMethods[P, R], _FunctionWrapper):
     """
 
     __bound_function_wrapper__ = _BoundParallelFunction
+    __annotations__ = _FunctionAnnotations()
 
     def __init__(self, function: Callable[..., R], settings: Mapping[str, Any]) -> None:
         _refuse_generators(function)

@@ -142,3 +142,23 @@ def test_the_decorated_object_keeps_the_signature_at_run_time() -> None:
     assert str(inspect.signature(scale)) == "(value: 'int', factor: 'float' = 1.0) -> 'float'"
     assert scale.__annotations__ == {"value": "int", "factor": "float", "return": "float"}  # the function's
     assert typing.get_type_hints(scale) == {"value": int, "factor": float, "return": float}
+
+
+def test_reading_the_class_annotations_leaves_the_functions_visible() -> None:
+    """Regression: reading `ParallelFunction.__annotations__` (as typing, IPython and doc tools
+    do) stored an empty dict in the class on 3.10+, and every task's annotations read `{}`."""
+    assert parmap.ParallelFunction.__annotations__ == {}
+
+    @parmap.parallel
+    def scale(value: int) -> float:
+        return value / 2
+
+    class Shape:
+        @parmap.parallel
+        def area(self, side: int) -> int:
+            return side * side
+
+    assert scale.__annotations__ == {"value": "int", "return": "float"}
+    bound = Shape().area
+    assert type(bound).__annotations__ == {}
+    assert bound.__annotations__ == {"side": "int", "return": "int"}
