@@ -165,3 +165,13 @@ def load_note(meta: dict[str, Any]) -> str:
     if max(meta["load_average_start"], meta["load_average_end"]) > meta["usable_cpus"]:
         return " (above the CPU count: other work competed with the run)"
     return ""
+
+
+def environment_line(meta: dict[str, Any]) -> str:
+    """The report's closing line: Python, platform, versions, the load and the date."""
+    versions = ", ".join(f"{name} {version}" for name, version in meta["versions"].items())
+    return (
+        f"Environment: {meta['python']}, {meta['platform']}, {versions}; 1-minute load average "
+        f"{meta['load_average_start']:.1f} at the start and {meta['load_average_end']:.1f} at the "
+        f"end{load_note(meta)}; {meta['date']}."
+    )

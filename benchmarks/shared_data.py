@@ -62,7 +62,7 @@ import numpy
 
 import parmap
 
-from ._reporting_common import RunOptions, environment, load_note, rotated, run_in_subprocess, spread, timed
+from ._reporting_common import RunOptions, environment, environment_line, rotated, run_in_subprocess, spread, timed
 
 #: Worker processes of every contender (the issue's 2).
 WORKERS = 2
@@ -487,14 +487,7 @@ def write_report(
     ]
     for entry in ratio_rows:
         lines.append(f"| {entry['phase']} | {entry['numerator']} / {entry['denominator']} | {_ratio(entry['ratio'])} |")
-    versions = ", ".join(f"{name} {version}" for name, version in meta["versions"].items())
-    lines += [
-        "",
-        f"Environment: {meta['python']}, {meta['platform']}, {versions}; 1-minute load average "
-        f"{meta['load_average_start']:.1f} at the start and {meta['load_average_end']:.1f} at the "
-        f"end{load_note(meta)}; {meta['date']}.",
-        "",
-    ]
+    lines += ["", environment_line(meta), ""]
     (output_dir / f"{REPORT_NAME}.md").write_text("\n".join(lines))
 
 
