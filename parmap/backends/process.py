@@ -109,6 +109,9 @@ from ._protocol import (
 )
 from ._resources import OomCounter, resident_bytes
 from ._worker import worker_main
+from ._zygote import ForkServer, Slot
+from ._zygote import join as join_fork_server
+from ._zygote import leave as leave_fork_server
 
 #: Functions a worker keeps unpickled; the manager evicts the least recently used beyond it.
 MAX_CACHED_FUNCTIONS = 32
@@ -551,6 +554,15 @@ class _Manager(threading.Thread):
         #: The OOM-kill counters as the pool started, to tell an OOM kill from another SIGKILL.
         self._oom = OomCounter()
         self._memory_checked_at = 0.0
+        #: Under fork, the fork server this pool's workers are forked from (see
+        #: `parmap.backends._zygote`): joined here, in the thread starting the pool, before
+        #: the manager thread exists, so that no worker is forked from a multi-threaded
+        #: process. `None`: the manager forks them itself (another start method, a platform
+        #: without memfds, or an initializer that cannot be pickled to a running server).
+        self._server_key = f"{os.getpid()}-p{pool_id}"
+        self._server: ForkServer | None = None
+        if self.context.get_start_method() == "fork":
+            self._server = join_fork_server(self._server_key, config.initializer, config.initargs)
 
     # ------------------------------------------------------------------ the loop
 
@@ -716,8 +728,9 @@ class _Manager(threading.Thread):
         parent_end, child_end = self.context.Pipe(duplex=True)
         try:
             # SLOT_SIZE doubles of shared memory, read here and written by the worker (which
-            # maps the same buffer). The heap's buffer, unlike sharedctypes, spares ctypes.
-            shared = BufferWrapper(SLOT_SIZE * 8)
+            # maps the same buffer). The heap's buffer, unlike sharedctypes, spares ctypes; a
+            # worker of the fork server maps a memfd the server is handed.
+            shared: Any = Slot(SLOT_SIZE * 8) if self._server is not None else BufferWrapper(SLOT_SIZE * 8)
             slot = shared.create_memoryview().cast("d")
             for index in range(SLOT_SIZE):  # the heap reuses freed blocks: never trust their bytes
                 slot[index] = 0.0
@@ -729,22 +742,32 @@ class _Manager(threading.Thread):
             # A forked worker inherits our end of its socket too: it closes it, so that the
             # socket reads as closed in the worker once this process is gone.
             inherited = parent_end.fileno() if method == "fork" else -1
-            process = self.context.Process(  # type: ignore[attr-defined]
-                target=worker_main,
-                name=f"parmap-worker-{self._pool_id}.{number}",
-                args=(
-                    child_end,
-                    shared,
-                    self._initializer,
-                    self._initargs,
-                    f"{self.prefix}w{number}-",
-                    parent,
-                    inherited,
-                    self.config.max_worker_memory,
-                ),
-                daemon=True,
-            )
-            process.start()
+            name = f"parmap-worker-{self._pool_id}.{number}"
+            process: Any = None
+            if self._server is not None:
+                try:
+                    process = self._server.start(
+                        self._server_key, name, f"{self.prefix}w{number}-", self.config.max_worker_memory, child_end, shared
+                    )
+                except OSError:  # the server is gone: this pool forks its workers itself now
+                    self._leave_fork_server()
+            if process is None:
+                process = self.context.Process(  # type: ignore[attr-defined]
+                    target=worker_main,
+                    name=name,
+                    args=(
+                        child_end,
+                        shared,
+                        self._initializer,
+                        self._initargs,
+                        f"{self.prefix}w{number}-",
+                        parent,
+                        inherited,
+                        self.config.max_worker_memory,
+                    ),
+                    daemon=True,
+                )
+                process.start()
         except BaseException:
             parent_end.close()
             raise
@@ -1294,11 +1317,18 @@ class _Manager(threading.Thread):
         _transport.remove_segments(self.prefix)
         with self.flags.lock:
             self.flags.ready_pids = ()
+        self._leave_fork_server()
         # Leave the fork handler's list first: a child forked later must not close these fd
         # numbers, which the parent may by then have reused (e.g. for a new worker's pipes).
         _forget_manager(self)
         os.close(self._wake_reader)
         os.close(self._wake_writer)
+
+    def _leave_fork_server(self) -> None:
+        """Stop using the fork server (it exits once no pool uses it)."""
+        server, self._server = self._server, None
+        if server is not None:
+            leave_fork_server(server, self._server_key)
 
     def kill_all(self) -> None:
         """Last resort from another thread, when this one is stuck: kill every worker."""

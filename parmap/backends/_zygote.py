@@ -1,0 +1,438 @@
+"""The fork server: under fork, every worker is forked from a one-thread copy of the caller.
+
+Python 3.12+ warns on every `os.fork()` of a multi-threaded process ("This process is
+multi-threaded, use of fork() may lead to deadlocks in the child"): a lock another thread
+held at that moment stays locked forever in the child. A pool's own threads (its manager
+thread, the helper threads of `parmap._transport`, a map's feeder or event-loop thread)
+exist whenever a worker is *replaced* (a crash, `max_tasks_per_worker`, the memory limit)
+and whenever a second pool starts, so forking workers from the caller would warn (and take
+the hazard) every time.
+
+So a pool under fork starts a fork server first, in the calling thread, before it starts
+any thread of its own: `os.fork()` copies only the forking thread, so the server is a
+one-thread copy of the caller as it is at that moment, and it stays one thread (it only
+reads its socket, forks and reaps). Every worker of every fork pool, the first ones and
+their replacements, is forked by it (a `multiprocessing` fork `Process` started there,
+with the usual bootstrap), and no fork of a multi-threaded process is parmap's doing.
+
+What a worker inherits is the caller's state when the server was made, which is when the
+pool started, for the pool that made it: its initializer and arguments are inherited as
+they are (nothing pickled), as `multiprocessing.Pool` passes them, and a replacement worker
+has the same state as the workers it replaces (under `Pool` a replacement is forked from
+the parent at replacement time, so the state a worker sees depends on when it was
+replaced). A pool started while the server runs (a second configuration) uses the same
+server: its workers have the state of the moment the server was made, and its initializer
+is cloudpickled to the server (by value for `__main__`, by reference otherwise); one that
+cannot be pickled (a `multiprocessing` lock among the arguments) makes that pool fork its
+workers from the caller, as before. The server exits when the last pool using it closes
+(`parmap.shutdown()`), so the next pool copies the caller afresh.
+
+Protocol (caller -> server, one `SOCK_SEQPACKET` message each, file descriptors attached):
+
+| message | fds | the server |
+|---|---|---|
+| `("pool", key)` | a memfd of the pickled `(initializer, initargs)` | keeps them for `key` |
+| `("drop", key)` | | forgets them |
+| `("spawn", key, name, prefix, memory_limit)` | socket, slot memfd, status pipe | forks the worker; writes its pid (or `-errno`) to the status pipe, then its exit code when it has exited |
+| `("kill", pid)` | | SIGKILLs its child `pid` unless it has exited |
+
+The server reaps its children itself, and only it signals them, so a pid is never reused
+under a kill. It exits when the caller's end of the socket closes (a clean close, or the
+caller's death); the workers die with it (`PR_SET_PDEATHSIG`, see `_worker`).
+"""
+
+from __future__ import annotations
+
+import mmap
+import multiprocessing
+import os
+import pickle
+import select
+import signal
+import socket
+import struct
+import threading
+import weakref
+from typing import Any
+
+from .. import _transport
+from ._worker import worker_main
+
+#: The pid (or `-errno`) a status pipe carries first, then the exit code.
+_PID = struct.Struct("q")
+_EXIT = struct.Struct("i")
+
+#: The most file descriptors one message carries (`spawn`: socket, slot, status pipe).
+_MAX_FDS = 3
+
+#: The longest message: every message is a small tuple (a payload travels in a memfd).
+_MAX_MESSAGE = 64 * 1024
+
+#: How long closing waits for the server to exit after its socket closed: it exits at
+#: once (it has no work left once every pool using it has closed), so this only bounds a
+#: server that hangs, which is then killed.
+CLOSE_WAIT_SECONDS = 2.0
+
+def available() -> bool:
+    """Whether a fork server can run here (Linux: memfds and `SOCK_SEQPACKET`)."""
+    return hasattr(os, "memfd_create") and hasattr(socket, "SOCK_SEQPACKET") and hasattr(socket, "send_fds")
+
+
+class Slot:
+    """A worker's slot in a memfd, so a worker forked by the server can map it too."""
+
+    def __init__(self, size: int) -> None:
+        self.fd = os.memfd_create("parmap-slot", os.MFD_CLOEXEC)
+        os.ftruncate(self.fd, size)
+        self.size = size
+        self._map = mmap.mmap(self.fd, size)
+        weakref.finalize(self, _close_quietly, self.fd)
+
+    def create_memoryview(self) -> memoryview:
+        """The slot's bytes (the `multiprocessing.heap.BufferWrapper` method `_worker` calls)."""
+        return memoryview(self._map)
+
+
+class ServedProcess:
+    """The caller's handle on a worker the server forked: the part of `Process` the manager uses.
+
+    `sentinel` turns readable once the worker has exited (the server writes its exit code
+    into the status pipe); `kill()` asks the server, which alone may signal its children.
+    """
+
+    def __init__(self, server: ForkServer, pid: int, status: int) -> None:
+        self._server = server
+        self.pid = pid
+        self.sentinel = status
+        self._exitcode: int | None = None
+        weakref.finalize(self, _close_quietly, status)
+
+    @property
+    def exitcode(self) -> int | None:
+        if self._exitcode is None:
+            self.join(0)
+        return self._exitcode
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait up to `timeout` seconds (`None`: no bound) for the worker's exit code."""
+        if self._exitcode is not None:
+            return
+        waiting = select.poll()
+        waiting.register(self.sentinel, select.POLLIN)
+        if not waiting.poll(None if timeout is None else max(0, int(timeout * 1000))):
+            return
+        try:
+            data = os.read(self.sentinel, _EXIT.size)
+        except OSError:
+            data = b""
+        # No code: the server died; its workers die with it (PR_SET_PDEATHSIG).
+        self._exitcode = _EXIT.unpack(data)[0] if len(data) == _EXIT.size else -signal.SIGKILL
+
+    def kill(self) -> None:
+        if self.exitcode is None:
+            self._server.kill(self.pid)
+
+
+class ForkServer:
+    """The caller's end of the fork server (see the module docstring); one per process."""
+
+    def __init__(self, key: str, initializer: Any, initargs: Any) -> None:
+        """Fork the server now, from the calling thread, for the pool `key` starting now:
+        its `initializer` and `initargs` are inherited as they are.
+
+        Raises:
+            OSError: the socket or the fork failed.
+        """
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._pools: set[str] = {key}
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        try:
+            pid = os.fork()
+        except BaseException:
+            ours.close()
+            theirs.close()
+            raise
+        if pid == 0:  # the server: it never returns into the caller's code
+            code = 1
+            try:
+                ours.close()
+                _serve(theirs, {key: (initializer, initargs)})
+                code = 0
+            finally:
+                os._exit(code)
+        theirs.close()
+        self.pid = pid
+        self._socket = ours
+
+    def add_pool(self, key: str, initializer: Any, initargs: Any) -> bool:
+        """Register a pool started after the server: its initializer travels pickled.
+
+        Returns False (the pool then forks its workers itself) when it cannot be pickled.
+        """
+        try:
+            if initializer is None:
+                self._send(("pool", key), [])
+            else:
+                self._send_pool(key, _transport.dumps((initializer, initargs)))
+        except Exception:  # it cannot be pickled (or the server is gone)
+            return False
+        with self._lock:
+            self._pools.add(key)
+        return True
+
+    def _send_pool(self, key: str, payload: bytes) -> None:
+        fd = os.memfd_create("parmap-initializer", os.MFD_CLOEXEC)
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.lseek(fd, 0, os.SEEK_SET)
+            self._send(("pool", key), [fd])
+        finally:
+            os.close(fd)
+
+    def drop_pool(self, key: str) -> bool:
+        """The pool closed; True when no pool uses the server any more (the caller closes it)."""
+        with self._lock:
+            self._pools.discard(key)
+            last = not self._pools
+        if not last:
+            try:
+                self._send(("drop", key), [])
+            except OSError:
+                pass
+        return last
+
+    def start(self, key: str, name: str, prefix: str, memory_limit: int | None, conn: Any, slot: Slot) -> ServedProcess:
+        """Have the server fork a worker; return once it has (its pid known).
+
+        Raises:
+            OSError: the server is gone, or its fork failed (its errno).
+        """
+        status_r, status_w = os.pipe()
+        try:
+            self._send(("spawn", key, name, prefix, memory_limit), [conn.fileno(), slot.fd, status_w])
+        except BaseException:
+            os.close(status_r)
+            raise
+        finally:
+            os.close(status_w)
+        data = b""
+        try:
+            while len(data) < _PID.size:
+                chunk = os.read(status_r, _PID.size - len(data))
+                if not chunk:
+                    break
+                data += chunk
+        except BaseException:
+            os.close(status_r)
+            raise
+        if len(data) < _PID.size:
+            os.close(status_r)
+            raise OSError("parmap's fork server has exited")
+        (pid,) = _PID.unpack(data)
+        if pid <= 0:
+            os.close(status_r)
+            raise OSError(-pid, f"the fork server could not fork a worker: {os.strerror(-pid)}")
+        return ServedProcess(self, pid, status_r)
+
+    def kill(self, pid: int) -> None:
+        try:
+            self._send(("kill", pid), [])
+        except OSError:  # the server is gone, and its workers with it
+            pass
+
+    def _send(self, message: tuple[Any, ...], fds: list[int]) -> None:
+        data = pickle.dumps(message)
+        with self._lock:
+            socket.send_fds(self._socket, [data], fds)
+
+    def close(self) -> None:
+        """Close the server's socket and reap it (it exits at once); idempotent."""
+        self._socket.close()
+        if os.getpid() != self._pid:
+            return
+        waiting = select.poll()
+        try:
+            fd = os.pidfd_open(self.pid)  # type: ignore[attr-defined, unused-ignore]
+        except (AttributeError, OSError):
+            fd = -1
+        if fd >= 0:
+            waiting.register(fd, select.POLLIN)
+            exited = waiting.poll(int(CLOSE_WAIT_SECONDS * 1000))
+            os.close(fd)
+            if not exited:
+                _kill_quietly(self.pid)
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+    def close_in_child(self) -> None:
+        """In a child forked by the caller: drop the inherited socket, reap nothing."""
+        self._socket.close()
+
+
+_server: ForkServer | None = None
+_server_lock = threading.Lock()
+
+
+def join(key: str, initializer: Any, initargs: Any) -> ForkServer | None:
+    """The server this pool's workers are forked from (made now, from the calling thread,
+    when none runs); `None` when it cannot serve the pool (the pool forks them itself)."""
+    global _server
+    if not available():
+        return None
+    with _server_lock:
+        if _server is None:
+            try:
+                _server = ForkServer(key, initializer, initargs)
+            except OSError:
+                return None
+            return _server
+        server = _server
+    return server if server.add_pool(key, initializer, initargs) else None
+
+
+def leave(server: ForkServer, key: str) -> None:
+    """The pool `key` closed: close the server once no pool uses it."""
+    global _server
+    with _server_lock:
+        if not server.drop_pool(key):
+            return
+        if _server is server:
+            _server = None
+    server.close()
+
+
+def _forget_in_child() -> None:
+    global _server, _server_lock
+    if _server is not None:
+        _server.close_in_child()
+    _server = None
+    _server_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
+# ---------------------------------------------------------------------------- the server
+
+
+def _serve(control: socket.socket, pools: dict[str, tuple[Any, Any]]) -> None:
+    """The server's loop: fork workers, kill them when asked, report their exits."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
+    context = multiprocessing.get_context("fork")
+    children: dict[int, tuple[Any, int]] = {}  # sentinel -> (process, status write end)
+    by_pid: dict[int, Any] = {}
+    waiting = select.poll()
+    waiting.register(control.fileno(), select.POLLIN)
+    while True:
+        for fd, _ in waiting.poll():
+            if fd != control.fileno():
+                process, status = children.pop(fd)
+                waiting.unregister(fd)
+                process.join()
+                del by_pid[process.pid]
+                _write_quietly(status, _EXIT.pack(process.exitcode))
+                os.close(status)
+                continue
+            try:
+                data, fds, _, _ = socket.recv_fds(control, _MAX_MESSAGE, _MAX_FDS)
+            except OSError:
+                data, fds = b"", []
+            if not data:  # the caller closed the socket, or died
+                return
+            message = pickle.loads(data)
+            if message[0] == "spawn":
+                _, key, name, prefix, memory_limit = message
+                conn_fd, slot_fd, status = fds
+                initializer, initargs = pools[key]
+                closing = [control.fileno(), *(w for _, w in children.values()), status]
+                try:
+                    process = context.Process(  # type: ignore[attr-defined]
+                        target=_run_worker,
+                        name=name,
+                        args=(conn_fd, slot_fd, tuple(closing), initializer, initargs, prefix, memory_limit),
+                        daemon=True,
+                    )
+                    process.start()
+                except OSError as error:
+                    _write_quietly(status, _PID.pack(-(error.errno or 1)))
+                    os.close(status)
+                else:
+                    _write_quietly(status, _PID.pack(process.pid))
+                    children[process.sentinel] = (process, status)
+                    by_pid[process.pid] = process
+                    waiting.register(process.sentinel, select.POLLIN)
+                finally:
+                    os.close(conn_fd)
+                    os.close(slot_fd)
+            elif message[0] == "kill":
+                process = by_pid.get(message[1])
+                if process is not None:
+                    process.kill()  # a no-op once reaped: the pid is never someone else's
+            elif message[0] == "pool":
+                # The pickle is kept as it is, and unpickled by each worker (`worker_main`
+                # takes the bytes): the server never runs or imports the pool's code.
+                payload = None
+                for payload_fd in fds:
+                    with os.fdopen(payload_fd, "rb") as file:
+                        payload = file.read()
+                pools[message[1]] = (payload, None)
+            elif message[0] == "drop":
+                pools.pop(message[1], None)
+
+
+def _run_worker(
+    conn_fd: int,
+    slot_fd: int,
+    closing: tuple[int, ...],
+    initializer: Any,
+    initargs: Any,
+    prefix: str,
+    memory_limit: int | None,
+) -> None:
+    """A worker forked by the server: drop the server's descriptors, then `worker_main`."""
+    from multiprocessing.connection import Connection
+
+    for fd in closing:
+        _close_quietly(fd)
+    slot = _MappedSlot(slot_fd)
+    worker_main(Connection(conn_fd), slot, initializer, initargs, prefix, os.getppid(), -1, memory_limit)
+
+
+class _MappedSlot:
+    """The worker's side of a [Slot][]: its memfd, mapped."""
+
+    def __init__(self, fd: int) -> None:
+        self._map = mmap.mmap(fd, os.fstat(fd).st_size)
+        os.close(fd)
+
+    def create_memoryview(self) -> memoryview:
+        return memoryview(self._map)
+
+
+def _write_quietly(fd: int, data: bytes) -> None:
+    try:
+        os.write(fd, data)
+    except OSError:  # the caller closed its end: nobody waits for this worker now
+        pass
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+__all__ = ["ForkServer", "ServedProcess", "Slot", "available", "join", "leave"]
