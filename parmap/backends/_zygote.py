@@ -33,7 +33,7 @@ Protocol (caller -> server, one `SOCK_SEQPACKET` message each, file descriptors 
 |---|---|---|
 | `("pool", key)` | a memfd of the pickled `(initializer, initargs)` | keeps them for `key` |
 | `("drop", key)` | | forgets them |
-| `("spawn", key, name, prefix, memory_limit)` | socket, slot memfd, status pipe | forks the worker; writes its pid (or `-errno`) to the status pipe, then its exit code when it has exited |
+| `("spawn", key, name, prefix, limit)` | socket, slot, status pipe | forks it; writes its pid, then its exit code |
 | `("kill", pid)` | | SIGKILLs its child `pid` unless it has exited |
 
 The server reaps its children itself, and only it signals them, so a pid is never reused
@@ -72,6 +72,11 @@ _MAX_MESSAGE = 64 * 1024
 #: once (it has no work left once every pool using it has closed), so this only bounds a
 #: server that hangs, which is then killed.
 CLOSE_WAIT_SECONDS = 2.0
+
+#: The server's process name (`/proc/<pid>/comm`, at most 15 bytes), so that tools (and the
+#: tests' leak checks) tell it from a worker; each worker takes the caller's name back.
+SERVER_NAME = "parmap-forksrv"
+
 
 def available() -> bool:
     """Whether a fork server can run here (Linux: memfds and `SOCK_SEQPACKET`)."""
@@ -157,7 +162,8 @@ class ForkServer:
             code = 1
             try:
                 ours.close()
-                _serve(theirs, {key: (initializer, initargs)})
+                name = _rename(SERVER_NAME)
+                _serve(theirs, {key: (initializer, initargs)}, name)
                 code = 0
             finally:
                 os._exit(code)
@@ -204,7 +210,9 @@ class ForkServer:
                 pass
         return last
 
-    def start(self, key: str, name: str, prefix: str, memory_limit: int | None, conn: Any, slot: Slot) -> ServedProcess:
+    def start(
+        self, key: str, *, name: str, prefix: str, memory_limit: int | None, conn: Any, slot: Slot
+    ) -> ServedProcess:
         """Have the server fork a worker; return once it has (its pid known).
 
         Raises:
@@ -320,57 +328,47 @@ os.register_at_fork(after_in_child=_forget_in_child)
 # ---------------------------------------------------------------------------- the server
 
 
-def _serve(control: socket.socket, pools: dict[str, tuple[Any, Any]]) -> None:
-    """The server's loop: fork workers, kill them when asked, report their exits."""
+def _serve(control: socket.socket, pools: dict[str, tuple[Any, Any]], name: str | None) -> None:
+    """The server's loop: fork workers, kill them when asked, report their exits.
+
+    `name` is the caller's process name, which each worker takes back.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
-    context = multiprocessing.get_context("fork")
-    children: dict[int, tuple[Any, int]] = {}  # sentinel -> (process, status write end)
-    by_pid: dict[int, Any] = {}
-    waiting = select.poll()
-    waiting.register(control.fileno(), select.POLLIN)
-    while True:
-        for fd, _ in waiting.poll():
-            if fd != control.fileno():
-                process, status = children.pop(fd)
-                waiting.unregister(fd)
-                process.join()
-                del by_pid[process.pid]
-                _write_quietly(status, _EXIT.pack(process.exitcode))
-                os.close(status)
+    server = _Server(control, pools, name)
+    while server.serve_once():
+        pass
+
+
+class _Server:
+    """The server's state: its socket, the pools' initializers, its children."""
+
+    def __init__(self, control: socket.socket, pools: dict[str, tuple[Any, Any]], name: str | None) -> None:
+        self.control = control
+        self.pools = pools
+        self.name = name
+        self.context = multiprocessing.get_context("fork")
+        self.children: dict[int, tuple[Any, int]] = {}  # sentinel -> (process, status write end)
+        self.by_pid: dict[int, Any] = {}
+        self.waiting = select.poll()
+        self.waiting.register(control.fileno(), select.POLLIN)
+
+    def serve_once(self) -> bool:
+        """Handle what arrived; False once the caller has closed the socket (or died)."""
+        for fd, _ in self.waiting.poll():
+            if fd != self.control.fileno():
+                self._reap(fd)
                 continue
             try:
-                data, fds, _, _ = socket.recv_fds(control, _MAX_MESSAGE, _MAX_FDS)
+                data, fds, _, _ = socket.recv_fds(self.control, _MAX_MESSAGE, _MAX_FDS)
             except OSError:
                 data, fds = b"", []
-            if not data:  # the caller closed the socket, or died
-                return
+            if not data:
+                return False
             message = pickle.loads(data)
             if message[0] == "spawn":
-                _, key, name, prefix, memory_limit = message
-                conn_fd, slot_fd, status = fds
-                initializer, initargs = pools[key]
-                closing = [control.fileno(), *(w for _, w in children.values()), status]
-                try:
-                    process = context.Process(  # type: ignore[attr-defined]
-                        target=_run_worker,
-                        name=name,
-                        args=(conn_fd, slot_fd, tuple(closing), initializer, initargs, prefix, memory_limit),
-                        daemon=True,
-                    )
-                    process.start()
-                except OSError as error:
-                    _write_quietly(status, _PID.pack(-(error.errno or 1)))
-                    os.close(status)
-                else:
-                    _write_quietly(status, _PID.pack(process.pid))
-                    children[process.sentinel] = (process, status)
-                    by_pid[process.pid] = process
-                    waiting.register(process.sentinel, select.POLLIN)
-                finally:
-                    os.close(conn_fd)
-                    os.close(slot_fd)
+                self._spawn(message, fds)
             elif message[0] == "kill":
-                process = by_pid.get(message[1])
+                process = self.by_pid.get(message[1])
                 if process is not None:
                     process.kill()  # a no-op once reaped: the pid is never someone else's
             elif message[0] == "pool":
@@ -380,15 +378,52 @@ def _serve(control: socket.socket, pools: dict[str, tuple[Any, Any]]) -> None:
                 for payload_fd in fds:
                     with os.fdopen(payload_fd, "rb") as file:
                         payload = file.read()
-                pools[message[1]] = (payload, None)
+                self.pools[message[1]] = (payload, None)
             elif message[0] == "drop":
-                pools.pop(message[1], None)
+                self.pools.pop(message[1], None)
+        return True
+
+    def _spawn(self, message: tuple[Any, ...], fds: list[int]) -> None:
+        _, key, worker_name, prefix, memory_limit = message
+        conn_fd, slot_fd, status = fds
+        initializer, initargs = self.pools[key]
+        closing = (self.control.fileno(), *(w for _, w in self.children.values()), status)
+        try:
+            process: Any = self.context.Process(
+                target=_run_worker,
+                name=worker_name,
+                args=(conn_fd, slot_fd, closing, self.name, initializer, initargs, prefix, memory_limit),
+                daemon=True,
+            )
+            process.start()
+        except OSError as error:
+            _write_quietly(status, _PID.pack(-(error.errno or 1)))
+            os.close(status)
+        else:
+            _write_quietly(status, _PID.pack(process.pid))
+            self.children[process.sentinel] = (process, status)
+            self.by_pid[process.pid] = process
+            self.waiting.register(process.sentinel, select.POLLIN)
+        finally:
+            os.close(conn_fd)
+            os.close(slot_fd)
+
+    def _reap(self, sentinel: int) -> None:
+        """A worker exited: reap it, then tell the caller its exit code."""
+        process, status = self.children.pop(sentinel)
+        self.waiting.unregister(sentinel)
+        process.join()
+        del self.by_pid[process.pid]
+        _write_quietly(status, _EXIT.pack(process.exitcode))
+        os.close(status)
 
 
-def _run_worker(
+# Called by multiprocessing with positional arguments (the Process's args).
+def _run_worker(  # noqa: PLR0917
     conn_fd: int,
     slot_fd: int,
     closing: tuple[int, ...],
+    name: str | None,
     initializer: Any,
     initargs: Any,
     prefix: str,
@@ -399,6 +434,8 @@ def _run_worker(
 
     for fd in closing:
         _close_quietly(fd)
+    if name is not None:
+        _rename(name)
     slot = _MappedSlot(slot_fd)
     worker_main(Connection(conn_fd), slot, initializer, initargs, prefix, os.getppid(), -1, memory_limit)
 
@@ -412,6 +449,18 @@ class _MappedSlot:
 
     def create_memoryview(self) -> memoryview:
         return memoryview(self._map)
+
+
+def _rename(name: str) -> str | None:
+    """Set this process's name (`comm`); return the one it had (`None`: not on this system)."""
+    try:
+        with open("/proc/self/comm", "r+") as comm:
+            previous = comm.read().strip()
+            comm.seek(0)
+            comm.write(name)
+    except OSError:
+        return None
+    return previous
 
 
 def _write_quietly(fd: int, data: bytes) -> None:

@@ -747,7 +747,12 @@ class _Manager(threading.Thread):
             if self._server is not None:
                 try:
                     process = self._server.start(
-                        self._server_key, name, f"{self.prefix}w{number}-", self.config.max_worker_memory, child_end, shared
+                        self._server_key,
+                        name=name,
+                        prefix=f"{self.prefix}w{number}-",
+                        memory_limit=self.config.max_worker_memory,
+                        conn=child_end,
+                        slot=shared,
                     )
                 except OSError:  # the server is gone: this pool forks its workers itself now
                     self._leave_fork_server()
