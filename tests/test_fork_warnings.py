@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.skipif(sys.version_info < (3, 12), reason="Python 3.12+ warns on a multi-threaded fork")
+#: The warning exists from Python 3.12 on.
+needs_the_warning = pytest.mark.skipif(sys.version_info < (3, 12), reason="Python 3.12+ warns on a multi-threaded fork")
 
 #: What CPython prints for a fork of a multi-threaded process.
 WARNING = "is multi-threaded, use of fork() may lead to deadlocks"
@@ -122,6 +123,7 @@ def _run(tmp_path: Path, case: str, warnings: str) -> subprocess.CompletedProces
     )
 
 
+@needs_the_warning
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_no_fork_of_a_multithreaded_process(tmp_path: Path, case: str) -> None:
     completed = _run(tmp_path, case, "always::DeprecationWarning")
@@ -130,6 +132,7 @@ def test_no_fork_of_a_multithreaded_process(tmp_path: Path, case: str) -> None:
     assert json.loads(completed.stdout.splitlines()[-1]) == EXPECTED[case]
 
 
+@needs_the_warning
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_warnings_as_errors_leave_the_results_right(tmp_path: Path, case: str) -> None:
     completed = _run(tmp_path, case, "error::DeprecationWarning")
@@ -137,6 +140,7 @@ def test_warnings_as_errors_leave_the_results_right(tmp_path: Path, case: str) -
     assert json.loads(completed.stdout.splitlines()[-1]) == EXPECTED[case]
 
 
+@needs_the_warning
 def test_the_check_sees_a_fork_of_a_multithreaded_process(tmp_path: Path) -> None:
     """The control: the same run does print the warning for a fork that has a thread beside it."""
     script = tmp_path / "control.py"
