@@ -261,6 +261,7 @@ class _MapMethods(Generic[T, R]):
     ) -> tuple[Job, MapOptions, int | None]:
         config, defaults, name = self._settings()
         options = defaults.replace(overrides)
+        _registry.prepare(config)  # before this map starts any thread (see Backend.prepare)
         is_async = self._owner()._self_is_async
         _check_concurrency(options, is_async, name)
         if not isinstance(items, AsyncSource):

@@ -73,6 +73,23 @@ CASES = {
         first = [type(r).__name__ if isinstance(r, BaseException) else r for r in task.map(range(5), chunksize=1)]
         print(json.dumps({"first": first, "then": task.map([0, 1, 2, 4], chunksize=1)}))
     """,
+    # Each of these starts its pool from a thread of parmap's (map_async, aimap) or hashes the
+    # shared object on helper threads first: the server is made before any of them runs.
+    "first_map_is_map_async": """
+        print(json.dumps(parmap.parallel(square, workers=2, start_method="fork").map_async(range(3)).get(timeout=20)))
+    """,
+    "first_map_is_aimap": """
+        import asyncio
+
+        async def collect():
+            return [r async for r in parmap.parallel(square, workers=2, start_method="fork").aimap(range(3))]
+
+        print(json.dumps(asyncio.run(collect())))
+    """,
+    "first_map_hashes_a_shared_object": """
+        task = parmap.parallel(square, workers=2, start_method="fork", initializer=remember, initargs=("x",))
+        print(json.dumps(task.map(range(3), shared=bytes(10_000_000))))
+    """,
     "replacements_keep_the_pool_start_state": """
         import forkstate  # an importable module: its functions travel by reference, its globals stay
 
@@ -89,6 +106,9 @@ EXPECTED: dict[str, Any] = {
     "replaced_workers": {"distinct_pids": 8, "squares": [x * x for x in range(8)]},
     "two_pools": {"one": [0, 1, 4, 9, 16], "two": ["set", "set"], "again": [0, 1, 4]},
     "after_a_crash": {"first": [1, 2, 3, "WorkerLostError", 5], "then": [1, 2, 3, 5]},
+    "first_map_is_map_async": [0, 1, 4],
+    "first_map_is_aimap": [0, 1, 4],
+    "first_map_hashes_a_shared_object": [0, 1, 4],
     "replacements_keep_the_pool_start_state": {
         "before": ["when the pool started"] * 2,
         "after": ["when the pool started"] * 3,

@@ -173,6 +173,15 @@ class Backend(abc.ABC):
         """
         return config
 
+    @classmethod
+    def prepare(cls, config: PoolConfig) -> None:
+        """Called in the caller's thread when a map for ``config`` begins, before parmap
+        starts any thread for it (a background reader, the hashing helpers) and before the
+        pool exists: what a pool must set up from a one-thread process goes here (the
+        process backend's fork server). The default does nothing.
+        """
+        return
+
     def check_item(self, item: Any) -> None:
         """Raise ``SerializationError`` if ``item`` cannot travel to a worker.
 

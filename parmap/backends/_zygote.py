@@ -32,6 +32,7 @@ Protocol (caller -> server, one `SOCK_SEQPACKET` message each, file descriptors 
 | message | fds | the server |
 |---|---|---|
 | `("pool", key)` | a memfd of the pickled `(initializer, initargs)` | keeps them for `key` |
+| `("alias", key, origin)` | | serves `key` with the initializer it inherited for `origin` |
 | `("drop", key)` | | forgets them |
 | `("spawn", key, name, prefix, limit)` | socket, slot, status pipe | forks it; writes its pid, then its exit code |
 | `("kill", pid)` | | SIGKILLs its child `pid` unless it has exited |
@@ -141,15 +142,21 @@ class ServedProcess:
 class ForkServer:
     """The caller's end of the fork server (see the module docstring); one per process."""
 
-    def __init__(self, key: str, initializer: Any, initargs: Any) -> None:
+    def __init__(self, key: str, initializer: Any, initargs: Any, *, in_use: bool = True) -> None:
         """Fork the server now, from the calling thread, for the pool `key` starting now:
-        its `initializer` and `initargs` are inherited as they are.
+        its `initializer` and `initargs` are inherited as they are. Without `in_use` no pool
+        uses it yet (made ahead of the pool, by [prepare][]).
 
         Raises:
             OSError: the socket or the fork failed.
         """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._pools: set[str] = {key}
+        self._pools: set[str] = {key} if in_use else set()
+        #: The pool the server was made for, and the initializer it inherited (kept in the
+        #: server for good: its pages are the caller's, shared copy-on-write).
+        self._origin = (key, initializer, initargs)
+        #: A message could not be sent: the server is gone.
+        self.broken = False
         self._lock = threading.Lock()
         self._pid = os.getpid()
         try:
@@ -172,12 +179,16 @@ class ForkServer:
         self._socket = ours
 
     def add_pool(self, key: str, initializer: Any, initargs: Any) -> bool:
-        """Register a pool started after the server: its initializer travels pickled.
+        """Register a pool started after the server: its initializer travels pickled, unless
+        it is the very one the server inherited.
 
         Returns False (the pool then forks its workers itself) when it cannot be pickled.
         """
+        origin, inherited, inherited_args = self._origin
         try:
-            if initializer is None:
+            if initializer is inherited and initargs is inherited_args:
+                self._send(("alias", key, origin), [])
+            elif initializer is None:
                 self._send(("pool", key), [])
             else:
                 self._send_pool(key, _transport.dumps((initializer, initargs)))
@@ -198,12 +209,16 @@ class ForkServer:
         finally:
             os.close(fd)
 
+    def unused(self) -> bool:
+        with self._lock:
+            return not self._pools
+
     def drop_pool(self, key: str) -> bool:
         """The pool closed; True when no pool uses the server any more (the caller closes it)."""
         with self._lock:
             self._pools.discard(key)
             last = not self._pools
-        if not last:
+        if not last and key != self._origin[0]:
             try:
                 self._send(("drop", key), [])
             except OSError:
@@ -254,7 +269,11 @@ class ForkServer:
     def _send(self, message: tuple[Any, ...], fds: list[int]) -> None:
         data = pickle.dumps(message)
         with self._lock:
-            socket.send_fds(self._socket, [data], fds)
+            try:
+                socket.send_fds(self._socket, [data], fds)
+            except OSError:
+                self.broken = True
+                raise
 
     def close(self) -> None:
         """Close the server's socket and reap it (it exits at once); idempotent."""
@@ -293,6 +312,7 @@ def join(key: str, initializer: Any, initargs: Any) -> ForkServer | None:
     if not available():
         return None
     with _server_lock:
+        _drop_if_broken()
         if _server is None:
             try:
                 _server = ForkServer(key, initializer, initargs)
@@ -301,6 +321,37 @@ def join(key: str, initializer: Any, initargs: Any) -> ForkServer | None:
             return _server
         server = _server
     return server if server.add_pool(key, initializer, initargs) else None
+
+
+def prepare(initializer: Any, initargs: Any) -> None:
+    """Make the server now, if none runs, for a pool about to start with this initializer.
+
+    Called in the caller's thread when a map begins, before parmap starts any thread for
+    it: a map whose pool starts in a background thread (`map_async`, `aimap`), or one that
+    hashes a `shared=` object on helper threads first, would otherwise fork the server from
+    a multi-threaded process. The pool then finds the server running, and, its initializer
+    being the one the server inherited, sends nothing. Without a pool it stays until one
+    comes (or the caller exits, which ends it).
+    """
+    global _server
+    if not available():
+        return
+    with _server_lock:
+        _drop_if_broken()
+        if _server is None:
+            try:
+                _server = ForkServer("prepared", initializer, initargs, in_use=False)
+            except OSError:
+                return
+
+
+def _drop_if_broken() -> None:
+    """Forget a server that is gone (its pools close it when they leave it)."""
+    global _server
+    if _server is not None and _server.broken:
+        server, _server = _server, None
+        if server.unused():
+            server.close()
 
 
 def leave(server: ForkServer, key: str) -> None:
@@ -379,6 +430,8 @@ class _Server:
                     with os.fdopen(payload_fd, "rb") as file:
                         payload = file.read()
                 self.pools[message[1]] = (payload, None)
+            elif message[0] == "alias":
+                self.pools[message[1]] = self.pools[message[2]]
             elif message[0] == "drop":
                 self.pools.pop(message[1], None)
         return True

@@ -112,6 +112,7 @@ from ._worker import worker_main
 from ._zygote import ForkServer, Slot
 from ._zygote import join as join_fork_server
 from ._zygote import leave as leave_fork_server
+from ._zygote import prepare as prepare_fork_server
 
 #: Functions a worker keeps unpickled; the manager evicts the least recently used beyond it.
 MAX_CACHED_FUNCTIONS = 32
@@ -374,6 +375,13 @@ class ProcessBackend(Backend):
     def nested_config(cls, config: PoolConfig, *, daemonic: bool) -> PoolConfig:
         """Serial in a daemonic process (it may not start processes); else processes again."""
         return dataclasses.replace(config, backend="serial") if daemonic else config
+
+    @classmethod
+    def prepare(cls, config: PoolConfig) -> None:
+        """Under fork, make the fork server now, in the caller's thread, while no thread of
+        parmap's runs yet (see `parmap.backends._zygote`), for the pool this map will start."""
+        if multiprocessing.get_context(config.start_method).get_start_method() == "fork":
+            prepare_fork_server(config.initializer, config.initargs)
 
     def __init__(self, config: PoolConfig) -> None:
         """Start the pool's workers (from its manager thread) and wait until all are started.
