@@ -211,3 +211,23 @@ def test_the_fork_server_lives_while_a_fork_pool_does() -> None:
     assert len(_fork_servers()) == 1
     shutdown_promptly()
     wait_until(lambda: not _fork_servers())
+
+
+def test_a_killed_fork_server_leaves_the_pool_working() -> None:
+    """The server's workers die with it; the pool replaces them, forking them itself from then on."""
+    import signal
+
+    import parmap
+
+    from . import tasks
+    from .conftest import process_pool_of, wait_until
+
+    task = parmap.parallel(tasks.square, workers=2, start_method="fork")
+    assert task.map(range(4)) == [0, 1, 4, 9]
+    pool = process_pool_of(task)
+    before = set(pool.ready_worker_pids)
+    (server,) = _fork_servers()
+    os.kill(server, signal.SIGKILL)
+    wait_until(lambda: len(pool.ready_worker_pids) == 2 and not set(pool.ready_worker_pids) & before)
+    assert task.map(range(4)) == [0, 1, 4, 9]
+    assert server not in _fork_servers()  # reaped, not left a zombie
