@@ -22,6 +22,8 @@ from .backends._worker import in_worker_process, nesting_depth
 
 _lock = threading.RLock()
 _pools: dict[PoolConfig, Backend] = {}
+#: The backends asked to prepare a pool: each is told to release it at shutdown.
+_prepared: set[type[Backend]] = set()
 
 
 def prepare(config: PoolConfig) -> None:
@@ -35,7 +37,10 @@ def prepare(config: PoolConfig) -> None:
         pool = _pools.get(config)
         if pool is not None and pool.usable:
             return
-    get_backend(config.backend).prepare(config)
+    backend = get_backend(config.backend)
+    with _lock:
+        _prepared.add(backend)
+    backend.prepare(config)
 
 
 def _resolve(config: PoolConfig) -> PoolConfig:
@@ -84,9 +89,12 @@ def _shut_down(*, exiting: bool) -> None:
     with _lock:
         pools = list(_pools.values())
         _pools.clear()
+        prepared = list(_prepared)
     try:
         for pool in pools:
             pool.shutdown()
+        for backend in prepared:
+            backend.release()
     finally:
         _sharing.forget_all()
         _transport.stop_watcher(exiting=exiting)

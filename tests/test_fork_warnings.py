@@ -197,7 +197,7 @@ def _fork_servers() -> list[int]:
     return [pid for pid in _children(os.getpid()) if _is_fork_server(pid)]
 
 
-def test_the_fork_server_lives_while_a_fork_pool_does() -> None:
+def test_one_fork_server_serves_every_fork_pool_until_shutdown() -> None:
     """One server for every fork pool; `parmap.shutdown()` reaps it, so the next pool copies the caller afresh."""
     import parmap
 

@@ -182,6 +182,14 @@ class Backend(abc.ABC):
         """
         return
 
+    @classmethod
+    def release(cls) -> None:
+        """Called by `parmap.shutdown()` (and at exit) once every pool is shut down: release
+        what [prepare][parmap.backends.Backend.prepare] set up for this backend's pools. The
+        default does nothing.
+        """
+        return
+
     def check_item(self, item: Any) -> None:
         """Raise ``SerializationError`` if ``item`` cannot travel to a worker.
 

@@ -24,8 +24,9 @@ replaced). A pool started while the server runs (a second configuration) uses th
 server: its workers have the state of the moment the server was made, and its initializer
 is cloudpickled to the server (by value for `__main__`, by reference otherwise); one that
 cannot be pickled (a `multiprocessing` lock among the arguments) makes that pool fork its
-workers from the caller, as before. The server exits when the last pool using it closes
-(`parmap.shutdown()`), so the next pool copies the caller afresh.
+workers from the caller, as before. The server stays while the process runs (a broken pool's replacement uses it too: a
+server made anew then would fork a process where threads of parmap's still run), until
+`parmap.shutdown()`, after which the next pool copies the caller afresh.
 
 Protocol (caller -> server, one `SOCK_SEQPACKET` message each, file descriptors attached):
 
@@ -355,14 +356,27 @@ def _drop_if_broken() -> None:
 
 
 def leave(server: ForkServer, key: str) -> None:
-    """The pool `key` closed: close the server once no pool uses it."""
+    """The pool `key` closed. The server stays for the pools to come (a broken pool's
+    replacement among them) until [close][]; one already closed or gone is closed once its
+    last pool has left it."""
     global _server
     with _server_lock:
-        if not server.drop_pool(key):
+        last = server.drop_pool(key)
+        if server.broken and _server is server:
+            _server = None  # gone: the next pool makes a new one
+        if not last or _server is server:
             return
-        if _server is server:
-            _server = None
     server.close()
+
+
+def close() -> None:
+    """`parmap.shutdown()` and exit: close the server (reaped at once if no pool uses it,
+    else once its last pool leaves), so that the next pool copies the caller afresh."""
+    global _server
+    with _server_lock:
+        server, _server = _server, None
+    if server is not None and server.unused():
+        server.close()
 
 
 def _forget_in_child() -> None:

@@ -110,6 +110,7 @@ from ._protocol import (
 from ._resources import OomCounter, resident_bytes
 from ._worker import worker_main
 from ._zygote import ForkServer, Slot
+from ._zygote import close as close_fork_server
 from ._zygote import join as join_fork_server
 from ._zygote import leave as leave_fork_server
 from ._zygote import prepare as prepare_fork_server
@@ -382,6 +383,11 @@ class ProcessBackend(Backend):
         parmap's runs yet (see `parmap.backends._zygote`), for the pool this map will start."""
         if multiprocessing.get_context(config.start_method).get_start_method() == "fork":
             prepare_fork_server(config.initializer, config.initargs)
+
+    @classmethod
+    def release(cls) -> None:
+        """`parmap.shutdown()`: close the fork server, so that the next pool copies the caller afresh."""
+        close_fork_server()
 
     def __init__(self, config: PoolConfig) -> None:
         """Start the pool's workers (from its manager thread) and wait until all are started.
