@@ -8,25 +8,31 @@ exist whenever a worker is *replaced* (a crash, `max_tasks_per_worker`, the memo
 and whenever a second pool starts, so forking workers from the caller would warn (and take
 the hazard) every time.
 
-So a pool under fork starts a fork server first, in the calling thread, before it starts
-any thread of its own: `os.fork()` copies only the forking thread, so the server is a
-one-thread copy of the caller as it is at that moment, and it stays one thread (it only
-reads its socket, forks and reaps). Every worker of every fork pool, the first ones and
-their replacements, is forked by it (a `multiprocessing` fork `Process` started there,
-with the usual bootstrap), and no fork of a multi-threaded process is parmap's doing.
+So under fork parmap makes a fork server first, in the caller's thread, when the first
+map of a fork pool begins ([prepare][], before that map starts any thread: `map_async`
+and `aimap` start their pool in a background thread, a `shared=` object is hashed on
+helper threads) or else when the pool starts ([join][]). `os.fork()` copies only the
+forking thread, so the server is a one-thread copy of the caller as it is at that moment,
+and it stays one thread (it only reads its socket, forks and reaps). Every worker of every
+fork pool, the first ones and their replacements, is forked by it (a `multiprocessing`
+fork `Process` started there, with the usual bootstrap): no fork of a multi-threaded
+process is parmap's doing. (A fork server, rather than forking the first workers from the
+caller and only replacements from elsewhere: a pool's workers would then see two
+different states; and rather than `multiprocessing`'s forkserver for replacements: that
+re-imports `__main__`, which a script written for fork does not guard.)
 
-What a worker inherits is the caller's state when the server was made, which is when the
-pool started, for the pool that made it: its initializer and arguments are inherited as
-they are (nothing pickled), as `multiprocessing.Pool` passes them, and a replacement worker
-has the same state as the workers it replaces (under `Pool` a replacement is forked from
-the parent at replacement time, so the state a worker sees depends on when it was
-replaced). A pool started while the server runs (a second configuration) uses the same
-server: its workers have the state of the moment the server was made, and its initializer
-is cloudpickled to the server (by value for `__main__`, by reference otherwise); one that
-cannot be pickled (a `multiprocessing` lock among the arguments) makes that pool fork its
-workers from the caller, as before. The server stays while the process runs (a broken pool's replacement uses it too: a
-server made anew then would fork a process where threads of parmap's still run), until
-`parmap.shutdown()`, after which the next pool copies the caller afresh.
+What a worker inherits is the caller's state when the server was made. For the pool the
+server was made for, its initializer and arguments are inherited as they are (nothing
+pickled), as `multiprocessing.Pool` passes them, and a replacement worker has the same
+state as the workers it replaces (under `Pool` a replacement is forked from the parent at
+replacement time, so what a worker sees depends on when it happened to be replaced). A
+pool of another configuration started later uses the same server: its workers have the
+state of the moment the server was made, and its initializer is cloudpickled to the server
+(by value for `__main__`, by reference otherwise); one that cannot be pickled (a
+`multiprocessing` lock among the arguments) makes that pool fork its workers from the
+caller, as before. The server stays while the process runs (a broken pool's replacement
+uses it too: a server made anew then would fork a process where parmap's threads run),
+until `parmap.shutdown()` ([close][]), after which the next pool copies the caller afresh.
 
 Protocol (caller -> server, one `SOCK_SEQPACKET` message each, file descriptors attached):
 
@@ -45,6 +51,7 @@ caller's death); the workers die with it (`PR_SET_PDEATHSIG`, see `_worker`).
 
 from __future__ import annotations
 
+import errno
 import mmap
 import multiprocessing
 import os
@@ -71,8 +78,7 @@ _MAX_FDS = 3
 _MAX_MESSAGE = 64 * 1024
 
 #: How long closing waits for the server to exit after its socket closed: it exits at
-#: once (it has no work left once every pool using it has closed), so this only bounds a
-#: server that hangs, which is then killed.
+#: once (no pool uses it by then), so this only bounds a server that hangs, then killed.
 CLOSE_WAIT_SECONDS = 2.0
 
 #: The server's process name (`/proc/<pid>/comm`, at most 15 bytes), so that tools (and the
@@ -83,6 +89,10 @@ SERVER_NAME = "parmap-forksrv"
 def available() -> bool:
     """Whether a fork server can run here (Linux: memfds and `SOCK_SEQPACKET`)."""
     return hasattr(os, "memfd_create") and hasattr(socket, "SOCK_SEQPACKET") and hasattr(socket, "send_fds")
+
+
+class ServerGone(OSError):
+    """The fork server has exited (killed, most likely): the pool forks its workers itself."""
 
 
 class Slot:
@@ -160,6 +170,7 @@ class ForkServer:
         self.broken = False
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        self._closed = False
         try:
             pid = os.fork()
         except BaseException:
@@ -232,14 +243,15 @@ class ForkServer:
         """Have the server fork a worker; return once it has (its pid known).
 
         Raises:
-            OSError: the server is gone, or its fork failed (its errno).
+            ServerGone: the server has exited.
+            OSError: the server's fork failed (its errno), as `Process.start` would.
         """
         status_r, status_w = os.pipe()
         try:
             self._send(("spawn", key, name, prefix, memory_limit), [conn.fileno(), slot.fd, status_w])
-        except BaseException:
+        except OSError as error:
             os.close(status_r)
-            raise
+            raise ServerGone(f"parmap's fork server has exited: {error}") from error
         finally:
             os.close(status_w)
         data = b""
@@ -254,7 +266,7 @@ class ForkServer:
             raise
         if len(data) < _PID.size:
             os.close(status_r)
-            raise OSError("parmap's fork server has exited")
+            raise ServerGone("parmap's fork server has exited")
         (pid,) = _PID.unpack(data)
         if pid <= 0:
             os.close(status_r)
@@ -278,6 +290,10 @@ class ForkServer:
 
     def close(self) -> None:
         """Close the server's socket and reap it (it exits at once); idempotent."""
+        with self._lock:
+            if self._closed:
+                return  # reaped already: its pid may be another process's now
+            self._closed = True
         self._socket.close()
         if os.getpid() != self._pid:
             return
@@ -431,7 +447,13 @@ class _Server:
                 return False
             message = pickle.loads(data)
             if message[0] == "spawn":
-                self._spawn(message, fds)
+                try:
+                    self._spawn(message, fds)
+                except Exception:  # a pool it does not know: that worker fails, the server stays
+                    for received in fds:
+                        if received == fds[-1]:
+                            _write_quietly(received, _PID.pack(-errno.EINVAL))
+                        _close_quietly(received)
             elif message[0] == "kill":
                 process = self.by_pid.get(message[1])
                 if process is not None:
@@ -444,7 +466,7 @@ class _Server:
                     with os.fdopen(payload_fd, "rb") as file:
                         payload = file.read()
                 self.pools[message[1]] = (payload, None)
-            elif message[0] == "alias":
+            elif message[0] == "alias" and message[2] in self.pools:
                 self.pools[message[1]] = self.pools[message[2]]
             elif message[0] == "drop":
                 self.pools.pop(message[1], None)
@@ -551,4 +573,4 @@ def _kill_quietly(pid: int) -> None:
         pass
 
 
-__all__ = ["ForkServer", "ServedProcess", "Slot", "available", "join", "leave"]
+__all__ = ["ForkServer", "ServedProcess", "ServerGone", "Slot", "available", "close", "join", "leave", "prepare"]

@@ -109,7 +109,7 @@ from ._protocol import (
 )
 from ._resources import OomCounter, resident_bytes
 from ._worker import worker_main
-from ._zygote import ForkServer, Slot
+from ._zygote import ForkServer, ServerGone, Slot
 from ._zygote import close as close_fork_server
 from ._zygote import join as join_fork_server
 from ._zygote import leave as leave_fork_server
@@ -768,7 +768,7 @@ class _Manager(threading.Thread):
                         conn=child_end,
                         slot=shared,
                     )
-                except OSError:  # the server is gone: this pool forks its workers itself now
+                except ServerGone:  # killed, most likely: this pool forks its workers itself now
                     self._leave_fork_server()
             if process is None:
                 process = self.context.Process(  # type: ignore[attr-defined]
