@@ -385,6 +385,18 @@ def leave(server: ForkServer, key: str) -> None:
     server.close()
 
 
+def close_if_unused() -> None:
+    """A pool could not start: close the server unless another pool uses it (the process
+    is most likely out of files or processes, and the server is one more)."""
+    global _server
+    with _server_lock:
+        server = _server
+        if server is None or not server.unused():
+            return
+        _server = None
+    server.close()
+
+
 def close() -> None:
     """`parmap.shutdown()` and exit: close the server (reaped at once if no pool uses it,
     else once its last pool leaves), so that the next pool copies the caller afresh."""
@@ -450,9 +462,9 @@ class _Server:
                 try:
                     self._spawn(message, fds)
                 except Exception:  # a pool it does not know: that worker fails, the server stays
+                    if len(fds) == _MAX_FDS:  # else the status pipe did not come (out of files)
+                        _write_quietly(fds[-1], _PID.pack(-errno.EINVAL))
                     for received in fds:
-                        if received == fds[-1]:
-                            _write_quietly(received, _PID.pack(-errno.EINVAL))
                         _close_quietly(received)
             elif message[0] == "kill":
                 process = self.by_pid.get(message[1])
@@ -573,4 +585,15 @@ def _kill_quietly(pid: int) -> None:
         pass
 
 
-__all__ = ["ForkServer", "ServedProcess", "ServerGone", "Slot", "available", "close", "join", "leave", "prepare"]
+__all__ = [
+    "ForkServer",
+    "ServedProcess",
+    "ServerGone",
+    "Slot",
+    "available",
+    "close",
+    "close_if_unused",
+    "join",
+    "leave",
+    "prepare",
+]

@@ -111,6 +111,7 @@ from ._resources import OomCounter, resident_bytes
 from ._worker import worker_main
 from ._zygote import ForkServer, ServerGone, Slot
 from ._zygote import close as close_fork_server
+from ._zygote import close_if_unused as close_unused_fork_server
 from ._zygote import join as join_fork_server
 from ._zygote import leave as leave_fork_server
 from ._zygote import prepare as prepare_fork_server
@@ -414,6 +415,7 @@ class ProcessBackend(Backend):
         if cause is not None:
             self._manager.join()
             _live_backends.discard(self)
+            close_unused_fork_server()
             raise PoolStartError(f"the process pool could not start its workers: {cause}") from cause
 
     # ------------------------------------------------------------------ caller side
