@@ -103,11 +103,15 @@ class Slot:
         os.ftruncate(self.fd, size)
         self.size = size
         self._map = mmap.mmap(self.fd, size)
-        weakref.finalize(self, _close_quietly, self.fd)
+        self._closer = weakref.finalize(self, _close_quietly, self.fd)
 
     def create_memoryview(self) -> memoryview:
         """The slot's bytes (the `multiprocessing.heap.BufferWrapper` method `_worker` calls)."""
         return memoryview(self._map)
+
+    def close_fd(self) -> None:
+        """Once the server has its copy: the mapping lives on without the descriptor."""
+        self._closer()
 
 
 class ServedProcess:
@@ -254,6 +258,7 @@ class ForkServer:
             raise ServerGone(f"parmap's fork server has exited: {error}") from error
         finally:
             os.close(status_w)
+            slot.close_fd()
         data = b""
         try:
             while len(data) < _PID.size:
