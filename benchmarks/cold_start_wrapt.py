@@ -94,7 +94,9 @@ def render(results: dict[str, dict[str, float]], versions: dict[str, str], runs:
         "paid once per process: by a script, not by each map.",
         "",
         f"Median of {runs} fresh interpreters, Python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs; written by `python -m benchmarks.cold_start_wrapt`.",
+        f"{os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f} at the end: other work",
+        "on the machine inflates every figure, the difference less); written by",
+        "`python -m benchmarks.cold_start_wrapt`.",
         "",
         "| what | " + " | ".join(f"{name} ({versions[name]})" for name in names) + " | difference |",
         "|---|" + "---:|" * (len(names) + 1),
