@@ -231,3 +231,21 @@ def test_a_killed_fork_server_leaves_the_pool_working() -> None:
     wait_until(lambda: len(pool.ready_worker_pids) == 2 and not set(pool.ready_worker_pids) & before)
     assert task.map(range(4)) == [0, 1, 4, 9]
     assert server not in _fork_servers()  # reaped, not left a zombie
+
+
+def test_the_fork_server_leaves_sigterm_and_ctrl_c_to_the_caller() -> None:
+    """A SIGTERM or SIGINT sent to the whole process group does not take the server (and the
+    workers it would fork) down while the caller, which handles them, carries on."""
+    import signal
+
+    import parmap
+
+    from . import tasks
+
+    task = parmap.parallel(tasks.square, workers=1, start_method="fork")
+    assert task.map(range(2)) == [0, 1]
+    (server,) = _fork_servers()
+    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        os.kill(server, number)
+    assert task.map(range(3), chunksize=1, max_tasks_per_worker=1) == [0, 1, 4]  # new workers, from it
+    assert _fork_servers() == [server]

@@ -54,6 +54,7 @@ from __future__ import annotations
 import errno
 import mmap
 import multiprocessing
+import multiprocessing.util
 import os
 import pickle
 import select
@@ -175,6 +176,9 @@ class ForkServer:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._closed = False
+        # What the caller has buffered is the caller's to write: the server, which flushes
+        # before each fork as `multiprocessing` does, would write it again.
+        multiprocessing.util._flush_std_streams()  # type: ignore[attr-defined]
         try:
             pid = os.fork()
         except BaseException:
@@ -269,8 +273,9 @@ class ForkServer:
         except BaseException:
             os.close(status_r)
             raise
-        if len(data) < _PID.size:
+        if len(data) < _PID.size:  # it died before it could answer
             os.close(status_r)
+            self.broken = True
             raise ServerGone("parmap's fork server has exited")
         (pid,) = _PID.unpack(data)
         if pid <= 0:
@@ -426,12 +431,25 @@ os.register_at_fork(after_in_child=_forget_in_child)
 # ---------------------------------------------------------------------------- the server
 
 
+#: The signals the server ignores (see `_serve`).
+_SIGNALS_IGNORED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+#: In the server: the caller's handlers of those signals, which each worker gets back.
+_caller_handlers: list[tuple[int, Any]] = []
+
+
 def _serve(control: socket.socket, pools: dict[str, tuple[Any, Any]], name: str | None) -> None:
     """The server's loop: fork workers, kill them when asked, report their exits.
 
     `name` is the caller's process name, which each worker takes back.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
+    global _caller_handlers
+    # Ctrl-C, a terminal's hang-up and a SIGTERM sent to the process group are the caller's
+    # to handle (the server ends with the caller anyway): ignored here, and given back to
+    # each worker as the caller had them.
+    _caller_handlers = [(number, signal.getsignal(number)) for number in _SIGNALS_IGNORED]
+    for number in _SIGNALS_IGNORED:
+        signal.signal(number, signal.SIG_IGN)
     server = _Server(control, pools, name)
     while server.serve_once():
         pass
@@ -540,6 +558,9 @@ def _run_worker(  # noqa: PLR0917
 
     for fd in closing:
         _close_quietly(fd)
+    for number, handler in _caller_handlers:
+        if handler is not None:
+            signal.signal(number, handler)
     if name is not None:
         _rename(name)
     slot = _MappedSlot(slot_fd)
