@@ -25,7 +25,9 @@ State and its owners:
   what the manager last published for the caller (`capacity`, `ready_pids`).
 * [_Manager][] alone owns the worker processes, their sockets, their slots, kills and
   timeouts. It starts every worker itself (a worker's `PR_SET_PDEATHSIG` fires when the
-  thread that forked it exits, and the manager lives as long as the pool).
+  thread that forked it exits, and the manager lives as long as the pool); under fork it
+  has the fork server fork it (`parmap.backends._zygote`: never a fork of this
+  multi-threaded process; the worker then dies with the server, which ends with the caller).
 * Each kill is one [_Kill][] record (reason, job id, chunk id, position), set once.
 
 The invariant: **the manager thread never blocks on a worker.** Every worker socket is
