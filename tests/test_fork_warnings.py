@@ -249,3 +249,16 @@ def test_the_fork_server_leaves_sigterm_and_ctrl_c_to_the_caller() -> None:
         os.kill(server, number)
     assert task.map(range(3), chunksize=1, max_tasks_per_worker=1) == [0, 1, 4]  # new workers, from it
     assert _fork_servers() == [server]
+
+
+def test_a_worker_that_closes_its_sentinel_is_still_reported_and_the_server_carries_on() -> None:
+    """The server never waits on a worker: one that closed its sentinel is watched by polling."""
+    import parmap
+
+    from . import tasks_fork
+
+    task = parmap.parallel(tasks_fork.close_every_descriptor_on_one, workers=1, start_method="fork")
+    results = task.map(range(3), chunksize=1, return_exceptions=True)
+    assert [results[0], type(results[1]), results[2]] == [0, parmap.WorkerLostError, 2]
+    assert task.map([0, 2, 3]) == [0, 2, 3]
+    assert len(_fork_servers()) == 1

@@ -82,6 +82,11 @@ _MAX_MESSAGE = 64 * 1024
 #: once (no pool uses it by then), so this only bounds a server that hangs, then killed.
 CLOSE_WAIT_SECONDS = 2.0
 
+#: How often the server looks again at a worker whose sentinel closed before it exited (a
+#: task that closed its descriptors): rare, so 0.1 s costs nothing and bounds how late its
+#: death is reported.
+LINGER_CHECK_SECONDS = 0.1
+
 #: The server's process name (`/proc/<pid>/comm`, at most 15 bytes), so that tools (and the
 #: tests' leak checks) tell it from a worker; each worker takes the caller's name back.
 SERVER_NAME = "parmap-forksrv"
@@ -465,12 +470,20 @@ class _Server:
         self.context = multiprocessing.get_context("fork")
         self.children: dict[int, tuple[Any, int]] = {}  # sentinel -> (process, status write end)
         self.by_pid: dict[int, Any] = {}
+        #: Workers whose sentinel closed while they still run (a task closed its descriptors):
+        #: checked every `LINGER_CHECK_SECONDS` instead, so the loop never blocks on one.
+        self.lingering: list[tuple[Any, int]] = []
         self.waiting = select.poll()
         self.waiting.register(control.fileno(), select.POLLIN)
 
     def serve_once(self) -> bool:
         """Handle what arrived; False once the caller has closed the socket (or died)."""
-        for fd, _ in self.waiting.poll():
+        events = self.waiting.poll(int(LINGER_CHECK_SECONDS * 1000) if self.lingering else None)
+        for process, status in list(self.lingering):
+            if process.exitcode is not None:
+                self.lingering.remove((process, status))
+                self._report(process, status)
+        for fd, _ in events:
             if fd != self.control.fileno():
                 self._reap(fd)
                 continue
@@ -536,7 +549,12 @@ class _Server:
         """A worker exited: reap it, then tell the caller its exit code."""
         process, status = self.children.pop(sentinel)
         self.waiting.unregister(sentinel)
-        process.join()
+        if process.exitcode is None:  # it closed its sentinel and runs on: never wait on it
+            self.lingering.append((process, status))
+            return
+        self._report(process, status)
+
+    def _report(self, process: Any, status: int) -> None:
         del self.by_pid[process.pid]
         _write_quietly(status, _EXIT.pack(process.exitcode))
         os.close(status)
