@@ -680,6 +680,7 @@ class _MapMethods(Generic[P, R]):
         options = defaults.replace(overrides, label=name, function=self.__wrapped__)
         if bars_off and options.progress is not False:
             options = options.replace({"progress": False})
+        _registry.prepare(config)  # before this map starts any thread (see Backend.prepare)
         is_async = self._owner()._self_is_async
         _check_concurrency(options, is_async, name)
         if not isinstance(items, AsyncSource):

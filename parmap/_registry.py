@@ -22,6 +22,36 @@ from .backends._worker import in_worker_process, nesting_depth
 
 _lock = threading.RLock()
 _pools: dict[PoolConfig, Backend] = {}
+#: The backends asked to prepare a pool: each is told to release it at shutdown.
+_prepared: set[type[Backend]] = set()
+
+
+def prepare(config: PoolConfig) -> None:
+    """Before a map starts any thread: let the backend of its pool prepare, unless the pool runs.
+
+    The pool itself is still made lazily, by the job ([get_pool][]), perhaps in a background
+    thread (`map_async`); see [Backend.prepare][].
+    """
+    config = _resolve(config)
+    with _lock:
+        pool = _pools.get(config)
+        if pool is not None and pool.usable:
+            return
+    backend = get_backend(config.backend)
+    with _lock:
+        _prepared.add(backend)
+    backend.prepare(config)
+
+
+def _resolve(config: PoolConfig) -> PoolConfig:
+    """The config of the pool a map asking for ``config`` uses here (nested or not)."""
+    depth = nesting_depth()
+    # A daemonic process (a parmap or Dask worker, a multiprocessing.Pool worker) may not
+    # have children.
+    daemonic = in_worker_process() or multiprocessing.current_process().daemon
+    if depth:
+        config = dataclasses.replace(config, depth=depth)
+    return get_backend(config.backend).nested_config(config, daemonic=daemonic)
 
 
 def get_pool(config: PoolConfig) -> Backend:
@@ -32,13 +62,7 @@ def get_pool(config: PoolConfig) -> Backend:
     since daemonic processes may not have children), and each nesting depth gets pools of
     its own, so a task waiting on an inner map never waits on its own pool.
     """
-    depth = nesting_depth()
-    # A daemonic process (a parmap or Dask worker, a multiprocessing.Pool worker) may not
-    # have children.
-    daemonic = in_worker_process() or multiprocessing.current_process().daemon
-    if depth:
-        config = dataclasses.replace(config, depth=depth)
-    config = get_backend(config.backend).nested_config(config, daemonic=daemonic)
+    config = _resolve(config)
     with _lock:
         pool = _pools.get(config)
         if pool is not None and pool.usable:
@@ -65,9 +89,12 @@ def _shut_down(*, exiting: bool) -> None:
     with _lock:
         pools = list(_pools.values())
         _pools.clear()
+        prepared = list(_prepared)
     try:
         for pool in pools:
             pool.shutdown()
+        for backend in prepared:
+            backend.release()
     finally:
         _sharing.forget_all()
         _transport.stop_watcher(exiting=exiting)

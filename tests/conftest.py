@@ -119,14 +119,22 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
+def _is_fork_server(pid: int) -> bool:
+    """parmap's fork server (`parmap.backends._zygote`): it lives while a fork pool does."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "parmap-forksrv"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def worker_processes() -> list[int]:
-    """Every live descendant of this process, except multiprocessing's own helpers."""
+    """Every live descendant of this process, except multiprocessing's helpers and parmap's fork server."""
     result = []
     pending = _children(os.getpid())
     while pending:
         pid = pending.pop()
         pending.extend(_children(pid))
-        if not any(name in _cmdline(pid) for name in _INFRASTRUCTURE):
+        if not any(name in _cmdline(pid) for name in _INFRASTRUCTURE) and not _is_fork_server(pid):
             result.append(pid)
     return result
 

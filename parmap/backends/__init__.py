@@ -173,6 +173,23 @@ class Backend(abc.ABC):
         """
         return config
 
+    @classmethod
+    def prepare(cls, config: PoolConfig) -> None:
+        """Called in the caller's thread when a map for ``config`` begins, before parmap
+        starts any thread for it (a background reader, the hashing helpers) and before the
+        pool exists: what a pool must set up from a one-thread process goes here (the
+        process backend's fork server). The default does nothing.
+        """
+        return
+
+    @classmethod
+    def release(cls) -> None:
+        """Called by `parmap.shutdown()` (and at exit) once every pool is shut down: release
+        what [prepare][parmap.backends.Backend.prepare] set up for this backend's pools. The
+        default does nothing.
+        """
+        return
+
     def check_item(self, item: Any) -> None:
         """Raise ``SerializationError`` if ``item`` cannot travel to a worker.
 

@@ -25,7 +25,9 @@ State and its owners:
   what the manager last published for the caller (`capacity`, `ready_pids`).
 * [_Manager][] alone owns the worker processes, their sockets, their slots, kills and
   timeouts. It starts every worker itself (a worker's `PR_SET_PDEATHSIG` fires when the
-  thread that forked it exits, and the manager lives as long as the pool).
+  thread that forked it exits, and the manager lives as long as the pool); under fork it
+  has the fork server fork it (`parmap.backends._zygote`: never a fork of this
+  multi-threaded process; the worker then dies with the server, which ends with the caller).
 * Each kill is one [_Kill][] record (reason, job id, chunk id, position), set once.
 
 The invariant: **the manager thread never blocks on a worker.** Every worker socket is
@@ -116,6 +118,12 @@ from ._worker import (
     unguarded_main_message,
     worker_main,
 )
+from ._zygote import ForkServer, ServerGone, Slot
+from ._zygote import close as close_fork_server
+from ._zygote import close_if_unused as close_unused_fork_server
+from ._zygote import join as join_fork_server
+from ._zygote import leave as leave_fork_server
+from ._zygote import prepare as prepare_fork_server
 
 #: Functions a worker keeps unpickled; the manager evicts the least recently used beyond it.
 MAX_CACHED_FUNCTIONS = 32
@@ -379,6 +387,18 @@ class ProcessBackend(Backend):
         """Serial in a daemonic process (it may not start processes); else processes again."""
         return dataclasses.replace(config, backend="serial") if daemonic else config
 
+    @classmethod
+    def prepare(cls, config: PoolConfig) -> None:
+        """Under fork, make the fork server now, in the caller's thread, while no thread of
+        parmap's runs yet (see `parmap.backends._zygote`), for the pool this map will start."""
+        if multiprocessing.get_context(config.start_method).get_start_method() == "fork":
+            prepare_fork_server(config.initializer, config.initargs)
+
+    @classmethod
+    def release(cls) -> None:
+        """`parmap.shutdown()`: close the fork server, so that the next pool copies the caller afresh."""
+        close_fork_server()
+
     def __init__(self, config: PoolConfig) -> None:
         """Start the pool's workers (from its manager thread) and wait until all are started.
 
@@ -406,6 +426,7 @@ class ProcessBackend(Backend):
         if cause is not None:
             self._manager.join()
             _live_backends.discard(self)
+            close_unused_fork_server()
             raise PoolStartError(f"the process pool could not start its workers: {cause}") from cause
 
     # ------------------------------------------------------------------ caller side
@@ -560,6 +581,15 @@ class _Manager(threading.Thread):
         #: The OOM-kill counters as the pool started, to tell an OOM kill from another SIGKILL.
         self._oom = OomCounter()
         self._memory_checked_at = 0.0
+        #: Under fork, the fork server this pool's workers are forked from (see
+        #: `parmap.backends._zygote`): joined here, in the thread starting the pool, before
+        #: the manager thread exists, so that no worker is forked from a multi-threaded
+        #: process. `None`: the manager forks them itself (another start method, a platform
+        #: without memfds, or an initializer that cannot be pickled to a running server).
+        self._server_key = f"{os.getpid()}-p{pool_id}"
+        self._server: ForkServer | None = None
+        if self.context.get_start_method() == "fork":
+            self._server = join_fork_server(self._server_key, config.initializer, config.initargs)
 
     # ------------------------------------------------------------------ the loop
 
@@ -725,8 +755,9 @@ class _Manager(threading.Thread):
         parent_end, child_end = self.context.Pipe(duplex=True)
         try:
             # SLOT_SIZE doubles of shared memory, read here and written by the worker (which
-            # maps the same buffer). The heap's buffer, unlike sharedctypes, spares ctypes.
-            shared = BufferWrapper(SLOT_SIZE * 8)
+            # maps the same buffer). The heap's buffer, unlike sharedctypes, spares ctypes; a
+            # worker of the fork server maps a memfd the server is handed.
+            shared: Any = Slot(SLOT_SIZE * 8) if self._server is not None else BufferWrapper(SLOT_SIZE * 8)
             slot = shared.create_memoryview().cast("d")
             for index in range(SLOT_SIZE):  # the heap reuses freed blocks: never trust their bytes
                 slot[index] = 0.0
@@ -738,23 +769,40 @@ class _Manager(threading.Thread):
             # A forked worker inherits our end of its socket too: it closes it, so that the
             # socket reads as closed in the worker once this process is gone.
             inherited = parent_end.fileno() if method == "fork" else -1
-            process = self.context.Process(  # type: ignore[attr-defined]
-                target=worker_main,
-                name=f"{WORKER_NAME_PREFIX}{self._pool_id}.{number}",
-                args=(
-                    child_end,
-                    shared,
-                    self._initializer,
-                    self._initargs,
-                    f"{self.prefix}w{number}-",
-                    parent,
-                    inherited,
-                    self.config.max_worker_memory,
-                    inner_threads_of(self.config.inner_threads, explicit=self.config.inner_threads_explicit),
-                ),
-                daemon=True,
-            )
-            process.start()
+            name = f"{WORKER_NAME_PREFIX}{self._pool_id}.{number}"
+            inner_threads = inner_threads_of(self.config.inner_threads, explicit=self.config.inner_threads_explicit)
+            process: Any = None
+            if self._server is not None:
+                try:
+                    process = self._server.start(
+                        self._server_key,
+                        name=name,
+                        prefix=f"{self.prefix}w{number}-",
+                        memory_limit=self.config.max_worker_memory,
+                        inner_threads=inner_threads,
+                        conn=child_end,
+                        slot=shared,
+                    )
+                except ServerGone:  # killed, most likely: this pool forks its workers itself now
+                    self._leave_fork_server()
+            if process is None:
+                process = self.context.Process(  # type: ignore[attr-defined]
+                    target=worker_main,
+                    name=name,
+                    args=(
+                        child_end,
+                        shared,
+                        self._initializer,
+                        self._initargs,
+                        f"{self.prefix}w{number}-",
+                        parent,
+                        inherited,
+                        self.config.max_worker_memory,
+                        inner_threads,
+                    ),
+                    daemon=True,
+                )
+                process.start()
         except BaseException:
             parent_end.close()
             raise
@@ -1307,11 +1355,18 @@ class _Manager(threading.Thread):
         _transport.remove_segments(self.prefix)
         with self.flags.lock:
             self.flags.ready_pids = ()
+        self._leave_fork_server()
         # Leave the fork handler's list first: a child forked later must not close these fd
         # numbers, which the parent may by then have reused (e.g. for a new worker's pipes).
         _forget_manager(self)
         os.close(self._wake_reader)
         os.close(self._wake_writer)
+
+    def _leave_fork_server(self) -> None:
+        """Stop using the fork server (it exits once no pool uses it)."""
+        server, self._server = self._server, None
+        if server is not None:
+            leave_fork_server(server, self._server_key)
 
     def kill_all(self) -> None:
         """Last resort from another thread, when this one is stuck: kill every worker."""
