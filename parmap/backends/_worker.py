@@ -286,6 +286,12 @@ class _Inbox:
 
 
 # Called by multiprocessing with positional arguments (the Process's args).
+#: Modules every worker process imports when it starts (the parent-death signal, the
+#: parent watcher, the fork that starts it): the fork server imports them once, before it
+#: forks any worker, so that each worker inherits them.
+WORKER_MODULES = ("ctypes", "multiprocessing.connection", "multiprocessing.popen_fork", "multiprocessing.heap")
+
+
 def worker_main(  # noqa: PLR0917
     conn: Any,
     shared: Any,

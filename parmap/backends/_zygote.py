@@ -41,7 +41,7 @@ Protocol (caller -> server, one `SOCK_SEQPACKET` message each, file descriptors 
 | `("pool", key)` | a memfd of the pickled `(initializer, initargs)` | keeps them for `key` |
 | `("alias", key, origin)` | | serves `key` with the initializer it inherited for `origin` |
 | `("drop", key)` | | forgets them |
-| `("spawn", key, name, prefix, limit, inner_threads)` | socket, slot, status pipe | forks it; writes its pid, then its exit code |
+| `("spawn", key, name, prefix, limit, threads)` | socket, slot, status pipe | forks it; writes its pid, then exit code |
 | `("kill", pid)` | | SIGKILLs its child `pid` unless it has exited |
 
 The server reaps its children itself, and only it signals them, so a pid is never reused
@@ -52,6 +52,7 @@ caller's death); the workers die with it (`PR_SET_PDEATHSIG`, see `_worker`).
 from __future__ import annotations
 
 import errno
+import importlib
 import mmap
 import multiprocessing
 import multiprocessing.util
@@ -67,7 +68,7 @@ from typing import Any
 
 from .. import _transport
 from ._inner_threads import InnerThreads
-from ._worker import worker_main
+from ._worker import WORKER_MODULES, worker_main
 
 #: The pid (or `-errno`) a status pipe carries first, then the exit code.
 _PID = struct.Struct("q")
@@ -464,6 +465,10 @@ def _serve(control: socket.socket, pools: dict[str, tuple[Any, Any]], name: str 
     _caller_handlers = [(number, signal.getsignal(number)) for number in _SIGNALS_IGNORED]
     for number in _SIGNALS_IGNORED:
         signal.signal(number, signal.SIG_IGN)
+    # Imported once here, inherited by every worker: each would import them on its own
+    # (the server was made before the caller needed them), 5-10 ms a worker at a cold start.
+    for module in WORKER_MODULES:
+        importlib.import_module(module)
     server = _Server(control, pools, name)
     while server.serve_once():
         pass
