@@ -41,7 +41,7 @@ Protocol (caller -> server, one `SOCK_SEQPACKET` message each, file descriptors 
 | `("pool", key)` | a memfd of the pickled `(initializer, initargs)` | keeps them for `key` |
 | `("alias", key, origin)` | | serves `key` with the initializer it inherited for `origin` |
 | `("drop", key)` | | forgets them |
-| `("spawn", key, name, prefix, limit, threads)` | socket, slot, status pipe | forks it; writes its pid, then exit code |
+| `("spawn", key, name, prefix, limit, threads)` | socket, slot, status pipe | forks it; writes pid, then exit code |
 | `("kill", pid)` | | SIGKILLs its child `pid` unless it has exited |
 
 The server reaps its children itself, and only it signals them, so a pid is never reused
