@@ -16,9 +16,10 @@ or overruns, so it knows exactly which item to blame without any per-item messag
 whether a held chunk has started.
 
 A worker dies with its parent: on Linux through `PR_SET_PDEATHSIG` (the kernel kills it,
-even while a task holds the GIL in one long C call; the manager thread, which lives as
-long as the pool, starts every worker, since the signal fires when the forking *thread*
-exits), elsewhere through a thread waiting on the parent's sentinel. A process forked by a
+even while a task holds the GIL in one long C call; the signal fires when the forking
+*thread* exits, so a worker is started by a thread that lives as long as its pool: the
+manager thread, or the fork server's only thread under fork, see `_zygote`, which itself
+ends with the caller), elsewhere through a thread waiting on the parent's sentinel. A process forked by a
 task that returns into this loop never writes to the socket: every send checks the pid,
 and such a child exits at once.
 
