@@ -408,6 +408,7 @@ class Job:
         runs each chunk as it is submitted).
         """
         self._cancel_requested = True
+        self._spec.cancelled = True  # read by the backends as they take a chunk to start
         self._events.put(_Cancel())
 
     def close(self, *, stop_running: bool = False) -> None:

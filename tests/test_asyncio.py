@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
@@ -380,6 +381,54 @@ def test_cancel_on_thread_and_serial_drops_what_is_queued(name: str, tmp_path: P
     (tmp_path / "go").touch()
     assert task.map([(str(tmp_path), 9)]) == [9]
     assert not list(tmp_path.glob("started-3")), "a queued item of the cancelled job ran"
+
+
+@pytest.mark.parametrize("name", ["thread", "serial"])
+def test_a_chunk_of_a_cancelled_job_never_starts_even_one_submitted_after_the_cancel(
+    name: str, tmp_path: Path
+) -> None:
+    """Found under load: `cancel()` makes the result ready at once, and the job's thread drops
+    its queued chunks a moment later; a worker that went idle in between started one (or the
+    job's thread submitted one it had decided on). The job is marked cancelled first, and a
+    backend never starts a chunk of a marked job."""
+    from parmap._config import PoolConfig
+    from parmap.backends import ChunkDone, ChunkTask, JobSpec, get_backend
+
+    backend = get_backend(name)(
+        PoolConfig.build(backend=name, workers=1, start_method=None, initializer=None, initargs=())
+    )
+    outcomes: queue.Queue[Any] = queue.Queue()
+    other = JobSpec(job_id=1, function=tasks.wait_for_file, deliver=outcomes.put)
+    cancelled = JobSpec(job_id=2, function=tasks.wait_for_file, deliver=outcomes.put)
+
+    def chunk(chunk_id: int, job: JobSpec, x: int) -> ChunkTask:
+        return ChunkTask(chunk_id=chunk_id, job=job, indices=[x], items=[(str(tmp_path), x)])
+
+    try:
+        if name == "thread":  # the one worker is busy while the cancelled job's chunk waits
+            backend.submit(chunk(1, other, 0))
+            started_pids(tmp_path, 1)
+        else:
+            (tmp_path / "go").touch()
+        backend.submit(chunk(2, cancelled, 1))  # queued behind the busy worker
+        cancelled.cancelled = True
+        backend.submit(chunk(3, cancelled, 2))  # submitted after the cancel
+        (tmp_path / "go").touch()
+        backend.submit(chunk(4, other, 3))
+        done = []
+        while 4 not in done:
+            outcome = outcomes.get(timeout=30)
+            assert isinstance(outcome, ChunkDone), outcome
+            done.append(outcome.task.chunk_id)
+        # Serial runs chunk 2 as it is submitted, before the cancel; nothing else of job 2 runs.
+        assert done == ([2, 4] if name == "serial" else [1, 4]), "a chunk of the cancelled job ran"
+        if name == "serial":  # it ran chunk 2 at once, as submitted: before the cancel
+            assert (tmp_path / "started-1").exists()
+        else:
+            assert not (tmp_path / "started-1").exists()
+        assert not (tmp_path / "started-2").exists()
+    finally:
+        backend.shutdown()
 
 
 def test_cancel_on_the_serial_backend_stops_the_chunks_already_decided(tmp_path: Path) -> None:

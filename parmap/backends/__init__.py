@@ -60,6 +60,10 @@ class JobSpec:
     #: Filled by a backend that ships the shared object: its encoded form, made once per
     #: pool and held by each job that uses it.
     shared_payload: Any = None
+    #: Set by [Job.cancel][parmap._engine.Job.cancel], from any thread, before anything
+    #: else: a backend never starts a chunk of a cancelled job it still holds, even one the
+    #: job's thread submitted after the cancel (it drops them when it takes them).
+    cancelled: bool = False
 
     @property
     def shared_value(self) -> Any:

@@ -679,11 +679,16 @@ class _Manager(threading.Thread):
             flags.capacity = capacity
 
     def _take_pending(self, *, prefetch: bool) -> _Pending | None:
-        with self.flags.lock:
-            pending = self.flags.pending
-            if not pending or (prefetch and len(pending[0].payload) > PREFETCH_MAX_BYTES):
-                return None
-            return pending.popleft()
+        """The next chunk to send; chunks of a job cancelled meanwhile are dropped, never sent."""
+        while True:
+            with self.flags.lock:
+                pending = self.flags.pending
+                if not pending or (prefetch and len(pending[0].payload) > PREFETCH_MAX_BYTES):
+                    return None
+                taken = pending.popleft()
+            if not taken.task.job.cancelled:
+                return taken
+            discard_call(taken.payload)
 
     def _rebalance(self, idle: int) -> None:
         """Nothing pending and `idle` workers idle: take back prefetched chunks that wait."""

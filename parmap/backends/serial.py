@@ -39,6 +39,8 @@ class SerialBackend(Backend):
         return True
 
     def submit(self, task: ChunkTask) -> None:
+        if task.job.cancelled:  # a send decided before the cancel: it never starts
+            return
         task.dispatched_at = task.submitted_at
         # Items run in the caller's thread: a seeded job seeds the global generators per item
         # and gives the caller back their state when the chunk ends (see parmap._seeding).

@@ -98,6 +98,8 @@ class ThreadBackend(Backend):
                 if self._stopping:
                     return
                 task = self._pending.popleft()
+                if task.job.cancelled:  # cancelled while queued: it never starts
+                    continue
                 self._running[threading.get_ident()] = task
             task.dispatched_at = time.monotonic()
             # Threads share the global generators: a seeded task here uses item_rng(), and
