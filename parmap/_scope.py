@@ -91,10 +91,10 @@ class config(contextlib.ContextDecorator):  # lower case: used like a function, 
     Takes the options of [parallel][parmap.parallel], pool options (`workers`, `backend`,
     `start_method`, `initializer`, `initargs`, `max_worker_memory`, `inner_threads`, `address`,
     `client`) and per-call options (`progress`, `chunksize`, `timeout`, `retries`, ...)
-    alike. Inside the block, every map of every decorated function (yours and those of the libraries you call)
-    uses them unless the call passes its own. The order, each winning over the next:
-    per-call keyword, innermost `config()`, environment (`PARMAP_*`), decorator, built-in
-    default.
+    alike. Inside the block, every map of every decorated function (yours and those of the
+    libraries you call) uses them unless the call passes its own. The order, each winning
+    over the next: per-call keyword, innermost `config()`, environment (`PARMAP_*`),
+    decorator, built-in default.
 
     ```python
     import parmap
