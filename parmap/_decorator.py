@@ -173,18 +173,22 @@ class ParallelOptions(MapOverrides, total=False):
 
 
 _BACKEND_KEYS = ("address", "client")
-_POOL_KEYS = tuple(name for name in POOL_OPTIONS if name not in _BACKEND_KEYS)
+#: Every option of `parallel()` and `parmap.config()`: the pool's, then the job's.
+OPTION_NAMES = (*POOL_OPTIONS, *MapOverrides.__annotations__)
 
 
-def _split_settings(settings: Mapping[str, Any]) -> tuple[PoolConfig, MapOptions]:
-    """Validate decorator settings into the pool config and the default job options."""
-    unknown = set(settings) - set(_POOL_KEYS) - set(_BACKEND_KEYS) - set(MapOverrides.__annotations__)
+def _split_settings(settings: Mapping[str, Any], where: str = "parallel()") -> tuple[PoolConfig, MapOptions]:
+    """Validate decorator settings into the pool config and the default job options.
+
+    Raises:
+        TypeError: an unknown option (the message names `where` it was given) or a bad type.
+        ValueError: an unusable value.
+    """
+    unknown = set(settings) - set(OPTION_NAMES)
     if unknown:
         from ._advice import unknown_decorator_options  # only on this error
 
-        raise TypeError(
-            unknown_decorator_options(unknown, [*_POOL_KEYS, *_BACKEND_KEYS, *MapOverrides.__annotations__])
-        )
+        raise TypeError(unknown_decorator_options(unknown, OPTION_NAMES, where))
     backend_options = {key: settings[key] for key in _BACKEND_KEYS if settings.get(key) is not None}
     config = PoolConfig.build(
         backend=settings.get("backend", "process"),
@@ -680,7 +684,7 @@ class _MapMethods(Generic[P, R]):
         options = defaults.replace(overrides, label=name, function=self.__wrapped__)
         if bars_off and options.progress is not False:
             options = options.replace({"progress": False})
-        _registry.prepare(config)  # before this map starts any thread (see Backend.prepare)
+        running = _registry.prepare(config)  # before this map starts any thread (see Backend.prepare)
         is_async = self._owner()._self_is_async
         _check_concurrency(options, is_async, name)
         if not isinstance(items, AsyncSource):
@@ -707,7 +711,7 @@ class _MapMethods(Generic[P, R]):
                 store.close()
 
         job = Job(
-            lambda: _registry.get_pool(config),
+            lambda: running if running is not None and running.usable else _registry.get_pool(config),
             function,
             items,
             options,

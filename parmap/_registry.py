@@ -26,21 +26,22 @@ _pools: dict[PoolConfig, Backend] = {}
 _prepared: set[type[Backend]] = set()
 
 
-def prepare(config: PoolConfig) -> None:
+def prepare(config: PoolConfig) -> Backend | None:
     """Before a map starts any thread: let the backend of its pool prepare, unless the pool runs.
 
-    The pool itself is still made lazily, by the job ([get_pool][]), perhaps in a background
-    thread (`map_async`); see [Backend.prepare][].
+    Returns the pool when it runs already, for the map's job to use without looking it up
+    again. Otherwise the pool is made lazily, by the job ([get_pool][]), perhaps in a
+    background thread (`map_async`); see [Backend.prepare][].
     """
     config = _resolve(config)
+    backend = get_backend(config.backend)
     with _lock:
         pool = _pools.get(config)
         if pool is not None and pool.usable:
-            return
-    backend = get_backend(config.backend)
-    with _lock:
+            return pool
         _prepared.add(backend)
     backend.prepare(config)
+    return None
 
 
 def _resolve(config: PoolConfig) -> PoolConfig:

@@ -158,13 +158,7 @@ def _validate(settings: Mapping[str, Any], where: str) -> None:
     """Check `settings` as the decorator would, naming `where` in an unknown-option error."""
     from . import _decorator
 
-    known = [*_decorator._POOL_KEYS, *_decorator._BACKEND_KEYS, *_decorator.MapOverrides.__annotations__]
-    unknown = set(settings) - set(known)
-    if unknown:
-        from ._advice import unknown_decorator_options
-
-        raise TypeError(unknown_decorator_options(unknown, known, where))
-    _decorator._split_settings(settings)
+    _decorator._split_settings(settings, where)
 
 
 @functools.lru_cache(maxsize=16)
