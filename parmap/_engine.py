@@ -65,6 +65,7 @@ from ._stats import RunStats, StatsCollector
 from ._zipping import SLICED_TYPES
 from .backends import (
     Backend,
+    ChunkArrived,
     ChunkDone,
     ChunkFailed,
     ChunkLost,
@@ -582,6 +583,12 @@ class Job:
         core = self._core
         assert core is not None
         kind = type(event)
+        if kind is ChunkArrived:
+            arrived: ChunkArrived = event  # type: ignore[assignment]
+            if not core.tracks(arrived.task.chunk_id):
+                return []  # an outcome the job no longer waits for: not worth unpickling
+            event = arrived.decode()
+            kind = type(event)
         if kind is ChunkDone:
             done: ChunkDone = event  # type: ignore[assignment]
             task = done.task

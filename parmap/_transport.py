@@ -304,6 +304,12 @@ def decode(data: bytes | memoryview, *, unlink: bool = True) -> Any:
     return pickle.loads(memoryview(data)[5 + names_length :], buffers=buffers)
 
 
+def in_band(data: bytes | memoryview) -> bool:
+    """Whether an encoded message is whole in itself: decoding it maps no segment, and
+    dropping it undecoded leaves nothing behind."""
+    return data[:1] == _IN_BAND
+
+
 def discard(data: bytes | memoryview) -> None:
     """Release the shared-memory segments of an encoded message that will never be decoded.
 

@@ -27,7 +27,7 @@ import pytest
 import parmap
 from parmap import InitializerError, SerializationError, TaskTimeoutError, parallel
 from parmap._config import PoolConfig
-from parmap.backends import ChunkDone, ChunkTask, JobSpec, Outcome
+from parmap.backends import ChunkArrived, ChunkDone, ChunkTask, JobSpec, Outcome
 from parmap.backends.process import ProcessBackend
 from tests import tasks
 from tests.conftest import PROCESS_BACKENDS, StartMethod, process_pool_of, wait_until
@@ -191,7 +191,10 @@ def test_a_forked_child_returning_into_the_worker_loop_never_answers(process_bac
 
 
 def _backend_job(job_id: int, function: Callable[[Any], Any], outcomes: queue.Queue[Outcome]) -> JobSpec:
-    return JobSpec(job_id=job_id, function=function, deliver=outcomes.put)
+    def deliver(outcome: Outcome) -> None:  # results arrive pickled: decoded as the engine does
+        outcomes.put(outcome.decode() if isinstance(outcome, ChunkArrived) else outcome)
+
+    return JobSpec(job_id=job_id, function=function, deliver=deliver)
 
 
 def _chunk(chunk_id: int, job: JobSpec, directory: Path, x: int) -> ChunkTask:

@@ -64,6 +64,9 @@ CHUNK_ID = struct.Struct("<q")
 WITHDRAWN = struct.Struct("<q?")
 #: Header of `D` and `f`: chunk id and sender pid, readable without unpickling.
 RESULT_HEADER = struct.Struct("<qi")
+#: Header of `D`: `RESULT_HEADER`, then whether the worker retires after this chunk, so
+#: that the manager knows it before the results are unpickled (in the job's thread).
+DONE_HEADER = struct.Struct("<qi?")
 #: Body of `P`: chunk id, position, fraction.
 PROGRESS = struct.Struct("<qid")
 #: Body of `R`: pid.
@@ -285,15 +288,14 @@ def encode_result(result: ChunkResult, indices: Sequence[int], careful: bool, pr
     values = result.values
     if careful:
         values, errors = _pickle_each(indices, values, errors, prefix)
-    body = (result.completed, result.retiring, result.timings, values, errors)
-    header = b"D" + RESULT_HEADER.pack(result.chunk_id, result.pid)
+    header = b"D" + DONE_HEADER.pack(result.chunk_id, result.pid, result.retiring)
     try:
-        return header + _pack(body, prefix)
+        return header + _pack((result.completed, result.timings, values, errors), prefix)
     except Exception:
         pass
     values = list(values)
     replace_unpicklable(indices, values, errors, lambda value: _discard(_pack(value, prefix), prefix))
-    return header + _pack((result.completed, result.retiring, result.timings, values, errors), prefix)
+    return header + _pack((result.completed, result.timings, values, errors), prefix)
 
 
 def _discard(data: bytes, prefix: str | None) -> None:
@@ -326,6 +328,16 @@ def result_header(message: Buffer) -> tuple[int, int]:
     return chunk_id, pid
 
 
+def result_retiring(message: Buffer) -> bool:
+    """Whether the worker that sent this `D` message retires after it (read without unpickling)."""
+    return bool(DONE_HEADER.unpack_from(message, 1)[2])
+
+
+def result_in_band(message: Buffer) -> bool:
+    """Whether a `D` message holds its results whole (no shared-memory segments to release)."""
+    return _transport.in_band(memoryview(message)[1 + DONE_HEADER.size :])
+
+
 def decode_result(message: Buffer, indices: Sequence[int], careful: bool, *, in_band: bool = False) -> ChunkResult:
     """Inverse of [encode_result][]: errors come back as exceptions with their remote traceback.
 
@@ -337,9 +349,9 @@ def decode_result(message: Buffer, indices: Sequence[int], careful: bool, *, in_
         BaseException: whatever unpickling a non-careful message raises; the caller makes it
             a `SerializationError` (or sends the chunk again, careful).
     """
-    chunk_id, pid = result_header(message)
-    body = memoryview(message)[1 + RESULT_HEADER.size :]
-    completed, retiring, timings, values, wire_errors = _unpack(body, in_band)
+    chunk_id, pid, retiring = DONE_HEADER.unpack_from(message, 1)
+    body = memoryview(message)[1 + DONE_HEADER.size :]
+    completed, timings, values, wire_errors = _unpack(body, in_band)
     errors: dict[int, BaseException] = {}
     if careful:
         decoded: list[Any] = []
