@@ -46,8 +46,7 @@ def proxy_classes() -> tuple[Any, Any]:
                 _forget_package()
             else:
                 return core.FunctionWrapper, core.BoundFunctionWrapper
-    import wrapt
-
+    wrapt = importlib.import_module("wrapt")  # untyped under wrapt 1: looked up as `Any`
     return wrapt.FunctionWrapper, wrapt.BoundFunctionWrapper
 
 
