@@ -21,8 +21,6 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, Union
 
-import cloudpickle
-
 from . import _cpus
 from ._state import NO_SHARED
 
@@ -267,6 +265,8 @@ def _identity_of(initializer: object, initargs: tuple[Any, ...], options: Mappin
         return parts
     except TypeError:
         pass
+    import cloudpickle  # only for unhashable initargs or options: not on a plain map's path
+
     try:
         return cloudpickle.dumps(parts)
     except Exception:

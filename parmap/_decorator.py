@@ -63,8 +63,10 @@ if TYPE_CHECKING:
 
     _BoundFunctionWrapper = _FunctionWrapper
 else:
-    from wrapt import BoundFunctionWrapper as _BoundFunctionWrapper
-    from wrapt import FunctionWrapper as _FunctionWrapper
+    from ._wrapt import proxy_classes
+
+    # Not `from wrapt import ...`: that runs wrapt 2's whole `__init__` (see parmap._wrapt).
+    _FunctionWrapper, _BoundFunctionWrapper = proxy_classes()
 
 #: The decorated function's parameters and result: the decorated object keeps its signature.
 P = ParamSpec("P")

@@ -288,9 +288,16 @@ class _Inbox:
 
 # Called by multiprocessing with positional arguments (the Process's args).
 #: Modules every worker process imports when it starts (the parent-death signal, the
-#: parent watcher, the fork that starts it): the fork server imports them once, before it
-#: forks any worker, so that each worker inherits them.
-WORKER_MODULES = ("ctypes", "multiprocessing.connection", "multiprocessing.popen_fork", "multiprocessing.heap")
+#: parent watcher, the fork that starts it, the ASCII codec reading `/proc/self/maps` in
+#: `_inner_threads`): the fork server imports them once, before it forks any worker, so
+#: that each worker inherits them.
+WORKER_MODULES = (
+    "ctypes",
+    "encodings.ascii",
+    "multiprocessing.connection",
+    "multiprocessing.popen_fork",
+    "multiprocessing.heap",
+)
 
 
 def worker_main(  # noqa: PLR0917

@@ -63,6 +63,7 @@ import functools
 import itertools
 import math
 import multiprocessing
+import multiprocessing.connection  # the workers' sockets (`Pipe`): here, so the fork server inherits it
 import os
 import pickle
 import select
