@@ -241,7 +241,8 @@ def _workload_section(summary: WorkloadSummary, image: Path | None) -> list[str]
     header = ["contender", "median", "min", "max", "time / parmap's", *(f"{name} (worst)" for name in metric_names),
               "note"]
     lines = [f"### {summary.name}: {_escape(summary.title)}", "",
-             f"{summary.workers} workers, size {summary.size:,}; timed: {summary.timed}. "
+             f"{summary.workers} worker{'' if summary.workers == 1 else 's'}, size {summary.size:,}; "
+             f"timed: {summary.timed}. "
              f"Ideal: {format_seconds(summary.ideal_seconds)} ({summary.ideal_basis or 'none defined'}).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in summary.contenders:
