@@ -15,5 +15,8 @@ rounds are interleaved so that drift of the machine hits every contender alike::
 Modules: :mod:`.tasks` (the functions the workers run), :mod:`.workloads` (what each
 workload times, its sizes and its bars), :mod:`.contenders` (one adapter per library),
 :mod:`.runner` (subprocesses and rounds), :mod:`.bars` (pass/miss), :mod:`.report`
-(Markdown, JSON, PNG) and :mod:`.scaling` (the cpu workload from 1 to 16 workers).
+(Markdown, JSON, PNG), :mod:`.overview` (the page's plain-language summary and its table
+of contenders), :mod:`.formatting` (how numbers are written) and :mod:`.scaling` (the cpu
+workload from 1 to 16 workers). One-file benchmarks of single questions (``asyncio_maps``,
+``shared_data``, ``inner_threads``, ``memory_map``, ...) write their own pages.
 """

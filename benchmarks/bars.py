@@ -32,7 +32,8 @@ def evaluate(summary: WorkloadSummary) -> list[BarResult]:
 
 def _evaluate(summary: WorkloadSummary, bar: Bar) -> BarResult:
     measured, detail = _measure(summary, bar)
-    verdict = UNKNOWN if measured is None else PASS if measured <= bar.limit else MISS
+    met = measured is not None and (measured >= bar.limit if bar.higher_is_better else measured <= bar.limit)
+    verdict = UNKNOWN if measured is None else PASS if met else MISS
     return BarResult(summary.name, bar.text, bar.limit, bar.unit, measured, verdict, detail)
 
 
@@ -54,6 +55,12 @@ def _measure(summary: WorkloadSummary, bar: Bar) -> tuple[float | None, str]:
         if reference is None:
             return None, f"{bar.reference} was not measured"
         return ratio(subject.median, reference.median), f"{bar.reference} median {reference.median:.4f} s"
+    if bar.quantity == "speed":
+        reference = summary.stats(bar.reference)
+        if reference is None:
+            return None, f"{bar.reference} was not measured"
+        return (ratio(reference.median, subject.median),
+                f"{bar.reference} median {reference.median:.4f} s, {SUBJECT} {subject.median:.4f} s")
     if bar.quantity == "metric":
         metric = subject.metrics.get(bar.reference)
         if metric is None:

@@ -31,6 +31,8 @@ class Contender(abc.ABC):
     name: ClassVar[str]
     #: What the report calls it.
     label: ClassVar[str]
+    #: What it runs, for the report's table of contenders: the call and its settings.
+    description: ClassVar[str]
     #: Module that must be importable for the contender to run (``None``: always there).
     module: ClassVar[str | None] = None
     #: Workloads this contender does not run, with the reason printed in the report.
@@ -72,6 +74,8 @@ class Serial(Contender):
 
     name = "serial"
     label = "serial (no pool)"
+    description = ("`[fn(x) for x in items]` in the calling process: no pool, no pickling. Not a peer: the "
+                  "baseline of the ideal time (serial time / workers).")
     is_peer = False
     skips: ClassVar[Mapping[str, str]] = {"seed": "the ideal is exact: total sleep / workers",
                                           "fresh": "the ideal is exact: total sleep / workers"}
@@ -91,6 +95,8 @@ class StdlibPool(Contender):
 
     name = "mp-pool"
     label = "multiprocessing.Pool"
+    description = ("`multiprocessing.Pool(workers).map(fn, items)`, its default chunksize (about four chunks "
+                  "per worker); on the stream workload `imap(fn, items, chunksize=1000)`.")
     module = "multiprocessing"
     #: ``None``: Pool's own default for ``map``.
     chunksize: ClassVar[int | None] = None
@@ -117,6 +123,8 @@ class StdlibPoolOne(StdlibPool):
 
     name = "mp-pool-cs1"
     label = "multiprocessing.Pool, chunksize=1"
+    description = ("`multiprocessing.Pool(workers).map(fn, items, chunksize=1)`: one item per task, as "
+                  "written to get a progress bar that moves per item.")
     chunksize = 1
     skips: ClassVar[Mapping[str, str]] = {
         "stream": "millions of one-item tasks take minutes; mp-pool streams with chunksize 1000",
@@ -128,6 +136,8 @@ class Executor(Contender):
 
     name = "ppe"
     label = "ProcessPoolExecutor"
+    description = ("`concurrent.futures.ProcessPoolExecutor(max_workers=workers).map(fn, items, chunksize=c)`, "
+                  "c from Pool's formula (its own default is one item per task).")
     module = "concurrent.futures"
 
     def start(self, workers: int) -> None:
@@ -151,6 +161,9 @@ class Joblib(Contender):
 
     name = "joblib"
     label = "joblib.Parallel"
+    description = ("`joblib.Parallel(n_jobs=workers)(delayed(fn)(x) for x in items)`: the loky backend, "
+                  "automatic batching, large NumPy arrays memory-mapped; `return_as=\"generator\"` on the "
+                  "stream workload. With `n_jobs=1` it runs the items in the calling process.")
     module = "joblib"
 
     def start(self, workers: int) -> None:
@@ -181,6 +194,8 @@ class Loky(Contender):
 
     name = "loky"
     label = "loky"
+    description = ("`loky.get_reusable_executor(max_workers=workers).map(fn, items, chunksize=c)`, c from "
+                  "Pool's formula.")
     module = "loky"
 
     def start(self, workers: int) -> None:
@@ -205,6 +220,7 @@ class Mpire(Contender):
 
     name = "mpire"
     label = "mpire.WorkerPool"
+    description = ("`mpire.WorkerPool(n_jobs=workers, keep_alive=True).map(fn, items)`, its default chunking.")
     module = "mpire"
 
     def start(self, workers: int) -> None:
@@ -229,6 +245,7 @@ class Pebble(Contender):
 
     name = "pebble"
     label = "pebble.ProcessPool"
+    description = ("`pebble.ProcessPool(max_workers=workers).map(fn, items, chunksize=c)`, c from Pool's formula.")
     module = "pebble"
 
     def start(self, workers: int) -> None:
@@ -255,6 +272,8 @@ class Parmap(Contender):
 
     name = "parmap"
     label = "parmap"
+    description = ("`parallel(fn, workers=workers).map(items)` with parmap's defaults (process backend, "
+                  "`chunksize=\"auto\"`); `imap(items)` on the stream workload.")
     module = "parmap"
     is_peer = False
 

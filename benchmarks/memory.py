@@ -1,4 +1,4 @@
-"""Peak resident memory of this process over a stretch of code (the stream workload's RSS bar)."""
+"""Peak resident memory of this process over a stretch of code (the stream bar, `memory_map`)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,12 @@ class PeakMemory:
         self._baseline = _current_rss()
 
     def growth_bytes(self) -> int:
+        """The peak resident memory since :meth:`reset`, above the RSS at that moment."""
         return max(0, _peak_rss(self.method == "VmHWM") - self._baseline)
+
+    def held_bytes(self) -> int:
+        """The resident memory now, above the RSS at :meth:`reset` (what is still held)."""
+        return max(0, _current_rss() - self._baseline)
 
 
 def _status_kib(field: str) -> int | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -53,8 +54,19 @@ def test_harness_writes_well_formed_reports(tmp_path: Path) -> None:
     assert {"rss_growth_mb", "readahead", "readahead_half", "readahead_growth"} <= set(parmap_stream["metrics"])
 
     markdown = (tmp_path / "benchmarks.md").read_text()
-    for heading in ("# parmap benchmarks", "## Bars", "## parmap's ratios", "## cpu:", "## stream:"):
-        assert heading in markdown
+    headings = (
+        "# parmap benchmarks",
+        "## Summary",
+        "## Contenders",
+        "## The project's own targets",
+        "## parmap's ratios",
+        "## Workloads in detail",
+        "### cpu:",
+        "### stream:",
+        "## How the numbers were taken",
+    )
+    positions = [markdown.index(heading) for heading in headings]
+    assert positions == sorted(positions)
     assert "| **parmap** |" in markdown
 
     if importlib.util.find_spec("matplotlib") is not None:
@@ -96,7 +108,7 @@ def test_bars_are_judged_on_medians() -> None:
     assert tiny.best_peer == "mp-pool"
     assert tiny.to_best_peer == pytest.approx(1.5 / 2.0)
     assert tiny.ideal_seconds == pytest.approx(0.02 / 2)
-    assert [b.verdict for b in bars.evaluate(tiny)] == ["PASS"]
+    assert [b.verdict for b in bars.evaluate(tiny)] == ["MISS"]  # 0.75x: the bar is 0.5x the fastest peer
     assert [b.verdict for b in bars.evaluate(summaries["repeat"])] == ["PASS", "PASS"]
     assert [b.verdict for b in bars.evaluate(summaries["payload"])] == ["n/a"]
 
@@ -140,10 +152,15 @@ def test_asyncio_maps_writes_well_formed_reports(tmp_path: Path) -> None:
     assert {"command", "python", "usable_cpus", "rounds", "versions", "sizes", "ideal_seconds"} <= set(data["meta"])
     rows = {(row["workload"], row["name"]): row for row in data["results"]}
     assert set(rows) == {
-        ("async-tasks", "parmap map"), ("async-tasks", "parmap await map_async"), ("async-tasks", "aiomultiprocess"),
-        ("async-tasks", "gather (unbounded)"), ("async-tasks", "gather (Semaphore 100)"),
-        ("await-overhead", "parmap await map_async"), ("await-overhead", "parmap map (blocking)"),
-        ("await-overhead", "run_in_executor, per item"), ("await-overhead", "run_in_executor, one chunk"),
+        ("async-tasks", "parmap map"),
+        ("async-tasks", "parmap await map_async"),
+        ("async-tasks", "aiomultiprocess"),
+        ("async-tasks", "gather (unbounded)"),
+        ("async-tasks", "gather (Semaphore 100)"),
+        ("await-overhead", "parmap await map_async"),
+        ("await-overhead", "parmap map (blocking)"),
+        ("await-overhead", "run_in_executor, per item"),
+        ("await-overhead", "run_in_executor, one chunk"),
     }
     for row in rows.values():
         assert row["status"] == "ok", row["reason"]
@@ -167,8 +184,15 @@ def test_shared_data_writes_well_formed_reports(tmp_path: Path) -> None:
     assert data["meta"]["sizes"] == {"table_elements": 250_000, "lookups": 100}
     rows = {row["name"]: row for row in data["results"]}
     assert set(rows) == {
-        "parmap shared=", "parmap shared= (frozen table)", "parmap initializer", "parmap closure",
-        "parmap as an argument", "Pool initializer (fork)", "Pool initializer (spawn)", "joblib", "in-process loop",
+        "parmap shared=",
+        "parmap shared= (frozen table)",
+        "parmap initializer",
+        "parmap closure",
+        "parmap as an argument",
+        "Pool initializer (fork)",
+        "Pool initializer (spawn)",
+        "joblib",
+        "in-process loop",
     }
     for row in rows.values():
         assert row["status"] == "ok", row["reason"]
@@ -185,3 +209,203 @@ def test_shared_data_writes_well_formed_reports(tmp_path: Path) -> None:
     for heading in ("# Benchmark: one large table shared by every worker", "## Ratios of medians"):
         assert heading in markdown
     assert "| parmap shared= |" in markdown
+
+
+def _record(name: str, seconds: list[float], **metrics: float) -> Any:
+    from benchmarks import runner
+
+    samples = [runner.Sample(i + 1, runner.STATUS_OK, value, dict(metrics)) for i, value in enumerate(seconds)]
+    return runner.Record(name, samples=samples)
+
+
+@pytest.mark.parametrize(
+    ("serial", "parmap", "verdict"),
+    [([1.0, 1.0, 1.0], [1.03, 1.02, 1.0], "PASS"), ([1.0, 1.0, 1.0], [1.04, 1.04, 0.9], "MISS")],
+    ids=["0.98x-serial-speed", "0.96x-serial-speed"],
+)
+def test_one_worker_bar_is_parmaps_speed_relative_to_serial(
+    serial: list[float], parmap: list[float], verdict: str
+) -> None:
+    """The "speed" bar: serial's median over parmap's, met at or above 0.97."""
+    from benchmarks import bars, runner, summary, workloads
+
+    (bar,) = workloads.WORKLOADS["one-worker"].bars
+    assert (bar.quantity, bar.limit, bar.reference, bar.higher_is_better) == ("speed", 0.97, "serial", True)
+    plan = runner.Plan(workloads=["one-worker"], contenders=["serial", "mp-pool", "parmap"], rounds=3)
+    results: runner.Results = {
+        "one-worker": {
+            "serial": _record("serial", serial),
+            "mp-pool": _record("mp-pool", [5.0]),
+            "parmap": _record("parmap", parmap),
+        }
+    }
+    (one_worker,) = summary.summarise(plan, results)
+    assert one_worker.workers == 1
+    assert one_worker.ideal_seconds == pytest.approx(1.0)  # serial / 1 worker
+    (result,) = bars.evaluate(one_worker)
+    assert result.measured == pytest.approx(1.0 / sorted(parmap)[1])
+    assert result.verdict == verdict
+    assert "serial median" in result.detail
+
+
+def test_one_worker_bar_without_serial_is_not_judged() -> None:
+    from benchmarks import bars, runner, summary
+
+    plan = runner.Plan(workloads=["one-worker"], contenders=["serial", "parmap"], rounds=1)
+    results: runner.Results = {
+        "one-worker": {
+            "serial": runner.Record("serial", runner.STATUS_FAILED, "boom"),
+            "parmap": _record("parmap", [1.0]),
+        }
+    }
+    (one_worker,) = summary.summarise(plan, results)
+    assert [result.verdict for result in bars.evaluate(one_worker)] == ["n/a"]
+
+
+def test_one_worker_workload_runs_each_contender_with_one_worker() -> None:
+    """The cpu items with ``workers=1``: serial in this process, parmap in a fresh one (as the runner does)."""
+    from benchmarks import contenders, runner, workloads
+
+    workload = workloads.WORKLOADS["one-worker"]
+    assert (workload.workers, workload.size, workload.ideal) == (1, 2_000, "serial")
+    assert workloads.measure(workload, contenders.Serial(), 5, cpu_loops=10).seconds > 0
+    plan = runner.Plan(workloads=["one-worker"], contenders=["parmap"], rounds=1, sizes={"one-worker": 5}, cpu_loops=10)
+    sample = runner.measure_once(plan, "one-worker", "parmap", 1)
+    assert sample.status == runner.STATUS_OK, sample.error
+    assert sample.seconds is not None
+    assert sample.seconds > 0
+
+
+def _made_up_report() -> Any:
+    """A report of three workloads where parmap is faster, about as fast, and slower than the fastest peer."""
+    from benchmarks import bars, report, runner, summary
+
+    plan = runner.Plan(
+        workloads=["tiny", "cpu", "one-worker"], contenders=["serial", "mp-pool", "ppe", "parmap"], rounds=3
+    )
+    results: runner.Results = {
+        "tiny": {
+            "serial": _record("serial", [0.02]),
+            "mp-pool": _record("mp-pool", [0.08]),
+            "ppe": _record("ppe", [0.16]),
+            "parmap": _record("parmap", [0.04]),
+        },
+        "cpu": {
+            "serial": _record("serial", [2.0]),
+            "mp-pool": _record("mp-pool", [1.0]),
+            "ppe": _record("ppe", [1.2]),
+            "parmap": _record("parmap", [1.01]),
+        },
+        "one-worker": {
+            "serial": _record("serial", [2.0]),
+            "mp-pool": _record("mp-pool", [2.05]),
+            "ppe": runner.Record("ppe", runner.STATUS_MISSING, "not installed"),
+            "parmap": _record("parmap", [2.5]),
+        },
+    }
+    meta = {
+        "command": "python -m benchmarks",
+        "date": "2026-01-01 00:00 UTC",
+        "python": "CPython 3.12.1",
+        "platform": "Linux x86_64",
+        "usable_cpus": 2,
+        "load_average_start": 0.1,
+        "load_average_end": 0.2,
+        "rounds": 3,
+        "quick": False,
+        "scale": 1.0,
+        "cpu_loops": 1,
+        "versions": {"parmap-decorator": "0.1"},
+        "revision": "abc1234",
+    }
+    summaries = summary.summarise(plan, results)
+    return report.Report(meta, summaries, [bar for s in summaries for bar in bars.evaluate(s)])
+
+
+def test_page_leads_with_a_summary_worded_from_the_numbers() -> None:
+    from benchmarks import report
+
+    markdown = report.to_markdown(_made_up_report(), [Path("img/bench-ratios.png")])
+    summary_text = markdown[markdown.index("## Summary") : markdown.index("## Contenders")]
+    assert (
+        "parmap was faster than every peer on 1 of the 3 workloads, about as fast as the fastest on 1 (cpu) "
+        "and slower than the fastest on 1 (one-worker)."
+    ) in summary_text
+    assert (
+        "- **tiny**, x*x+1 over 200,000 ints: parmap 40 ms, the fastest peer multiprocessing.Pool (`mp-pool`) "
+        "80 ms: parmap is 2.00x faster" in summary_text
+    )
+    assert "- **cpu**," in summary_text
+    assert "parmap is about as fast" in summary_text
+    assert "against no pool at all (serial), 1.25x slower" in summary_text  # one-worker
+    assert (
+        "- multiprocessing.Pool (`mp-pool`): parmap faster on 1 of 3, about as fast on cpu; slower on "
+        "one-worker (1.22x)." in summary_text
+    )
+    assert "- ProcessPoolExecutor (`ppe`): parmap faster on 2 of 2; slower on none." in summary_text
+    # Honest about misses: tiny (0.5x the fastest peer) and cpu (1.01x the ideal) meet their bars.
+    assert "this run met 2 of 3; missed: one-worker (parmap >= 0.97 x serial speed; measured 0.800x)." in summary_text
+    # The overview plot comes right after the summary, before the contenders.
+    assert markdown.index("![parmap's time over the fastest peer's") < markdown.index("## Contenders")
+
+
+def test_page_explains_every_contender_label_and_heads_the_bars_as_targets() -> None:
+    from benchmarks import contenders, report
+
+    markdown = report.to_markdown(_made_up_report(), [])
+    table = markdown[markdown.index("## Contenders") : markdown.index("## The project's own targets")]
+    for name in ("serial", "mp-pool", "ppe", "parmap"):
+        cls = contenders.get_contender(name)
+        assert f"| `{name}` | {cls.label} | {cls.description} |" in table
+    assert "`mp-pool-cs1`" not in table  # only the contenders of this run
+    targets = markdown[markdown.index("## The project's own targets") : markdown.index("## parmap's ratios")]
+    assert "| one-worker | parmap >= 0.97 x serial speed | 0.800x | **MISS** |" in targets
+
+
+def test_every_contender_says_what_it_runs() -> None:
+    from benchmarks import contenders
+
+    for cls in contenders.CONTENDERS.values():
+        assert cls.description.startswith("`")
+        assert cls.description.endswith(".")
+
+
+def test_memory_map_reports_every_contender(tmp_path: Path) -> None:
+    """``python -m benchmarks.memory_map`` at a toy size: every contender has a peak, the floor a ratio of 1."""
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.memory_map",
+        "--size",
+        "20000",
+        "--rounds",
+        "1",
+        "--output-dir",
+        str(tmp_path),
+    ]
+    completed = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=50, check=False)
+    assert completed.returncode == 0, completed.stderr
+    data = json.loads((tmp_path / "benchmarks-memory.json").read_text())
+    assert {"command", "python", "usable_cpus", "rounds", "size", "workers"} <= set(data["meta"])
+    assert data["meta"]["size"] == 20_000
+    rows = {row["name"]: row for row in data["results"]}
+    assert set(rows) == {"list comprehension", "parmap map", "Pool.map", "Pool.imap, chunksize=1000"}
+    for row in rows.values():
+        assert row["status"] == "ok", row["reason"]
+        assert len(row["samples"]) == 1
+        assert row["median_mb"] == row["max_mb"] >= 0
+        assert row["result_mb"] > 0
+    assert rows["list comprehension"]["to_floor"] == pytest.approx(1.0)
+    markdown = (tmp_path / "benchmarks-memory.md").read_text()
+    assert "# Benchmark: memory of the caller during one large map" in markdown
+    assert "| parmap map |" in markdown
+
+
+def test_list_bytes_counts_the_list_and_its_own_ints() -> None:
+    from benchmarks import memory_map
+
+    values = [10**12 + i for i in range(100)]
+    pointer = struct.calcsize("P")
+    assert memory_map.list_bytes(values) == sys.getsizeof([]) + 100 * pointer + sum(sys.getsizeof(v) for v in values)
+    assert memory_map.list_bytes([1, 2, 3]) == sys.getsizeof([]) + 3 * pointer  # cached small ints: shared
+    assert memory_map.sum_of_tiny(1000) == sum(x * x + 1 for x in range(1000))
