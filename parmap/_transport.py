@@ -77,7 +77,6 @@ import pickle
 import random
 import struct
 import sys
-import tempfile
 import threading
 import types
 from collections.abc import Callable, Sequence
@@ -104,9 +103,19 @@ OUT_OF_BAND_MIN_BYTES = 1 << 20
 
 _IN_BAND = b"\x00"
 _OUT_OF_BAND = b"\x01"
+
+
+def _segment_dir() -> str:
+    if os.path.isdir("/dev/shm"):
+        return "/dev/shm"
+    import tempfile  # only without /dev/shm: it imports shutil, bz2 and lzma (3 ms of a cold start)
+
+    return tempfile.gettempdir()
+
+
 #: Where segments are written: the shared-memory filesystem, read at each write (tests point
 #: it at a small filesystem to see the fallback to the pipe).
-_SEGMENT_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+_SEGMENT_DIR = _segment_dir()
 
 
 #: Types whose instances must be pickled by their own ``__reduce_ex__``. wrapt proxies (the
