@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 from .. import _reporting, _seeding, _transport
 from ..errors import RemoteTraceback, SerializationError, TaskTimeoutError
+from . import ChunkDone, ChunkUndecodable
 
 if TYPE_CHECKING:
     from . import ChunkTask
@@ -376,6 +377,23 @@ def decode_result(message: Buffer, indices: Sequence[int], careful: bool, *, in_
         for position, entry in wire_errors.items():
             errors[position] = attach_traceback(*entry)
     return ChunkResult(chunk_id, pid, completed, retiring, timings, values, errors)
+
+
+def undecodable_outcome(task: ChunkTask, error: BaseException) -> ChunkDone | ChunkUndecodable:
+    """The outcome of results that cannot be unpickled in the caller: each item of a
+    one-item or careful chunk fails with its own `SerializationError`; a larger chunk is to
+    run again, careful (`ChunkUndecodable`), so that only the item whose result cannot
+    travel fails."""
+    if len(task.items) == 1 or task.careful:
+        errors: dict[int, BaseException] = {
+            position: undecodable_error(index, error) for position, index in enumerate(task.indices)
+        }
+        return ChunkDone(task, [None] * len(task.items), errors, len(task.items), 0.0)
+    failure = SerializationError(
+        f"the results of a chunk could not be unpickled: {type(error).__name__}: {describe(error)}"
+    )
+    failure.__cause__ = error
+    return ChunkUndecodable(task, failure)
 
 
 def attach_traceback(error: BaseException, text: str) -> BaseException:

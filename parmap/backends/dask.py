@@ -87,19 +87,18 @@ from ..errors import (
     SerializationError,
     WorkerLostError,
 )
-from . import Backend, ChunkDone, ChunkFailed, ChunkLost, ChunkProgress, ChunkTask, ChunkUndecodable, Outcome
+from . import Backend, ChunkDone, ChunkFailed, ChunkLost, ChunkProgress, ChunkTask, Outcome
 from ._protocol import (
     ChunkCall,
     ChunkResult,
     Timings,
     decode_call,
     decode_result,
-    describe,
     encode_call,
     encode_result,
     format_traceback,
     run_chunk,
-    undecodable_error,
+    undecodable_outcome,
 )
 from ._worker import mark_worker_thread, nesting_depth
 
@@ -491,7 +490,7 @@ class DaskBackend(Backend):
                     body[_EXTRAS_LENGTH.size + extras_length :], task.indices, task.careful, in_band=True
                 )
             except BaseException as unpickling:
-                return _undecodable(task, unpickling)
+                return undecodable_outcome(task, unpickling)
             # The worker's clock is not ours: it started about ``task_seconds`` before the
             # result arrived, which bounds the time the chunk waited in Dask's queues.
             task.dispatched_at = min(arrived, max(task.dispatched_at, arrived - task_seconds))
@@ -525,20 +524,6 @@ class DaskBackend(Backend):
         failure.__cause__ = error
         self._broken = failure
         return ChunkFailed(task, failure)
-
-
-def _undecodable(task: ChunkTask, error: BaseException) -> ChunkDone | ChunkUndecodable:
-    """Results that cannot be unpickled here: one item fails; a larger chunk runs again, careful."""
-    if len(task.items) == 1 or task.careful:
-        errors: dict[int, BaseException] = {
-            position: undecodable_error(index, error) for position, index in enumerate(task.indices)
-        }
-        return ChunkDone(task, [None] * len(task.items), errors, len(task.items), 0.0)
-    failure = SerializationError(
-        f"the results of a chunk could not be unpickled: {type(error).__name__}: {describe(error)}"
-    )
-    failure.__cause__ = error
-    return ChunkUndecodable(task, failure)
 
 
 def _worker_lost(task: ChunkTask, error: BaseException) -> WorkerLostError:

@@ -121,7 +121,7 @@ from ._protocol import (
     result_in_band,
     result_retiring,
     timeout_error,
-    undecodable_error,
+    undecodable_outcome,
 )
 from ._resources import OomCounter, resident_bytes
 from ._worker import (
@@ -1438,7 +1438,7 @@ def _decoded(task: ChunkTask, message: bytearray, pid: int, encode_seconds: floa
     try:
         result = decode_result(message, task.indices, task.careful)
     except BaseException as error:
-        return _undecodable(task, error)
+        return undecodable_outcome(task, error)
     transport = encode_seconds + result.timings.decode_seconds + time.perf_counter() - started
     return ChunkDone(
         task,
@@ -1450,20 +1450,6 @@ def _decoded(task: ChunkTask, message: bytearray, pid: int, encode_seconds: floa
         item_seconds=result.timings.item_seconds,
         transport_seconds=transport,
     )
-
-
-def _undecodable(task: ChunkTask, error: BaseException) -> ChunkDone | ChunkUndecodable:
-    """Results that cannot be unpickled here: one item fails; a larger chunk runs again, careful."""
-    if len(task.items) == 1 or task.careful:
-        errors: dict[int, BaseException] = {
-            position: undecodable_error(index, error) for position, index in enumerate(task.indices)
-        }
-        return ChunkDone(task, [None] * len(task.items), errors, len(task.items), 0.0)
-    failure = SerializationError(
-        f"the results of a chunk could not be unpickled: {type(error).__name__}: {_describe(error)}"
-    )
-    failure.__cause__ = error
-    return ChunkUndecodable(task, failure)
 
 
 def _initializer_payload(config: PoolConfig, start_method: str) -> tuple[Any, tuple[Any, ...] | None]:
