@@ -62,7 +62,9 @@ def test_worker_state_is_kept_across_chunks_and_maps(backend: Callable[..., Any]
         calls.setdefault(worker, []).append(count)
         states.setdefault(worker, set()).add(state)
     for worker, counts in calls.items():
-        assert counts == list(range(1, len(counts) + 1)), f"{worker} lost its state: {counts}"
+        # Kept state: each worker's counts are 1..n, one each. Not necessarily in input order:
+        # a chunk sent ahead to a busy worker may be taken back and run later (found under load).
+        assert sorted(counts) == list(range(1, len(counts) + 1)), f"{worker} lost its state: {counts}"
         assert len(states[worker]) == 1
     assert sum(len(counts) for counts in calls.values()) == 12
 
