@@ -1,4 +1,4 @@
-"""Process backend: worker processes and the manager thread that alone owns them.
+"""Process backend: worker processes and the manager thread that owns them.
 
 Data flow (compare `concurrent.futures.process`):
 
@@ -7,10 +7,10 @@ caller thread (engine)        _Flags (one lock)          _Manager thread        
 ----------------------        -----------------          ---------------               ----------------
 submit(task)
   encode ChunkCall ---------> pending deque ------------> dispatch: idle worker? ----> reader thread -> inbox
-  wake pipe ----------------------------------------------> poll(wake, sockets,         main thread:
+  dispatch_now(), or wake --------------------------------> poll(wake, sockets,         main thread:
 cancel(job) --------------> commands deque                     sentinels, deadline)      run_chunk(...)
 shutdown() ---------------> closing, commands             <- D ChunkResult ------------ encode_result
-                            broken <--------------------- decode, job.deliver(...)
+  job decodes ChunkArrived  broken <--------------------- header read, job.deliver(...)
                                                           <- sentinel: died -> slot ->
                                                              ChunkLost, respawn
                                                           <- deadline: item overran ->
@@ -23,8 +23,12 @@ State and its owners:
   (written by the caller side only: `shutdown`), `broken` (written by the manager only),
   the pending chunks and commands (appended by the caller side, taken by the manager), and
   what the manager last published for the caller (`capacity`, `ready_pids`).
-* [_Manager][] alone owns the worker processes, their sockets, their slots, kills and
-  timeouts. It starts every worker itself (a worker's `PR_SET_PDEATHSIG` fires when the
+* [_Manager][] owns the worker processes, their sockets, their slots, kills and timeouts:
+  they are touched only under its loop lock, held by the manager thread for every step of
+  its loop but its wait, or by a submitting thread that sends a chunk to an idle worker at
+  once (`dispatch_now`, which never waits for the lock). Results held whole in their
+  message reach the job undecoded (`ChunkArrived`): the
+  job's thread unpickles them. It starts every worker itself (a worker's `PR_SET_PDEATHSIG` fires when the
   thread that forked it exits, and the manager lives as long as the pool); under fork it
   has the fork server fork it (`parmap.backends._zygote`: never a fork of this
   multi-threaded process; the worker then dies with the server, which ends with the caller).
@@ -157,7 +161,7 @@ PREFETCH = 2
 
 #: Only chunks this small are sent ahead to a busy worker: a larger one is better kept
 #: here, where any worker that frees up can take it.
-PREFETCH_MAX_BYTES = 2000000
+PREFETCH_MAX_BYTES = 64 * 1024
 
 #: A prefetched chunk is taken back for an idle worker only once the chunk running ahead
 #: of it has run this long: a withdrawal costs a round trip (~0.1 ms), which tiny chunks,
