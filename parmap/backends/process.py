@@ -27,9 +27,9 @@ State and its owners:
   they are touched only under its loop lock, held by the manager thread for every step of
   its loop but its wait, or by a submitting thread that sends a chunk to an idle worker at
   once (`dispatch_now`, which never waits for the lock). Results held whole in their
-  message reach the job undecoded (`ChunkArrived`): the
-  job's thread unpickles them. It starts every worker itself (a worker's `PR_SET_PDEATHSIG` fires when the
-  thread that forked it exits, and the manager lives as long as the pool); under fork it
+  message reach the job undecoded (`ChunkArrived`): the job's thread unpickles them. It
+  starts every worker itself (a worker's `PR_SET_PDEATHSIG` fires when the thread that
+  forked it exits, and the manager lives as long as the pool); under fork it
   has the fork server fork it (`parmap.backends._zygote`: never a fork of this
   multi-threaded process; the worker then dies with the server, which ends with the caller).
 * Each kill is one [_Kill][] record (reason, job id, chunk id, position), set once.
