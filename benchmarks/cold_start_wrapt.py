@@ -2,8 +2,8 @@
 
 parmap accepts both majors (``wrapt>=1.16``). wrapt 2's package ``__init__`` imports every
 submodule, among them ``wrapt.synchronization`` (which imports ``asyncio``) and
-``wrapt.importer`` (``importlib.metadata``), whatever parmap uses of it: that is paid on
-every cold start. This script makes two throwaway virtual environments (``wrapt>=1.16,<2``
+``wrapt.importer`` (``importlib.metadata``); parmap imports only ``wrapt.__wrapt__`` until
+something else of wrapt is used (see ``parmap._wrapt``). This script makes two throwaway virtual environments (``wrapt>=1.16,<2``
 and ``wrapt>=2``, with parmap's other dependencies; parmap itself is imported from this
 checkout), and times, in fresh interpreters, ``N`` runs each of:
 
@@ -89,9 +89,10 @@ def render(results: dict[str, dict[str, float]], versions: dict[str, str], runs:
         "",
         "parmap accepts wrapt 1.16+ and wrapt 2 (no upper bound, so it installs next to anything",
         "that needs wrapt 2). wrapt 2's `__init__` imports all of its submodules, `asyncio` and",
-        "`importlib.metadata` among them, whatever parmap uses; nothing parmap can skip cheaply",
-        "(importing `wrapt.wrappers` alone still runs the package's `__init__`). The difference is",
-        "paid once per process: by a script, not by each map.",
+        "`importlib.metadata` among them. parmap imports only the proxy classes it subclasses",
+        "(`wrapt.__wrapt__`) and leaves the package's `__init__` until something else of wrapt is",
+        "used (`parmap._wrapt`), so `import wrapt` below is what a program that uses wrapt itself",
+        "pays, not what parmap costs. The difference is paid once per process, not by each map.",
         "",
         f"Median of {runs} fresh interpreters, Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f} at the end: other work",
