@@ -3,9 +3,9 @@
 parmap accepts both majors (``wrapt>=1.16``). wrapt 2's package ``__init__`` imports every
 submodule, among them ``wrapt.synchronization`` (which imports ``asyncio``) and
 ``wrapt.importer`` (``importlib.metadata``); parmap imports only ``wrapt.__wrapt__`` until
-something else of wrapt is used (see ``parmap._wrapt``). This script makes two throwaway virtual environments (``wrapt>=1.16,<2``
-and ``wrapt>=2``, with parmap's other dependencies; parmap itself is imported from this
-checkout), and times, in fresh interpreters, ``N`` runs each of:
+something else of wrapt is used (see ``parmap._wrapt``). This script makes two throwaway
+virtual environments (``wrapt>=1.16,<2`` and ``wrapt>=2``, with parmap's other
+dependencies; parmap itself is imported from this checkout), and times, in fresh interpreters, ``N`` runs each of:
 
 * ``python -c pass`` (the interpreter alone, subtracted from nothing, shown for scale),
 * ``import wrapt``,
