@@ -379,6 +379,20 @@ def decode_result(message: Buffer, indices: Sequence[int], careful: bool, *, in_
     return ChunkResult(chunk_id, pid, completed, retiring, timings, values, errors)
 
 
+def done_outcome(task: ChunkTask, result: ChunkResult, *, worker: object, transport_seconds: float) -> ChunkDone:
+    """The `ChunkDone` of a decoded result (`worker`: who ran it, for the statistics)."""
+    return ChunkDone(
+        task,
+        result.values,
+        result.errors,
+        result.completed,
+        result.timings.compute_seconds,
+        worker=worker,
+        item_seconds=result.timings.item_seconds,
+        transport_seconds=transport_seconds,
+    )
+
+
 def undecodable_outcome(task: ChunkTask, error: BaseException) -> ChunkDone | ChunkUndecodable:
     """The outcome of results that cannot be unpickled in the caller: each item of a
     one-item or careful chunk fails with its own `SerializationError`; a larger chunk is to

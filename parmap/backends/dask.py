@@ -87,13 +87,14 @@ from ..errors import (
     SerializationError,
     WorkerLostError,
 )
-from . import Backend, ChunkDone, ChunkFailed, ChunkLost, ChunkProgress, ChunkTask, Outcome
+from . import Backend, ChunkFailed, ChunkLost, ChunkProgress, ChunkTask, Outcome
 from ._protocol import (
     ChunkCall,
     ChunkResult,
     Timings,
     decode_call,
     decode_result,
+    done_outcome,
     encode_call,
     encode_result,
     format_traceback,
@@ -495,16 +496,7 @@ class DaskBackend(Backend):
             # result arrived, which bounds the time the chunk waited in Dask's queues.
             task.dispatched_at = min(arrived, max(task.dispatched_at, arrived - task_seconds))
             transport = worker_transport + time.perf_counter() - decode_started
-            return ChunkDone(
-                task,
-                result.values,
-                result.errors,
-                result.completed,
-                result.timings.compute_seconds,
-                worker=worker,
-                item_seconds=result.timings.item_seconds,
-                transport_seconds=transport,
-            )
+            return done_outcome(task, result, worker=worker, transport_seconds=transport)
         text = pickle.loads(body)
         cannot_run: ParmapError
         if tag == _INIT_FAILED:

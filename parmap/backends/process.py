@@ -120,6 +120,7 @@ from ._protocol import (
     ChunkCall,
     decode_result,
     discard_call,
+    done_outcome,
     encode_call,
     result_header,
     result_in_band,
@@ -1444,16 +1445,7 @@ def _decoded(task: ChunkTask, message: bytearray, pid: int, encode_seconds: floa
     except BaseException as error:
         return undecodable_outcome(task, error)
     transport = encode_seconds + result.timings.decode_seconds + time.perf_counter() - started
-    return ChunkDone(
-        task,
-        result.values,
-        result.errors,
-        result.completed,
-        result.timings.compute_seconds,
-        worker=pid,
-        item_seconds=result.timings.item_seconds,
-        transport_seconds=transport,
-    )
+    return done_outcome(task, result, worker=pid, transport_seconds=transport)
 
 
 def _initializer_payload(config: PoolConfig, start_method: str) -> tuple[Any, tuple[Any, ...] | None]:
