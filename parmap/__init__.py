@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from . import errors
 from ._async_maps import AsyncMapIterator
 from ._config import default_workers
 from ._decorator import ParallelFunction, parallel
@@ -22,7 +25,6 @@ from ._seeding import item_numpy_rng, item_rng
 from ._state import shared, worker_state
 from ._stats import RunStats, WorkerStats
 from .errors import (
-    CancelledError,
     CheckpointLockedError,
     CheckpointMismatchError,
     InitializerError,
@@ -71,8 +73,19 @@ __all__ = [
     "worker_state",
 ]
 
+if TYPE_CHECKING:
+    from .errors import CancelledError
+
+
+def __getattr__(name: str) -> Any:
+    """`CancelledError`, made on first use (see [parmap.errors][])."""
+    if name == "CancelledError":
+        return errors.CancelledError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 for _name in __all__:
-    _object = globals()[_name]
+    _object = globals().get(_name)
     if getattr(_object, "__module__", "").startswith("parmap."):
         try:
             _object.__module__ = "parmap"

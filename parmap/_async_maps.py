@@ -21,7 +21,6 @@ chunks are dropped and the workers running its items are killed and replaced.
 
 from __future__ import annotations
 
-import concurrent.futures
 import queue
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
@@ -31,6 +30,7 @@ from ._engine import Job, StopIterationEscape, surfaced
 
 if TYPE_CHECKING:
     import asyncio
+    import concurrent.futures
 
     from ._progress import NullProgress, TqdmProgress
 
@@ -63,6 +63,7 @@ class AsyncSource:
 
     def __next__(self) -> Any:
         import asyncio
+        import concurrent.futures  # with asyncio: only an async iterable needs either
 
         assert self._loop is not None, "bind() names the loop before the job reads"
         with self._lock:

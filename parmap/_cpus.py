@@ -37,13 +37,12 @@ cgroup (it took the call to about 300 µs), and the files are read with plain `o
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import posixpath
 import re
 from collections.abc import Callable, Sequence
-from typing import Optional
+from typing import NamedTuple, Optional
 
 #: Where the kernel describes the calling process: `cgroup` and `mountinfo` under it.
 PROC_SELF = "/proc/self"
@@ -64,8 +63,7 @@ Reader = Callable[[str], Optional[str]]
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
-@dataclasses.dataclass(frozen=True)
-class CgroupMembership:
+class CgroupMembership(NamedTuple):
     """One line of `/proc/self/cgroup`: a hierarchy, its controllers and the process's cgroup."""
 
     hierarchy: str
@@ -78,8 +76,7 @@ class CgroupMembership:
         return self.hierarchy == "0" and not self.controllers
 
 
-@dataclasses.dataclass(frozen=True)
-class CgroupMount:
+class CgroupMount(NamedTuple):
     """A cgroup file-system mount from `/proc/self/mountinfo`."""
 
     #: The cgroup mounted there (`/` on the host; a container sees its own cgroup as `/`,
@@ -171,8 +168,7 @@ def _quota_over_period(quota: str, period: str) -> float | None:
     return quota_us / period_us
 
 
-@dataclasses.dataclass(frozen=True)
-class CgroupHierarchy:
+class CgroupHierarchy(NamedTuple):
     """Where to read one hierarchy's CPU quotas: the process's cgroup and its ancestors."""
 
     #: `True` for cgroup v2 (`cpu.max`), `False` for v1 (`cpu.cfs_quota_us`).

@@ -35,16 +35,15 @@ from __future__ import annotations
 
 import collections
 import contextvars
-import dataclasses
 import itertools
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from typing import Any, NoReturn, Protocol, Union
+from typing import Any, NamedTuple, NoReturn, Protocol, Union
 
-from . import _sharing
+from . import _sharing, errors
 from ._chunking import CostEstimate
 from ._config import MapOptions
 from ._core import (
@@ -76,7 +75,7 @@ from .backends import (
     Outcome,
 )
 from .backends._protocol import user_frames
-from .errors import CancelledError, SerializationError, TaskStopIteration
+from .errors import SerializationError, TaskStopIteration
 
 __all__ = ["IN_FLIGHT_PER_WORKER", "Job", "ProgressSink", "ResultStore", "add_index_note"]
 
@@ -104,23 +103,20 @@ class ResultStore(Protocol):
         """Store newly finished `(index, result)` pairs (the store batches its commits)."""
 
 
-@dataclasses.dataclass
-class _InputChunk:
+class _InputChunk(NamedTuple):
     """The feeder read a chunk of a lazy input."""
 
     start: int
     items: list[Any]
 
 
-@dataclasses.dataclass
-class _InputEnd:
+class _InputEnd(NamedTuple):
     """The lazy input is exhausted (`error` is None) or raised `error`."""
 
     error: BaseException | None
 
 
-@dataclasses.dataclass
-class _Cancel:
+class _Cancel(NamedTuple):
     """Another thread cancelled the job ([Job.cancel][])."""
 
 
@@ -521,7 +517,7 @@ class Job:
     def _stop_cancelled(self) -> NoReturn:
         """End the job that `cancel()` cancelled: stop its chunks, raise `CancelledError`."""
         self.close(stop_running=True)
-        raise CancelledError("the map was cancelled")
+        raise errors.CancelledError("the map was cancelled")
 
     def _send(self, send: Send) -> list[Decision]:
         assert self._core is not None

@@ -29,6 +29,7 @@ knows (cloudpickle 2.2 to 3.x), leaves cloudpickle's reduction as it is.
 
 from __future__ import annotations
 
+import functools
 import linecache
 import mmap
 import os
@@ -36,13 +37,24 @@ import sys
 import types
 from typing import Any
 
-try:  # cloudpickle 3.x
-    from cloudpickle.cloudpickle import _code_reduce, _function_setstate, _make_function
-except ImportError:  # pragma: no cover - cloudpickle 2.x keeps them in cloudpickle_fast
-    try:
-        from cloudpickle.cloudpickle_fast import _code_reduce, _function_setstate, _make_function
-    except ImportError:  # a cloudpickle that moved them: its reductions are left as they are
-        _code_reduce = _function_setstate = _make_function = None
+
+@functools.cache
+def _cloudpickle_parts() -> tuple[Any, Any, Any]:
+    """cloudpickle's `(_code_reduce, _function_setstate, _make_function)`, imported on first use.
+
+    Each is `None` in a cloudpickle that moved them (its reductions are then left as they
+    are). Imported here, not at `import parmap`: cloudpickle (and the `logging` it imports)
+    is loaded only once something needs it (see [parmap._transport][]).
+    """
+    try:  # cloudpickle 3.x
+        from cloudpickle.cloudpickle import _code_reduce, _function_setstate, _make_function
+    except ImportError:  # pragma: no cover - cloudpickle 2.x keeps them in cloudpickle_fast
+        try:
+            from cloudpickle.cloudpickle_fast import _code_reduce, _function_setstate, _make_function
+        except ImportError:
+            return None, None, None
+    return _code_reduce, _function_setstate, _make_function
+
 
 __all__ = [
     "apply_carried_globals",
@@ -126,6 +138,7 @@ def _main_globals(base: dict[str, Any], origin: bytes) -> dict[str, Any]:
 def reduce_function(obj: types.FunctionType, reduced: Any) -> Any:
     """cloudpickle's reduction of `obj`, rebuilt over the worker's `__main__` if it is a
     `__main__` function pickled by value; `reduced` itself otherwise."""
+    _, _function_setstate, _make_function = _cloudpickle_parts()
     main = sys.modules.get("__main__")
     if main is None or obj.__globals__ is not main.__dict__ or _make_function is None:
         return reduced
@@ -146,11 +159,12 @@ def _make_main_function(
     if globals_ is _main_namespace():
         globals_.setdefault("__builtins__", __builtins__)  # never replaced: it is the worker's
         return types.FunctionType(code, globals_, name, defaults, closure)
-    function: types.FunctionType = _make_function(code, globals_, name, defaults, closure)
+    function: types.FunctionType = _cloudpickle_parts()[2](code, globals_, name, defaults, closure)
     return function
 
 
 def _set_main_function_state(obj: types.FunctionType, state: Any) -> None:
+    _function_setstate = _cloudpickle_parts()[1]
     if obj.__globals__ is not _main_namespace() or _started_with is None:
         _function_setstate(obj, state)
         return
@@ -191,6 +205,7 @@ def apply_carried_globals(namespace: dict[str, Any], carried: dict[str, Any]) ->
 
 def reduce_code(obj: types.CodeType) -> Any:
     """cloudpickle's reduction of a code object, with its real file name and source lines."""
+    _code_reduce = _cloudpickle_parts()[0]
     if _code_reduce is None:
         return NotImplemented
     constructor, args = _code_reduce(obj)

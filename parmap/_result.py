@@ -14,8 +14,9 @@ import traceback
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from . import errors
 from ._engine import surfaced
-from .errors import CancelledError, ResultTimeoutError
+from .errors import ResultTimeoutError
 
 if TYPE_CHECKING:
     import asyncio
@@ -143,7 +144,7 @@ class AsyncResult(Generic[R]):
             if self._settled:
                 return False
             self._cancelled = True
-            self._error = CancelledError("the map was cancelled")
+            self._error = errors.CancelledError("the map was cancelled")
         if self._cancel_job is not None:
             self._cancel_job()
         if self._error_callback is not None:

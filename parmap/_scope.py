@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import dataclasses
 import functools
 import inspect
 import os
@@ -72,14 +71,20 @@ _FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 RESOLVED_KEPT = 8
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
 class Layer:
-    """One layer's settings, as given (validated), and where they came from (for errors)."""
+    """One layer's settings, as given (validated), and where they came from (for errors).
 
-    settings: Mapping[str, Any]
-    source: str
-    #: `PARMAP_PROGRESS=0`: no bar, whatever the call says.
-    bars_off: bool = False
+    A plain class (compared and hashed by identity), not a dataclass: it is built at
+    import, where a dataclass would cost about a millisecond of code generation.
+    """
+
+    __slots__ = ("bars_off", "settings", "source")
+
+    def __init__(self, settings: Mapping[str, Any], source: str, bars_off: bool = False) -> None:
+        self.settings = settings
+        self.source = source
+        #: `PARMAP_PROGRESS=0`: no bar, whatever the call says.
+        self.bars_off = bars_off
 
 
 _scopes: contextvars.ContextVar[tuple[Layer, ...]] = contextvars.ContextVar("parmap_config", default=())

@@ -30,7 +30,6 @@ scatters it once to every worker (`broadcast=True`).
 from __future__ import annotations
 
 import collections
-import dataclasses
 import itertools
 import pickle
 import sys
@@ -67,12 +66,14 @@ _serials = itertools.count(1)
 _by_identity: collections.OrderedDict[int, tuple[Callable[[], Any], bytes, bool]] = collections.OrderedDict()
 
 
-@dataclasses.dataclass(eq=False)
 class SharedObject:
     """A map's `shared=` object and the key that says whether a worker already holds it."""
 
-    value: Any
-    key: bytes
+    __slots__ = ("key", "value")
+
+    def __init__(self, value: Any, key: bytes) -> None:
+        self.value = value
+        self.key = key
 
 
 def identify(value: Any) -> SharedObject:

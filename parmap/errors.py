@@ -25,9 +25,10 @@ chained (``__cause__``) to a :class:`RemoteTraceback` holding the worker's trace
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
-from concurrent.futures import CancelledError as _FuturesCancelledError
 from multiprocessing import TimeoutError as _MultiprocessingTimeoutError
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "CancelledError",
@@ -130,15 +131,54 @@ class TaskStopIteration(ParmapError, RuntimeError):
     """
 
 
-class CancelledError(ParmapError, _FuturesCancelledError):
-    """The job was cancelled: `AsyncResult.cancel()`, the awaiting asyncio task cancelled, or
-    an `aimap` loop left early.
+# `CancelledError` is made on first use (module `__getattr__`): its second base,
+# `concurrent.futures.CancelledError`, costs `concurrent.futures` and `logging` to import
+# (about 5 ms of a cold start), and a map that is never cancelled never needs it. Type
+# checkers and the docs read the declaration below; the class made at run time carries the
+# same docstring (a test compares them).
+if TYPE_CHECKING:
+    from concurrent.futures import CancelledError as _FuturesCancelledError
 
-    Also `concurrent.futures.CancelledError`, so code written against futures catches it.
-    It is an `Exception`, unlike `asyncio.CancelledError`: a task that awaits a map which
-    *another* task cancelled gets this error, while a task that is itself cancelled gets
-    its own `asyncio.CancelledError`, as asyncio expects.
-    """
+    class CancelledError(ParmapError, _FuturesCancelledError):
+        """The job was cancelled: `AsyncResult.cancel()`, the awaiting asyncio task cancelled, or
+        an `aimap` loop left early.
+
+        Also `concurrent.futures.CancelledError`, so code written against futures catches it.
+        It is an `Exception`, unlike `asyncio.CancelledError`: a task that awaits a map which
+        *another* task cancelled gets this error, while a task that is itself cancelled gets
+        its own `asyncio.CancelledError`, as asyncio expects.
+        """
+
+else:
+    #: Guards the one creation of `CancelledError` (two threads may ask at once).
+    _creating = threading.Lock()
+
+    def __getattr__(name: str) -> Any:
+        """`CancelledError`, made the first time anything reads it."""
+        if name != "CancelledError":
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        with _creating:
+            if "CancelledError" not in globals():
+                globals()["CancelledError"] = _make_cancelled_error()
+        return globals()["CancelledError"]
+
+    def _make_cancelled_error() -> type[ParmapError]:
+        from concurrent.futures import CancelledError as _FuturesCancelledError
+
+        class CancelledError(ParmapError, _FuturesCancelledError):
+            """The job was cancelled: `AsyncResult.cancel()`, the awaiting asyncio task cancelled, or
+            an `aimap` loop left early.
+
+            Also `concurrent.futures.CancelledError`, so code written against futures catches it.
+            It is an `Exception`, unlike `asyncio.CancelledError`: a task that awaits a map which
+            *another* task cancelled gets this error, while a task that is itself cancelled gets
+            its own `asyncio.CancelledError`, as asyncio expects.
+            """
+
+        # Named as every public class is (see parmap/__init__), so that it pickles by name.
+        CancelledError.__module__ = "parmap"
+        CancelledError.__qualname__ = "CancelledError"
+        return CancelledError
 
 
 class SerializationError(ParmapError):

@@ -31,6 +31,11 @@ NOT_AT_IMPORT = (
     "distributed",
     "numpy",
     "threadpoolctl",
+    # Functions importable by name travel with the standard pickler (see parmap._transport),
+    # and parmap.CancelledError, whose base is concurrent.futures', is made on first use.
+    "cloudpickle",
+    "concurrent.futures",
+    "logging",
 )
 
 
@@ -81,6 +86,11 @@ def test_a_first_map_on_processes_needs_none_of_them_either() -> None:
             "parmap.parallel(square, backend='serial').map([1], stats=True).stats._repr_html_()",
             "html",
         ),
+        (
+            "import parmap\nassert parmap.parallel(lambda x: x + 1, workers=2).map([1, 2]) == [2, 3]\nparmap.shutdown()",
+            "cloudpickle",
+        ),
+        ("import parmap\nparmap.CancelledError", "concurrent.futures"),
     ],
 )
 def test_a_feature_imports_what_it_needs_when_used(program: str, module: str) -> None:
@@ -103,3 +113,50 @@ def test_wrapt_used_after_parmap_is_the_whole_package() -> None:
 def test_wrapt_imported_before_parmap_is_used_as_it_is() -> None:
     program = "import wrapt\nimport parmap\nassert issubclass(parmap.ParallelFunction, wrapt.FunctionWrapper)\n"
     assert "wrapt.importer" in _loaded_after(program)
+
+
+def test_a_map_after_cloudpickle_was_needed_uses_it_for_everything() -> None:
+    program = (
+        "import pickle, sys\n"
+        "import parmap\n"
+        "from parmap import _transport\n"
+        "from tests.tasks import square\n"
+        "by_name = _transport.dumps(square)\n"
+        "assert 'cloudpickle' not in sys.modules and pickle.loads(by_name) is square\n"
+        "lam = pickle.loads(_transport.dumps([1, lambda x: x * 3]))\n"
+        "assert lam[0] == 1 and lam[1](2) == 6 and 'cloudpickle' in sys.modules\n"
+        "assert pickle.loads(_transport.dumps(square)) is square\n"
+        "f = parmap.parallel(square, workers=2)\n"
+        "assert f.map(range(3)) == [0, 1, 4] and parmap.parallel(lambda x: -x, workers=2).map([1]) == [-1]\n"
+        "assert f.map(range(3)) == [0, 1, 4]\n"
+        "parmap.shutdown()\n"
+    )
+    assert "cloudpickle" in _loaded_after(program)
+
+
+def test_cancelled_error_made_on_first_use_is_the_declared_class() -> None:
+    program = (
+        "import ast, concurrent.futures, inspect, pickle, threading\n"
+        "import parmap, parmap.errors\n"
+        "seen = []\n"
+        "threads = [threading.Thread(target=lambda: seen.append(parmap.errors.CancelledError)) for _ in range(4)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "assert len(set(seen)) == 1 and seen[0] is parmap.CancelledError\n"
+        "error = parmap.CancelledError\n"
+        "assert issubclass(error, parmap.ParmapError) and issubclass(error, concurrent.futures.CancelledError)\n"
+        "assert repr(error) == \"<class 'parmap.CancelledError'>\"\n"
+        "assert type(pickle.loads(pickle.dumps(error('x')))) is error\n"
+        "from parmap import CancelledError\n"
+        "assert CancelledError is error\n"
+        "tree = ast.parse(inspect.getsource(parmap.errors))\n"
+        "declared = [node for node in ast.walk(tree) if isinstance(node, ast.ClassDef) and node.name == 'CancelledError']\n"
+        "assert len(declared) == 2, declared\n"
+        "assert ast.get_docstring(declared[0]) == ast.get_docstring(declared[1]) == inspect.getdoc(error)\n"
+        "try:\n"
+        "    parmap.errors.NoSuchError\n"
+        "except AttributeError:\n"
+        "    pass\n"
+        "else:\n"
+        "    raise AssertionError\n"
+    )
+    _loaded_after(program)

@@ -205,10 +205,10 @@ def test_when_not_even_the_pipe_can_take_it_the_error_names_the_segment_director
     monkeypatch.setattr(_transport, "_write_segment", _no_room)
     real_dumps = _transport.dumps
 
-    def dumps(obj: Any, buffer_callback: Any = None) -> bytes:
+    def dumps(obj: Any, buffer_callback: Any = None, restart: Any = None) -> bytes:
         if buffer_callback is None:
             raise MemoryError
-        return real_dumps(obj, buffer_callback)
+        return real_dumps(obj, buffer_callback, restart)
 
     monkeypatch.setattr(_transport, "dumps", dumps)
     with pytest.raises(MemoryError, match=f"could neither be written to {_transport._SEGMENT_DIR}.*No space left"):

@@ -26,7 +26,6 @@ fail there with an ``ImportError`` that says what to install.
 from __future__ import annotations
 
 import abc
-import dataclasses
 import importlib
 from collections.abc import Callable, Sequence
 from typing import Any, Union
@@ -42,31 +41,79 @@ _INSTALL_HINTS = {
 }
 
 
-@dataclasses.dataclass(eq=False)
 class JobSpec:
-    """What a backend needs to know of a job, shared by all of its chunks."""
+    """What a backend needs to know of a job, shared by all of its chunks.
+
+    This and the outcome classes below are plain classes with `__slots__`, not dataclasses:
+    they are built on the first map's path, where each dataclass would cost about a
+    millisecond of code generation (the cold-start budget of the whole map is ~50 ms).
+    """
+
+    __slots__ = (
+        "cancelled",
+        "concurrency",
+        "deliver",
+        "function",
+        "function_payload",
+        "job_id",
+        "max_tasks_per_worker",
+        "profile",
+        "seed",
+        "shared",
+        "shared_payload",
+        "timeout",
+    )
 
     job_id: int
     function: Callable[[Any], Any]
     deliver: Callable[[Outcome], None]
-    timeout: float | None = None
-    max_tasks_per_worker: int | None = None
-    seed: int | None = None
+    timeout: float | None
+    max_tasks_per_worker: int | None
+    seed: int | None
     #: Measure each item's duration (``stats=True``).
-    profile: bool = False
+    profile: bool
     #: Items of an ``async def`` task each worker awaits at once.
-    concurrency: int = 1
+    concurrency: int
     #: Filled by a backend that ships functions: ``(key, pickled function)``, computed once.
-    function_payload: tuple[bytes, bytes] | None = None
+    function_payload: tuple[bytes, bytes] | None
     #: The map's ``shared=`` object and its key (``None`` without one): see `parmap._sharing`.
-    shared: SharedObject | None = None
+    shared: SharedObject | None
     #: Filled by a backend that ships the shared object: its encoded form, made once per
     #: pool and held by each job that uses it.
-    shared_payload: Any = None
+    shared_payload: Any
     #: Set by [Job.cancel][parmap._engine.Job.cancel], from any thread, before anything
     #: else: a backend never starts a chunk of a cancelled job it still holds, even one the
     #: job's thread submitted after the cancel (it drops them when it takes them).
-    cancelled: bool = False
+    cancelled: bool
+
+    def __init__(
+        self,
+        job_id: int,
+        function: Callable[[Any], Any],
+        deliver: Callable[[Outcome], None],
+        *,
+        timeout: float | None = None,
+        max_tasks_per_worker: int | None = None,
+        seed: int | None = None,
+        profile: bool = False,
+        concurrency: int = 1,
+        function_payload: tuple[bytes, bytes] | None = None,
+        shared: SharedObject | None = None,
+        shared_payload: Any = None,
+        cancelled: bool = False,
+    ) -> None:
+        self.job_id = job_id
+        self.function = function
+        self.deliver = deliver
+        self.timeout = timeout
+        self.max_tasks_per_worker = max_tasks_per_worker
+        self.seed = seed
+        self.profile = profile
+        self.concurrency = concurrency
+        self.function_payload = function_payload
+        self.shared = shared
+        self.shared_payload = shared_payload
+        self.cancelled = cancelled
 
     @property
     def shared_value(self) -> Any:
@@ -87,9 +134,10 @@ class JobSpec:
         return self.function_payload
 
 
-@dataclasses.dataclass(eq=False)
 class ChunkTask:
     """A run of items from one job, sent to one worker as a unit."""
+
+    __slots__ = ("careful", "chunk_id", "dispatched_at", "indices", "items", "job", "submitted_at")
 
     chunk_id: int
     job: JobSpec
@@ -99,58 +147,121 @@ class ChunkTask:
     #: and pickle each result on its own, so that one result that cannot be unpickled fails
     #: only its item. Off by default (the fast path runs items in C); set when a chunk is
     #: re-run after its worker died somewhere inside it or its results could not be decoded.
-    careful: bool = False
+    careful: bool
     #: ``time.monotonic()`` when the engine submitted it and when a worker received it.
-    submitted_at: float = 0.0
-    dispatched_at: float = 0.0
+    submitted_at: float
+    dispatched_at: float
+
+    def __init__(
+        self,
+        chunk_id: int,
+        job: JobSpec,
+        indices: Sequence[int],
+        items: Sequence[Any],
+        *,
+        careful: bool = False,
+        submitted_at: float = 0.0,
+        dispatched_at: float = 0.0,
+    ) -> None:
+        self.chunk_id = chunk_id
+        self.job = job
+        self.indices = indices
+        self.items = items
+        self.careful = careful
+        self.submitted_at = submitted_at
+        self.dispatched_at = dispatched_at
 
 
-@dataclasses.dataclass(eq=False)
 class ChunkDone:
+    """The chunk ran; `values[i]` is item `i`'s result unless `i` is in `errors`."""
+
+    __slots__ = (
+        "completed",
+        "compute_seconds",
+        "errors",
+        "item_seconds",
+        "task",
+        "transport_seconds",
+        "values",
+        "worker",
+    )
+
     task: ChunkTask
     values: list[Any]
     errors: dict[int, BaseException]
     completed: int
     compute_seconds: float
     #: Who ran it (a pid, a thread name, a dask worker address), for per-worker statistics.
-    worker: object = None
+    worker: object
     #: Seconds each item took, when the job asked for a profile.
-    item_seconds: list[float] | None = None
+    item_seconds: list[float] | None
     #: Seconds spent pickling and unpickling the chunk and its results.
-    transport_seconds: float = 0.0
+    transport_seconds: float
+
+    def __init__(
+        self,
+        task: ChunkTask,
+        values: list[Any],
+        errors: dict[int, BaseException],
+        completed: int,
+        compute_seconds: float,
+        *,
+        worker: object = None,
+        item_seconds: list[float] | None = None,
+        transport_seconds: float = 0.0,
+    ) -> None:
+        self.task = task
+        self.values = values
+        self.errors = errors
+        self.completed = completed
+        self.compute_seconds = compute_seconds
+        self.worker = worker
+        self.item_seconds = item_seconds
+        self.transport_seconds = transport_seconds
 
 
-@dataclasses.dataclass(eq=False)
 class ChunkProgress:
     """The task at ``position`` reported it is ``fraction`` done (not an outcome: more follow)."""
 
-    task: ChunkTask
-    position: int
-    fraction: float
+    __slots__ = ("fraction", "position", "task")
+
+    def __init__(self, task: ChunkTask, position: int, fraction: float) -> None:
+        self.task = task
+        self.position = position
+        self.fraction = fraction
 
 
-@dataclasses.dataclass(eq=False)
 class ChunkLost:
-    task: ChunkTask
-    position: int | None
-    error: BaseException
+    """The worker died or timed out; `position` is the item it was running, if known."""
+
+    __slots__ = ("error", "position", "task")
+
+    def __init__(self, task: ChunkTask, position: int | None, error: BaseException) -> None:
+        self.task = task
+        self.position = position
+        self.error = error
 
 
-@dataclasses.dataclass(eq=False)
 class ChunkUndecodable:
     """The chunk ran, but its results could not be unpickled here as one message."""
 
-    task: ChunkTask
-    error: SerializationError
+    __slots__ = ("error", "task")
+
+    def __init__(self, task: ChunkTask, error: SerializationError) -> None:
+        self.task = task
+        self.error = error
 
 
-@dataclasses.dataclass(eq=False)
 class ChunkFailed:
-    task: ChunkTask
-    error: BaseException
+    """The chunk cannot run at all (the pool shut down, its initializer failed)."""
+
+    __slots__ = ("error", "task")
+
+    def __init__(self, task: ChunkTask, error: BaseException) -> None:
+        self.task = task
+        self.error = error
 
 
-@dataclasses.dataclass(eq=False)
 class ChunkArrived:
     """A chunk's results as they arrived, still pickled: the job's thread decodes them.
 
@@ -162,10 +273,16 @@ class ChunkArrived:
     undecoded, when the job ends first, they leave nothing behind.
     """
 
+    __slots__ = ("decode", "task")
+
     task: ChunkTask
     #: Unpickles the results: a `ChunkDone`, or what the backend makes of results that
     #: cannot be unpickled (per-item errors, or a `ChunkUndecodable`).
     decode: Callable[[], Union[ChunkDone, ChunkUndecodable]]
+
+    def __init__(self, task: ChunkTask, decode: Callable[[], Union[ChunkDone, ChunkUndecodable]]) -> None:
+        self.task = task
+        self.decode = decode
 
 
 Outcome = Union[ChunkDone, ChunkLost, ChunkUndecodable, ChunkFailed, ChunkProgress, ChunkArrived]

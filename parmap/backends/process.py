@@ -76,7 +76,7 @@ import threading
 import time
 import weakref
 from multiprocessing.heap import BufferWrapper
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from .. import _sharing, _transport
 from .._config import PoolConfig
@@ -206,18 +206,26 @@ _pool_ids = itertools.count(1)
 _live_backends: weakref.WeakSet[ProcessBackend] = weakref.WeakSet()
 
 
-@dataclasses.dataclass(eq=False)
 class _Pending:
-    task: ChunkTask
-    payload: bytes
-    #: Seconds the caller side spent pickling the chunk (part of its transport time).
-    encode_seconds: float = 0.0
-    #: Its job was cancelled while a `Withdraw` was on its way: drop it when it comes back.
-    cancelled: bool = False
+    """A chunk pickled for a worker, from its submission to its answer.
+
+    This and the manager's other records are plain classes with `__slots__`, not
+    dataclasses: they are built on a first map's path, where each dataclass would cost
+    about a millisecond of code generation.
+    """
+
+    __slots__ = ("cancelled", "encode_seconds", "payload", "task")
+
+    def __init__(self, task: ChunkTask, payload: bytes, encode_seconds: float = 0.0) -> None:
+        self.task = task
+        self.payload = payload
+        #: Seconds the caller side spent pickling the chunk (part of its transport time).
+        self.encode_seconds = encode_seconds
+        #: Its job was cancelled while a `Withdraw` was on its way: drop it when it comes back.
+        self.cancelled = False
 
 
-@dataclasses.dataclass(frozen=True)
-class _Kill:
+class _Kill(NamedTuple):
     """Why the manager killed a worker: set once, read when its death is handled."""
 
     reason: Literal["timeout", "cancel", "stray", "shutdown", "memory"]
@@ -228,17 +236,22 @@ class _Kill:
     rss: int | None = None
 
 
-@dataclasses.dataclass(frozen=True)
 class _Cancel:
-    job_id: int
-    stop_running: bool
-    #: Set by the manager once it has sent the withdrawals (and kills) of this job.
-    applied: threading.Event = dataclasses.field(default_factory=threading.Event)
+    """The caller side asks the manager to withdraw (and maybe kill) one job's chunks."""
+
+    __slots__ = ("applied", "job_id", "stop_running")
+
+    def __init__(self, job_id: int, stop_running: bool) -> None:
+        self.job_id = job_id
+        self.stop_running = stop_running
+        #: Set by the manager once it has sent the withdrawals (and kills) of this job.
+        self.applied = threading.Event()
 
 
-@dataclasses.dataclass(frozen=True)
 class _Shutdown:
-    pass
+    """The caller side asks the manager to stop every worker and end."""
+
+    __slots__ = ()
 
 
 class _Flags:
@@ -325,51 +338,75 @@ class _Frames:
         del buffer[:offset]
 
 
-@dataclasses.dataclass(eq=False)
 class _Holding:
     """What a worker holds of one kind (functions, or shared objects), as the manager sent it."""
 
-    #: The tag of the message that sends one (`F` LoadFunction, `H` LoadShared).
-    tag: bytes
-    #: How many it keeps; the least recently used beyond it is evicted.
-    capacity: int
-    #: Keys held, least recently used first.
-    keys: collections.OrderedDict[bytes, None] = dataclasses.field(default_factory=collections.OrderedDict)
-    #: Message number -> key, for the newest `2 * capacity` sent: what a worker that died
-    #: loading (its slot names the number) was loading.
-    loads: dict[int, bytes] = dataclasses.field(default_factory=dict)
+    __slots__ = ("capacity", "keys", "loads", "tag")
+
+    def __init__(self, tag: bytes, capacity: int) -> None:
+        #: The tag of the message that sends one (`F` LoadFunction, `H` LoadShared).
+        self.tag = tag
+        #: How many it keeps; the least recently used beyond it is evicted.
+        self.capacity = capacity
+        #: Keys held, least recently used first.
+        self.keys: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+        #: Message number -> key, for the newest `2 * capacity` sent: what a worker that died
+        #: loading (its slot names the number) was loading.
+        self.loads: dict[int, bytes] = {}
 
 
-@dataclasses.dataclass(eq=False)
 class _Worker:
     """The manager's view of one worker process."""
 
-    number: int
-    process: Any
-    conn: Any  # the parent's end of the socket (kept open; its fd is non-blocking)
-    fd: int
-    slot: Any
-    #: The heap block behind `slot`: it is freed (and handed to the next worker) once this
-    #: wrapper is collected, so it lives exactly as long as the worker's record.
-    slot_buffer: Any
-    pid: int = 0
-    ready: bool = False
-    #: Chunks sent and not yet answered, oldest first: the one running, and at most
-    #: `PREFETCH - 1` waiting in its inbox.
-    held: list[_Pending] = dataclasses.field(default_factory=list)
-    #: Chunk ids with a `Withdraw` on its way.
-    withdrawing: set[int] = dataclasses.field(default_factory=set)
-    #: The functions and the shared objects it holds, as sent.
-    functions: _Holding = dataclasses.field(default_factory=lambda: _Holding(b"F", MAX_CACHED_FUNCTIONS))
-    shared: _Holding = dataclasses.field(default_factory=lambda: _Holding(b"H", MAX_SHARED_OBJECTS))
-    #: `LoadFunction` and `LoadShared` messages sent so far: one numbering for both.
-    loads_sent: int = 0
-    retiring: bool = False
-    kill: _Kill | None = None
-    #: It died of a SIGKILL parmap did not send, and the kernel counted an OOM kill meanwhile.
-    oom_killed: bool = False
-    outbox: collections.deque[memoryview] = dataclasses.field(default_factory=collections.deque)
-    frames: _Frames = dataclasses.field(default_factory=_Frames)
+    __slots__ = (
+        "conn",
+        "fd",
+        "frames",
+        "functions",
+        "held",
+        "kill",
+        "loads_sent",
+        "number",
+        "oom_killed",
+        "outbox",
+        "pid",
+        "process",
+        "ready",
+        "retiring",
+        "shared",
+        "slot",
+        "slot_buffer",
+        "withdrawing",
+    )
+
+    def __init__(self, number: int, process: Any, conn: Any, fd: int, *, slot: Any, slot_buffer: Any, pid: int) -> None:
+        self.number = number
+        self.process = process
+        #: The parent's end of the socket (kept open; its fd is non-blocking).
+        self.conn = conn
+        self.fd = fd
+        self.slot = slot
+        #: The heap block behind `slot`: it is freed (and handed to the next worker) once
+        #: this record is collected, so it lives exactly as long as the worker's record.
+        self.slot_buffer = slot_buffer
+        self.pid = pid
+        self.ready = False
+        #: Chunks sent and not yet answered, oldest first: the one running, and at most
+        #: `PREFETCH - 1` waiting in its inbox.
+        self.held: list[_Pending] = []
+        #: Chunk ids with a `Withdraw` on its way.
+        self.withdrawing: set[int] = set()
+        #: The functions and the shared objects it holds, as sent.
+        self.functions = _Holding(b"F", MAX_CACHED_FUNCTIONS)
+        self.shared = _Holding(b"H", MAX_SHARED_OBJECTS)
+        #: `LoadFunction` and `LoadShared` messages sent so far: one numbering for both.
+        self.loads_sent = 0
+        self.retiring = False
+        self.kill: _Kill | None = None
+        #: It died of a SIGKILL parmap did not send, and the kernel counted an OOM kill meanwhile.
+        self.oom_killed = False
+        self.outbox: collections.deque[memoryview] = collections.deque()
+        self.frames = _Frames()
 
     def running(self) -> _Pending | None:
         """The held chunk the worker has started (it writes the chunk id into its slot)."""
@@ -880,7 +917,7 @@ class _Manager(threading.Thread):
             child_end.close()
         fd = parent_end.fileno()
         os.set_blocking(fd, False)
-        worker = _Worker(number, process, parent_end, fd, slot, shared, pid=process.pid)
+        worker = _Worker(number, process, parent_end, fd, slot=slot, slot_buffer=shared, pid=process.pid)
         self._workers[number] = worker
         self._by_fd[fd] = worker
         self._by_fd[process.sentinel] = worker
