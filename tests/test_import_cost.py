@@ -87,7 +87,9 @@ def test_a_first_map_on_processes_needs_none_of_them_either() -> None:
             "html",
         ),
         (
-            "import parmap\nassert parmap.parallel(lambda x: x + 1, workers=2).map([1, 2]) == [2, 3]\nparmap.shutdown()",
+            "import parmap\n"
+            "assert parmap.parallel(lambda x: x + 1, workers=2).map([1, 2]) == [2, 3]\n"
+            "parmap.shutdown()",
             "cloudpickle",
         ),
         ("import parmap\nparmap.CancelledError", "concurrent.futures"),
@@ -149,7 +151,8 @@ def test_cancelled_error_made_on_first_use_is_the_declared_class() -> None:
         "from parmap import CancelledError\n"
         "assert CancelledError is error\n"
         "tree = ast.parse(inspect.getsource(parmap.errors))\n"
-        "declared = [node for node in ast.walk(tree) if isinstance(node, ast.ClassDef) and node.name == 'CancelledError']\n"
+        "declared = [node for node in ast.walk(tree)\n"
+        "            if isinstance(node, ast.ClassDef) and node.name == 'CancelledError']\n"
         "assert len(declared) == 2, declared\n"
         "assert ast.get_docstring(declared[0]) == ast.get_docstring(declared[1]) == inspect.getdoc(error)\n"
         "try:\n"
