@@ -28,7 +28,7 @@ from __future__ import annotations
 import abc
 import importlib
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 from .. import _transport
 from .._config import PoolConfig
@@ -44,9 +44,10 @@ _INSTALL_HINTS = {
 class JobSpec:
     """What a backend needs to know of a job, shared by all of its chunks.
 
-    This and the outcome classes below are plain classes with `__slots__`, not dataclasses:
-    they are built on the first map's path, where each dataclass would cost about a
-    millisecond of code generation (the cold-start budget of the whole map is ~50 ms).
+    This and `ChunkTask`, which backends and the engine update, are plain classes with
+    `__slots__`, not dataclasses: they are built on the first map's path, where each
+    dataclass would cost about a millisecond of code generation. The outcomes, never
+    changed once made, are `NamedTuple`s.
     """
 
     __slots__ = (
@@ -172,19 +173,8 @@ class ChunkTask:
         self.dispatched_at = dispatched_at
 
 
-class ChunkDone:
+class ChunkDone(NamedTuple):
     """The chunk ran; `values[i]` is item `i`'s result unless `i` is in `errors`."""
-
-    __slots__ = (
-        "completed",
-        "compute_seconds",
-        "errors",
-        "item_seconds",
-        "task",
-        "transport_seconds",
-        "values",
-        "worker",
-    )
 
     task: ChunkTask
     values: list[Any]
@@ -192,77 +182,44 @@ class ChunkDone:
     completed: int
     compute_seconds: float
     #: Who ran it (a pid, a thread name, a dask worker address), for per-worker statistics.
-    worker: object
+    worker: object = None
     #: Seconds each item took, when the job asked for a profile.
-    item_seconds: list[float] | None
+    item_seconds: list[float] | None = None
     #: Seconds spent pickling and unpickling the chunk and its results.
-    transport_seconds: float
-
-    def __init__(
-        self,
-        task: ChunkTask,
-        values: list[Any],
-        errors: dict[int, BaseException],
-        completed: int,
-        compute_seconds: float,
-        *,
-        worker: object = None,
-        item_seconds: list[float] | None = None,
-        transport_seconds: float = 0.0,
-    ) -> None:
-        self.task = task
-        self.values = values
-        self.errors = errors
-        self.completed = completed
-        self.compute_seconds = compute_seconds
-        self.worker = worker
-        self.item_seconds = item_seconds
-        self.transport_seconds = transport_seconds
+    transport_seconds: float = 0.0
 
 
-class ChunkProgress:
+class ChunkProgress(NamedTuple):
     """The task at ``position`` reported it is ``fraction`` done (not an outcome: more follow)."""
 
-    __slots__ = ("fraction", "position", "task")
-
-    def __init__(self, task: ChunkTask, position: int, fraction: float) -> None:
-        self.task = task
-        self.position = position
-        self.fraction = fraction
+    task: ChunkTask
+    position: int
+    fraction: float
 
 
-class ChunkLost:
+class ChunkLost(NamedTuple):
     """The worker died or timed out; `position` is the item it was running, if known."""
 
-    __slots__ = ("error", "position", "task")
-
-    def __init__(self, task: ChunkTask, position: int | None, error: BaseException) -> None:
-        self.task = task
-        self.position = position
-        self.error = error
+    task: ChunkTask
+    position: int | None
+    error: BaseException
 
 
-class ChunkUndecodable:
+class ChunkUndecodable(NamedTuple):
     """The chunk ran, but its results could not be unpickled here as one message."""
 
-    __slots__ = ("error", "task")
-
-    def __init__(self, task: ChunkTask, error: SerializationError) -> None:
-        self.task = task
-        self.error = error
+    task: ChunkTask
+    error: SerializationError
 
 
-class ChunkFailed:
+class ChunkFailed(NamedTuple):
     """The chunk cannot run at all (the pool shut down, its initializer failed)."""
 
-    __slots__ = ("error", "task")
-
-    def __init__(self, task: ChunkTask, error: BaseException) -> None:
-        self.task = task
-        self.error = error
+    task: ChunkTask
+    error: BaseException
 
 
-class ChunkArrived:
+class ChunkArrived(NamedTuple):
     """A chunk's results as they arrived, still pickled: the job's thread decodes them.
 
     Unpickling the results is the largest cost a cheap chunk has on the caller's side
@@ -273,16 +230,10 @@ class ChunkArrived:
     undecoded, when the job ends first, they leave nothing behind.
     """
 
-    __slots__ = ("decode", "task")
-
     task: ChunkTask
     #: Unpickles the results: a `ChunkDone`, or what the backend makes of results that
     #: cannot be unpickled (per-item errors, or a `ChunkUndecodable`).
     decode: Callable[[], Union[ChunkDone, ChunkUndecodable]]
-
-    def __init__(self, task: ChunkTask, decode: Callable[[], Union[ChunkDone, ChunkUndecodable]]) -> None:
-        self.task = task
-        self.decode = decode
 
 
 Outcome = Union[ChunkDone, ChunkLost, ChunkUndecodable, ChunkFailed, ChunkProgress, ChunkArrived]
