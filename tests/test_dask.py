@@ -614,3 +614,68 @@ def test_lost_scheduler_fails_the_job(tmp_path: Path) -> None:
         (tmp_path / "go").touch()  # lets the orphaned task end, so its worker stops at once
         _cluster_pids.remove(cluster.pids)
         cluster.close()
+
+
+# --------------------------------------------------------------------------- the implicit cluster's security
+
+
+def _listening_sockets(pids: set[int]) -> set[tuple[str, int]]:
+    """(IPv4 or IPv6 address, port) of every TCP socket in LISTEN state that `pids` hold open."""
+    inodes: set[str] = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:  # closed meanwhile
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    found: set[tuple[str, int]] = set()
+    for table, size in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state != "0A" or inode not in inodes:  # 0A: LISTEN
+                continue
+            address, port = local.split(":")
+            raw = bytes.fromhex(address)
+            # /proc prints each 32-bit word of the address in host (little-endian) order.
+            words = b"".join(raw[i : i + 4][::-1] for i in range(0, size, 4))
+            found.add((socket.inet_ntop(socket.AF_INET if size == 4 else socket.AF_INET6, words), int(port, 16)))
+    return found
+
+
+@pytest.mark.timeout(120)
+def test_implicit_local_cluster_is_tls_on_loopback_and_refuses_other_clients() -> None:
+    """Issue 15: the LocalCluster parmap starts speaks TLS with its own temporary CA, on 127.0.0.1 only."""
+    from distributed.security import Security
+
+    before = _listening_sockets({os.getpid()})
+    task = parallel(pid_of, backend="dask", workers=2)
+    assert os.getpid() not in set(task.map(range(8), chunksize=1))  # parmap's own maps work
+    (pool,) = [pool for config, pool in parmap._registry._pools.items() if config.backend == "dask"]
+    client = pool.client  # type: ignore[attr-defined]
+    address = client.scheduler.address
+    assert address.startswith("tls://127.0.0.1:")
+    workers = set(client.scheduler_info()["workers"])
+    assert len(workers) == 2
+    assert all(worker.startswith("tls://127.0.0.1:") for worker in workers)
+
+    # Every socket the cluster listens on (scheduler, its HTTP server, workers, nannies) is loopback's.
+    processes = set(client.run(os.getpid).values()) | set(client.run(os.getpid, nanny=True).values())
+    listening = (_listening_sockets({os.getpid()}) - before) | _listening_sockets(processes)
+    assert listening
+    assert {host for host, _ in listening} == {"127.0.0.1"}, listening
+
+    # A client without the cluster's credentials is refused: plain TCP, TLS with no
+    # certificate, TLS with a certificate of another authority.
+    port = address.rsplit(":", 1)[1]
+    with pytest.raises(Exception):  # noqa: B017 - Dask's type differs by version; refused is what counts
+        distributed.Client(f"tcp://127.0.0.1:{port}", timeout=5, set_as_default=False)
+    with pytest.raises(Exception):  # noqa: B017
+        distributed.Client(address, timeout=5, set_as_default=False)
+    with pytest.raises(Exception, match="(?i)certificate|ssl|tls"):
+        distributed.Client(address, timeout=5, security=Security.temporary(), set_as_default=False)
+    # ... and the pool parmap uses is unharmed by them.
+    assert parallel(square, backend="dask", workers=2).map(range(4)) == [0, 1, 4, 9]
+    assert pool.usable

@@ -230,7 +230,12 @@ class DaskBackend(Backend):
             threads_per_worker=1,
             processes=True,
             **memory,
+            # Loopback only, and TLS with a certificate authority made for this cluster alone:
+            # only this process holds the key, so no other process or user of the machine
+            # can connect to the scheduler or the workers (and run code as the caller).
             host="127.0.0.1",
+            protocol="tls://",
+            security=_temporary_security(),
             dashboard_address=None,
             # No dashboard, and the scheduler's small HTTP server on a free port rather than on
             # 8787, which another cluster may hold (Dask would warn and move).
@@ -549,6 +554,25 @@ def _release_future(future: Any) -> None:
         future.release()
     except Exception:  # the client is closed: nothing left to release
         pass
+
+
+def _temporary_security() -> Any:
+    """TLS credentials for one cluster: a new CA, and a certificate signed by it, in memory.
+
+    Raises:
+        ImportError: `cryptography` (which makes the certificates) is not installed; the
+            message says how to install it, or how to bring a cluster of your own.
+    """
+    from distributed.security import Security
+
+    try:
+        return Security.temporary()  # type: ignore[no-untyped-call]
+    except ImportError as error:
+        raise ImportError(
+            "backend='dask' secures the LocalCluster it starts with TLS, whose temporary certificates need the "
+            '`cryptography` package: pip install "parmap-decorator[dask]" (or pip install cryptography); '
+            "or pass address= or client= for a cluster of your own"
+        ) from error
 
 
 def _inside_dask_task() -> bool:
