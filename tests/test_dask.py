@@ -608,7 +608,7 @@ def test_lost_scheduler_fails_the_job(tmp_path: Path) -> None:
         wait_until(started.exists, timeout=WAIT_SECONDS)
         cluster.scheduler.kill()
         cluster.scheduler.wait(timeout=10)
-        with pytest.raises(parmap.PoolClosedError, match="lost the connection to the Dask scheduler"):
+        with pytest.raises(parmap.PoolClosedError, match=f"lost the connection to the Dask scheduler at {cluster.address}"):
             pending.get(timeout=WAIT_SECONDS)
     finally:
         (tmp_path / "go").touch()  # lets the orphaned task end, so its worker stops at once
@@ -679,3 +679,69 @@ def test_implicit_local_cluster_is_tls_on_loopback_and_refuses_other_clients() -
     # ... and the pool parmap uses is unharmed by them.
     assert parallel(square, backend="dask", workers=2).map(range(4)) == [0, 1, 4, 9]
     assert pool.usable
+
+
+#: The program of the test below: it maps on `address=`, then, while one item waits for the
+#: test's "go" file, the test kills the scheduler; the job, and a map after it, must fail
+#: promptly with an error naming the address, and the program must end with nothing on stderr.
+_SCHEDULER_GOES_AWAY = """
+import sys, time
+import parmap
+from tests.tasks import square, wait_for_file
+
+address, directory = sys.argv[1], sys.argv[2]
+if __name__ == "__main__":
+    print(parmap.parallel(square, backend="dask", address=address).map(range(6)), flush=True)
+    pending = parmap.parallel(wait_for_file, backend="dask", address=address).map_async([(directory, 1)])
+    for _ in range(2):  # the running job, then a map after the scheduler is gone
+        started = time.monotonic()
+        try:
+            if pending is not None:
+                pending.get(timeout=60)
+            else:
+                parmap.parallel(square, backend="dask", address=address).map(range(6))
+        except parmap.ParmapError as error:
+            print(f"{type(error).__name__} after {time.monotonic() - started:.1f} s: {error}", flush=True)
+        pending = None
+"""
+
+
+@pytest.mark.timeout(120)
+def test_scheduler_gone_fails_promptly_names_it_and_exits_quietly(tmp_path: Path) -> None:
+    """Issue 15: no reconnect loop, no traceback at exit; both failures name the scheduler's address."""
+    cluster = SchedulerCluster(tmp_path)
+    _cluster_pids.append(cluster.pids)
+    try:
+        cluster.start_workers(1)
+        program = subprocess.Popen(
+            [sys.executable, "-c", _SCHEDULER_GOES_AWAY, cluster.address, str(tmp_path)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_until((tmp_path / "started-1").exists, timeout=WAIT_SECONDS)
+            cluster.scheduler.kill()
+            cluster.scheduler.wait(timeout=10)
+            stdout, stderr = program.communicate(timeout=60)
+        finally:
+            if program.poll() is None:
+                program.kill()
+                program.communicate()
+        assert program.returncode == 0, stderr
+        assert stderr == ""
+        first, *failures = stdout.splitlines()
+        assert first == str([x * x for x in range(6)])
+        assert len(failures) == 2, stdout
+        running, later = failures
+        assert running.startswith("PoolClosedError after ")
+        assert later.startswith(("PoolStartError after ", "PoolClosedError after "))
+        for line in failures:
+            assert cluster.address in line
+            seconds = float(line.split(" after ")[1].split(" s:")[0])
+            assert seconds < 15  # promptly: not Dask's 30 s reconnect loop
+    finally:
+        (tmp_path / "go").touch()  # lets the orphaned task end, so its worker stops at once
+        _cluster_pids.remove(cluster.pids)
+        cluster.close()

@@ -83,6 +83,7 @@ from ..errors import (
     InitializerError,
     ParmapError,
     PoolClosedError,
+    PoolStartError,
     RemoteTraceback,
     SerializationError,
     WorkerLostError,
@@ -120,6 +121,17 @@ SCATTER_MIN_BYTES = 1 << 20
 #: How long ``shutdown`` gives an owned client and cluster to close. An owned LocalCluster
 #: kills workers that are still busy after this, so shutdown stays prompt with work running.
 CLOSE_TIMEOUT_SECONDS = 5.0
+
+#: How long a new pool tries to connect to a scheduler that an earlier pool of this process
+#: lost (the scheduler went away), before the map fails with `PoolStartError`. A first
+#: connection waits Dask's own `distributed.comm.timeouts.connect` (30 s by default), which
+#: gives a cluster that starts with the program time to come up; a scheduler that went away
+#: is likelier gone for good, and a map must say so promptly.
+RECONNECT_TIMEOUT_SECONDS = 3.0
+
+#: The addresses (`address=`) whose scheduler a pool of this process lost and no pool has
+#: connected to since.
+_lost_schedulers: set[str] = set()
 
 #: Reason Dask gives to futures cancelled because the client lost its scheduler.
 _SCHEDULER_LOST = "scheduler-connection-lost"
@@ -203,11 +215,15 @@ class DaskBackend(Backend):
     def _connect(self, client: Any) -> None:
         """Pick the cluster: ``client``, ``address``, the current client, or a new LocalCluster."""
         if client is not None:
+            if client.status in ("closing", "closed"):
+                raise PoolStartError(
+                    f"the Dask client given as client= is {client.status}"
+                    f"{_where(_address_of(client))}: pass a running client"
+                )
             self._client = client
             return
         if self._address is not None:
-            self._client = distributed.Client(self._address, set_as_default=False)  # type: ignore[no-untyped-call]
-            self._owns_client = True
+            self._connect_to(self._address)
             return
         try:
             current = distributed.get_client()
@@ -248,8 +264,37 @@ class DaskBackend(Backend):
             raise
         self._owns_client = True
 
+    def _connect_to(self, address: str) -> None:
+        """Connect an owned client to the scheduler at `address`, which never reconnects.
+
+        When the scheduler goes away, Dask's client would try to reconnect for its connect
+        timeout, and a program ending meanwhile prints the tracebacks of the cancelled
+        attempt. Instead the pool is broken at once ([_on_scheduler_lost][]): running jobs
+        fail with `PoolClosedError` naming the address, and the next map makes a new pool,
+        which connects again (for `RECONNECT_TIMEOUT_SECONDS`).
+
+        Raises:
+            PoolStartError: the scheduler cannot be reached.
+        """
+        timeout = {"timeout": RECONNECT_TIMEOUT_SECONDS} if address in _lost_schedulers else {}
+        try:
+            self._client = distributed.Client(address, set_as_default=False, **timeout)  # type: ignore[no-untyped-call]
+        except (OSError, TimeoutError) as error:
+            raise PoolStartError(f"could not connect to the Dask scheduler at {address}: {error}") from error
+        _lost_schedulers.discard(address)
+        self._owns_client = True
+        # The client's report loop calls its `_reconnect()` when the scheduler's connection
+        # closes; this pool's own handler stands in for it (a Dask without that hook keeps
+        # reconnecting, and the pool is replaced once its client is not running).
+        self._client._reconnect = self._on_scheduler_lost
+
     def _subscribe(self) -> None:
-        self._client.subscribe_topic(self._progress_topic, self._on_progress_event)
+        try:
+            self._client.subscribe_topic(self._progress_topic, self._on_progress_event)
+        except Exception as error:  # the client closed or lost its scheduler just now
+            if self._owns_client:
+                self._client.close(timeout=CLOSE_TIMEOUT_SECONDS)
+            raise PoolStartError(f"the Dask client{_where(_address_of(self._client))} is not running: {error}") from error
 
     # ------------------------------------------------------------------ Backend
 
@@ -258,11 +303,11 @@ class DaskBackend(Backend):
         """The cluster's total threads (the pool's ``workers`` for an owned LocalCluster)."""
         if self._cluster is not None:
             return self.config.workers
-        try:
-            threads = sum(self._client.nthreads().values())
-        except Exception:  # the scheduler is unreachable: usable says so; size as configured
+        try:  # what the client last heard from the scheduler: no round trip, so never a wait
+            threads = sum(worker["nthreads"] for worker in self._client.scheduler_info()["workers"].values())
+        except Exception:  # no word from the scheduler yet: size as configured
             return self.config.workers
-        return max(1, int(threads))
+        return max(1, int(threads)) if threads else self.config.workers
 
     @property
     def usable(self) -> bool:
@@ -288,7 +333,7 @@ class DaskBackend(Backend):
         except Exception as error:
             raise SerializationError(f"a chunk could not be pickled: {type(error).__name__}: {error}") from error
         if not self.usable:
-            raise PoolClosedError("the Dask pool was shut down or lost its scheduler") from self._broken
+            raise self._closed_error()
         function_data = self._function_data(key, payload)
         if job.shared is not None and job.shared_payload is None:
             job.shared_payload = self._broadcast_shared(job.shared)
@@ -419,7 +464,8 @@ class DaskBackend(Backend):
             with self._lock:
                 failed = [self._running.pop(key) for key in keys if key in self._running]
             for entry in failed:
-                _deliver(ChunkFailed(entry.task, PoolClosedError(f"could not submit to Dask: {error}")))
+                failure = PoolClosedError(f"could not submit to the Dask scheduler at {self._scheduler_address()}: {error}")
+                _deliver(ChunkFailed(entry.task, failure))
             return
         for key, future in zip(keys, futures):
             with self._lock:
@@ -468,6 +514,7 @@ class DaskBackend(Backend):
             outcome = self._outcome_of(entry.task, data, failure)
         except Exception as error:  # a bug here must fail the job, never hang it
             outcome = ChunkFailed(entry.task, error)
+        _release_future(future)  # its result is here: the worker may free it now
         if entry.scattered is not None:
             _release_future(entry.scattered)
         _deliver(outcome)
@@ -516,11 +563,69 @@ class DaskBackend(Backend):
         return ChunkFailed(task, cannot_run)
 
     def _scheduler_lost(self, task: ChunkTask, error: BaseException) -> ChunkFailed:
-        where = f" at {self._address}" if self._address else ""
-        failure = PoolClosedError(f"lost the connection to the Dask scheduler{where}: {error}")
+        failure = PoolClosedError(f"lost the connection to the Dask scheduler at {self._scheduler_address()}: {error}")
         failure.__cause__ = error
         self._broken = failure
         return ChunkFailed(task, failure)
+
+    def _closed_error(self) -> PoolClosedError:
+        """Why this pool takes no more work: shut down, or its scheduler (named) is gone."""
+        if self._stopping:
+            return PoolClosedError("the Dask pool was shut down")
+        if self._broken is not None and not isinstance(self._broken, PoolClosedError):
+            broken = PoolClosedError(f"the Dask pool is broken: {self._broken}")
+            broken.__cause__ = self._broken
+            return broken
+        error = PoolClosedError(f"lost the connection to the Dask scheduler at {self._scheduler_address()}")
+        error.__cause__ = self._broken
+        return error
+
+    def _scheduler_address(self) -> str:
+        if self._address is not None:
+            return self._address
+        return _address_of(self._client) or "(unknown address)"
+
+    async def _on_scheduler_lost(self) -> None:
+        """Runs on the client's event loop when its scheduler's connection closed (owned clients).
+
+        Breaks the pool and does what Dask's own reconnect does first: cancels the client's
+        futures, so every chunk still out fails with `PoolClosedError` naming the address
+        (its collector sees the cancellation, [_outcome_of][]); a chunk not yet sent fails
+        here. The client then stops listening (its report loop ends, as it does once a
+        client is closed), so nothing waits on a scheduler that is gone and nothing is left
+        to print at exit.
+        """
+        address = self._scheduler_address()
+        client = self._client
+        client.scheduler_comm = None  # the client's report loop ends here
+        _lost_schedulers.add(address)
+        failure = PoolClosedError(f"lost the connection to the Dask scheduler at {address}")
+        with self._lock:
+            if self._broken is None:
+                self._broken = failure
+            unsent = [key for key, entry in self._running.items() if entry.future is None]
+            failed = [self._running.pop(key) for key in unsent]
+            self._outbox = []
+        for entry in failed:
+            _deliver(ChunkFailed(entry.task, failure))
+        for state in list(client.futures.values()):
+            state.cancel()
+        client.futures.clear()
+
+
+def _address_of(client: Any) -> str | None:
+    """The address of `client`'s scheduler, if it still knows it (a closed client may not)."""
+    try:
+        return str(client.scheduler.address)
+    except AttributeError:  # closed: no scheduler rpc any more
+        pass
+    cluster = getattr(client, "cluster", None)
+    address = getattr(cluster, "scheduler_address", None) or getattr(client, "_start_arg", None)
+    return address if isinstance(address, str) else None
+
+
+def _where(address: str | None) -> str:
+    return f" (scheduler at {address})" if address else ""
 
 
 def _worker_lost(task: ChunkTask, error: BaseException) -> WorkerLostError:
