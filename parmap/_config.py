@@ -40,6 +40,7 @@ POOL_OPTIONS = (
     "max_worker_memory",
     "address",
     "client",
+    "ship_modules",
     "inner_threads",
 )
 
@@ -242,10 +243,11 @@ def validate_max_worker_memory(value: object, backend: str, backend_options: Map
             f"max_worker_memory does not apply to backend={backend!r}: its workers share the caller's "
             "memory; the limit applies to worker processes (backend='process' or 'dask')"
         )
-    if backend == "dask" and backend_options:
+    named = [name for name in ("address", "client") if name in backend_options]
+    if backend == "dask" and named:
         raise ValueError(
             "max_worker_memory applies to the LocalCluster parmap starts for backend='dask'; with "
-            f"{' or '.join(f'{name}=' for name in backend_options)} parmap does not manage the workers: "
+            f"{' or '.join(f'{name}=' for name in named)} parmap does not manage the workers: "
             "set the cluster's own memory_limit instead"
         )
     if backend == "process" and not sys.platform.startswith("linux"):

@@ -26,7 +26,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-from collections.abc import AsyncIterable, Callable, Coroutine, Iterable, Iterator, Mapping
+import types
+from collections.abc import AsyncIterable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypedDict, TypeVar, Union, overload
 
 from . import _registry, _transport
@@ -172,9 +173,10 @@ class ParallelOptions(MapOverrides, total=False):
     inner_threads: Union[int, Literal["auto"], None]
     address: Union[str, None]
     client: Any
+    ship_modules: Sequence[Union[types.ModuleType, str]]
 
 
-_BACKEND_KEYS = ("address", "client")
+_BACKEND_KEYS = ("address", "client", "ship_modules")
 #: Every option of `parallel()` and `parmap.config()`: the pool's, then the job's.
 OPTION_NAMES = (*POOL_OPTIONS, *MapOverrides.__annotations__)
 
@@ -192,6 +194,12 @@ def _split_settings(settings: Mapping[str, Any], where: str = "parallel()") -> t
 
         raise TypeError(unknown_decorator_options(unknown, OPTION_NAMES, where))
     backend_options = {key: settings[key] for key in _BACKEND_KEYS if settings.get(key) is not None}
+    if "ship_modules" in backend_options:
+        from ._shipping import validate_ship_modules  # only when given: it reads the interpreter's paths
+
+        backend_options["ship_modules"] = validate_ship_modules(backend_options["ship_modules"])
+        if not backend_options["ship_modules"]:
+            del backend_options["ship_modules"]
     config = PoolConfig.build(
         backend=settings.get("backend", "process"),
         workers=settings.get("workers"),

@@ -51,6 +51,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 BACKEND_ONLY: Mapping[str, tuple[str, ...]] = {
     "address": ("dask",),
     "client": ("dask",),
+    "ship_modules": ("dask",),
     "start_method": ("process",),
     "max_worker_memory": ("process", "dask"),
 }

@@ -198,6 +198,10 @@ def _cloud_pickler() -> type[pickle.Pickler]:
             own = _parmap_reduction(obj, kind)
             if own is not NotImplemented:
                 return own
+            if _shipping_now.modules and (kind is types.FunctionType or isinstance(obj, type)):
+                shipped = _shipped_reduction(obj)
+                if shipped is not None:
+                    return shipped
             if kind is types.FunctionType:
                 return _reducers.reduce_function(obj, super().reducer_override(obj))
             if kind is types.CodeType:
@@ -206,6 +210,82 @@ def _cloud_pickler() -> type[pickle.Pickler]:
 
     pickler: type[pickle.Pickler] = CloudPickler
     return pickler
+
+
+class _Shipping(threading.local):
+    """This thread's modules to ship by value (see [shipping][]); empty: none."""
+
+    modules: frozenset[str] = frozenset()
+
+
+_shipping_now = _Shipping()
+#: Held while modules are registered with cloudpickle for one by-value pickle.
+_by_value_lock = threading.Lock()
+
+
+class shipping:
+    """In this thread, pickle the functions and classes of `modules` for another machine.
+
+    Each travels as [parmap._shipping.load][] of its module's name, its name, its module
+    file's digest and its pickle by value: the receiver uses its own copy of the module
+    when it has that file, the copy by value otherwise (see [parmap._shipping][]).
+    """
+
+    def __init__(self, modules: frozenset[str]) -> None:
+        self._modules = modules
+        self._previous: frozenset[str] = frozenset()
+
+    def __enter__(self) -> None:
+        self._previous = _shipping_now.modules
+        _shipping_now.modules = self._modules
+
+    def __exit__(self, *exc_info: object) -> None:
+        _shipping_now.modules = self._previous
+
+
+def _shipped_reduction(obj: Any) -> Any:
+    """The reduction of a function or class of a shipped module; `None` when it is not one.
+
+    Only what the module holds under its own name: anything else (a lambda, a local
+    function) cloudpickle pickles by value anyway.
+    """
+    modules = _shipping_now.modules
+    module_name = getattr(obj, "__module__", None)
+    if not isinstance(module_name, str) or not any(
+        module_name == name or module_name.startswith(name + ".") for name in modules
+    ):
+        return None
+    module = sys.modules.get(module_name)
+    qualname = getattr(obj, "__qualname__", "")
+    target: Any = module
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+    if module is None or target is not obj:
+        return None
+    from . import _shipping
+
+    digest = _shipping.module_digest(module)
+    if digest is None:
+        return None
+    return (_shipping.load, (module_name, qualname, digest, _dumps_by_value(obj, modules)))
+
+
+def _dumps_by_value(obj: Any, modules: frozenset[str]) -> bytes:
+    """cloudpickle's pickle of `obj` with `modules` registered to travel by value."""
+    import cloudpickle
+
+    with _by_value_lock:
+        registered = set(cloudpickle.list_registry_pickle_by_value())
+        added = [sys.modules[name] for name in modules if name in sys.modules and name not in registered]
+        for module in added:
+            cloudpickle.register_pickle_by_value(module)
+        _shipping_now.modules = frozenset()  # inside: plain by value, never wrapped again
+        try:
+            return _dump(_cloud_pickler(), obj, None)
+        finally:
+            _shipping_now.modules = modules
+            for module in added:
+                cloudpickle.unregister_pickle_by_value(module)
 
 
 def _global_random() -> random.Random:
@@ -237,7 +317,7 @@ def dumps(
     Raises:
         Whatever cloudpickle raises for what neither pickler can do.
     """
-    if "cloudpickle" not in sys.modules:
+    if "cloudpickle" not in sys.modules and not _shipping_now.modules:
         try:
             return _dump(_StandardPickler, obj, buffer_callback)
         except Exception:

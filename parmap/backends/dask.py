@@ -65,6 +65,7 @@ import functools
 import os
 import pickle
 import struct
+import sys
 import threading
 import time
 import uuid
@@ -75,7 +76,7 @@ import distributed
 from distributed.comm.core import CommClosedError
 from distributed.scheduler import KilledWorker
 
-from .. import _sharing, _state, _transport
+from .. import _sharing, _shipping, _state, _transport
 from .._config import PoolConfig
 from .._reducers import bind_main_globals
 from .._state import NO_SHARED
@@ -186,6 +187,9 @@ class DaskBackend(Backend):
         self._cluster: Any = None
         self._owns_client = False
         self._initializer: tuple[bytes, bytes] | None = None
+        #: The modules shipped by value, and (module count, directory) when they were found.
+        self._ship: frozenset[str] = frozenset()
+        self._ship_state: tuple[int, str] | None = None
         #: Tasks report in-task progress (``report_progress``) as Dask events on this topic;
         #: the client hands them to the job of the chunk they name (see ``_on_progress_event``).
         self._progress_topic = f"parmap-progress-{uuid.uuid4().hex}"
@@ -193,7 +197,8 @@ class DaskBackend(Backend):
         self._subscribe()
         if config.initializer is not None:
             try:
-                self._initializer = _transport.dumps_function((config.initializer, config.initargs))
+                with self._shipping():
+                    self._initializer = _transport.dumps_function((config.initializer, config.initargs))
             except Exception as error:
                 raise SerializationError(f"the initializer could not be pickled: {error}") from error
 
@@ -288,13 +293,30 @@ class DaskBackend(Backend):
         # reconnecting, and the pool is replaced once its client is not running).
         self._client._reconnect = self._on_scheduler_lost
 
+    def _shipping(self) -> _transport.shipping:
+        """Pickling for this cluster: the caller's own modules travel by value (see [parmap._shipping][]).
+
+        Automatically on a cluster parmap did not start (`address=`, `client=`, a current
+        client); the LocalCluster it starts runs this machine's files, so only the
+        `ship_modules=` are shipped there. The modules are found again only when the
+        program imported more, or moved to another directory.
+        """
+        state = (len(sys.modules), os.getcwd())
+        if state != self._ship_state:
+            explicit = self.config.backend_options.get("ship_modules", ())
+            foreign = self._cluster is None
+            self._ship = _shipping.modules_to_ship(explicit) if foreign else frozenset(explicit)
+            self._ship_state = state
+        return _transport.shipping(self._ship)
+
     def _subscribe(self) -> None:
         try:
             self._client.subscribe_topic(self._progress_topic, self._on_progress_event)
         except Exception as error:  # the client closed or lost its scheduler just now
             if self._owns_client:
                 self._client.close(timeout=CLOSE_TIMEOUT_SECONDS)
-            raise PoolStartError(f"the Dask client{_where(_address_of(self._client))} is not running: {error}") from error
+            where = _where(_address_of(self._client))
+            raise PoolStartError(f"the Dask client{where} is not running: {error}") from error
 
     # ------------------------------------------------------------------ Backend
 
@@ -326,12 +348,13 @@ class DaskBackend(Backend):
             PoolClosedError: the pool was shut down or lost its scheduler.
         """
         job = task.job
-        key, payload = job.pickle_function()
-        call = ChunkCall.of(task, key, max_tasks=None)  # Dask's workers are not recycled
-        try:
-            chunk = encode_call(call, None)  # in band: the worker may be on another host
-        except Exception as error:
-            raise SerializationError(f"a chunk could not be pickled: {type(error).__name__}: {error}") from error
+        with self._shipping():
+            key, payload = job.pickle_function()
+            call = ChunkCall.of(task, key, max_tasks=None)  # Dask's workers are not recycled
+            try:
+                chunk = encode_call(call, None)  # in band: the worker may be on another host
+            except Exception as error:
+                raise SerializationError(f"a chunk could not be pickled: {type(error).__name__}: {error}") from error
         if not self.usable:
             raise self._closed_error()
         function_data = self._function_data(key, payload)
@@ -357,7 +380,8 @@ class DaskBackend(Backend):
     def check_item(self, item: Any) -> None:
         """Raise ``SerializationError`` if ``item`` cannot be pickled (used to find the bad item)."""
         try:
-            _transport.dumps(item)
+            with self._shipping():
+                _transport.dumps(item)
         except Exception as error:
             raise SerializationError(f"{type(error).__name__}: {error}") from error
 
@@ -464,7 +488,8 @@ class DaskBackend(Backend):
             with self._lock:
                 failed = [self._running.pop(key) for key in keys if key in self._running]
             for entry in failed:
-                failure = PoolClosedError(f"could not submit to the Dask scheduler at {self._scheduler_address()}: {error}")
+                address = self._scheduler_address()
+                failure = PoolClosedError(f"could not submit to the Dask scheduler at {address}: {error}")
                 _deliver(ChunkFailed(entry.task, failure))
             return
         for key, future in zip(keys, futures):
