@@ -115,12 +115,13 @@ def _free_port() -> int:
 class SchedulerCluster:
     """``dask scheduler`` plus ``dask worker`` subprocesses; workers can be replaced after a kill."""
 
-    def __init__(self, logs: Path, cwd: Path = ROOT) -> None:
+    def __init__(self, logs: Path, cwd: Path = ROOT, settings: dict[str, str] | None = None) -> None:
         self.logs = logs
         self.cwd = cwd
         self.address = f"tcp://127.0.0.1:{_free_port()}"
         self.env = {
             **os.environ,
+            **(settings or {}),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }
         self.scheduler = self._launch(
@@ -917,3 +918,47 @@ def test_ship_modules_sends_a_module_from_anywhere(elsewhere_cluster: SchedulerC
     assert outputs["ship"] == "[1, 2]\n"
     assert outputs["plain"].startswith("SerializationError")
     assert "No module named 'mytools'" in outputs["plain"]
+
+
+# --------------------------------------------------------------------------- a cluster's worker killed
+
+
+@pytest.mark.timeout(150)
+def test_sigkilled_dask_worker_is_a_retry_or_a_worker_lost_error_naming_the_item(tmp_path: Path) -> None:
+    """Issue 15: a `dask worker` killed mid-map, on a scheduler that gives up at once (allowed-failures 0).
+
+    Without retries the item is a `WorkerLostError` naming it; with `retries=1` parmap runs it
+    again on the surviving worker and the map returns every result. Never a hang.
+    """
+    settings = {
+        "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0",
+        "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "1.0",
+    }
+    cluster = SchedulerCluster(tmp_path, settings=settings)
+    _cluster_pids.append(cluster.pids)
+    try:
+        cluster.start_workers(2)
+        cluster.connect(2)
+        task = parallel(wait_for_file, backend="dask", address=cluster.address)
+        for retries, attempt in ((0, tmp_path / "without-retries"), (1, tmp_path / "with-retries")):
+            attempt.mkdir()
+            pending = task.map_async([(str(attempt), 7)], chunksize=1, retries=retries)
+            started = attempt / "started-7"
+            wait_until(started.exists, timeout=WAIT_SECONDS)
+            victim = int(started.read_text())
+            assert victim in {worker.pid for worker in cluster.workers}
+            os.kill(victim, signal.SIGKILL)
+            started.unlink()
+            (attempt / "go").touch()  # a second attempt, if any, returns at once
+            if retries == 0:
+                with pytest.raises(WorkerLostError, match="was lost: KilledWorker") as info:
+                    pending.get(timeout=WAIT_SECONDS)
+                assert info.value.indices == [0]  # the input index of the item
+                assert "item 0" in str(info.value)
+            else:
+                assert pending.get(timeout=WAIT_SECONDS) == [7]
+                assert started.exists()  # it ran again, on the surviving worker
+            cluster.replace_dead_workers()
+    finally:
+        _cluster_pids.remove(cluster.pids)
+        cluster.close()
