@@ -84,7 +84,7 @@ def test_ship_modules_is_a_dask_option() -> None:
     with pytest.raises(ValueError, match="only apply to backend='dask'"):
         parallel(tasks.square, ship_modules=[tasks]).map([1])
     with pytest.raises(TypeError, match="list or tuple"):
-        parallel(tasks.square, backend="dask", ship_modules=tasks).map([1])  # type: ignore[arg-type]
+        parallel(tasks.square, backend="dask", ship_modules=tasks).map([1])  # type: ignore[call-overload]
 
 
 def test_a_shipped_function_is_the_receivers_own_when_its_file_is_the_same() -> None:
