@@ -216,6 +216,7 @@ class _Shipping(threading.local):
     """This thread's modules to ship by value (see [shipping][]); empty: none."""
 
     modules: frozenset[str] = frozenset()
+    context: shipping | None = None
 
 
 _shipping_now = _Shipping()
@@ -234,13 +235,20 @@ class shipping:
     def __init__(self, modules: frozenset[str]) -> None:
         self._modules = modules
         self._previous: frozenset[str] = frozenset()
+        self._previous_context: shipping | None = None
+        #: Whether anything pickled inside shipped a function or class of `modules`.
+        self.used = False
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> shipping:
         self._previous = _shipping_now.modules
+        self._previous_context = _shipping_now.context
         _shipping_now.modules = self._modules
+        _shipping_now.context = self
+        return self
 
     def __exit__(self, *exc_info: object) -> None:
         _shipping_now.modules = self._previous
+        _shipping_now.context = self._previous_context
 
 
 def _shipped_reduction(obj: Any) -> Any:
@@ -249,11 +257,9 @@ def _shipped_reduction(obj: Any) -> Any:
     Only what the module holds under its own name: anything else (a lambda, a local
     function) cloudpickle pickles by value anyway.
     """
-    modules = _shipping_now.modules
+    modules = _shipping_now.modules  # submodules of a shipped package included
     module_name = getattr(obj, "__module__", None)
-    if not isinstance(module_name, str) or not any(
-        module_name == name or module_name.startswith(name + ".") for name in modules
-    ):
+    if not isinstance(module_name, str) or module_name not in modules:
         return None
     module = sys.modules.get(module_name)
     qualname = getattr(obj, "__qualname__", "")
@@ -267,6 +273,8 @@ def _shipped_reduction(obj: Any) -> Any:
     digest = _shipping.module_digest(module)
     if digest is None:
         return None
+    if _shipping_now.context is not None:
+        _shipping_now.context.used = True
     return (_shipping.load, (module_name, qualname, digest, _dumps_by_value(obj, modules)))
 
 

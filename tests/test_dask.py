@@ -784,6 +784,14 @@ def load_model(name: str) -> None:
 
 def read_model(_: object) -> object:
     return _model
+
+
+def times_shared_x(i: int) -> int:
+    import parmap
+
+    point = parmap.shared()
+    assert type(point) is Point
+    return point.x * i
 ''',
     "helpers/__init__.py": "",
     "helpers/maths.py": '''
@@ -807,6 +815,8 @@ if __name__ == "__main__":
     assert all(type(point) is tasks.Point for point in scaled), scaled  # the caller's own class again
     print([(point.x, point.y) for point in scaled])
     print(parmap.parallel(triple, backend="dask", address=address).map(range(4)))
+    times_x = parmap.parallel(tasks.times_shared_x, backend="dask", address=address)
+    print(times_x.map(range(3), shared=tasks.Point(5, 6)))
 ''',
 }
 
@@ -874,7 +884,7 @@ def test_a_scripts_own_modules_are_shipped_to_a_separate_cluster(
         [*command, elsewhere_cluster.address], cwd=cwd, env=env, capture_output=True, text=True, timeout=90, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["[(10, 20), (30, 40)]", "[0, 3, 6, 9]"]
+    assert done.stdout.splitlines() == ["[(10, 20), (30, 40)]", "[0, 3, 6, 9]", "[0, 5, 10]"]
     assert done.stderr == ""
 
 

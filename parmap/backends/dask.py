@@ -28,6 +28,11 @@ Which cluster (decided once, when the pool is created):
 * neither: the current client (``distributed.get_client()``) when there is one, never
   closed by parmap; otherwise a ``LocalCluster`` on 127.0.0.1 with ``workers`` worker
   processes of one thread each, owned by the pool and closed at shutdown (and at exit).
+  It listens on loopback only and speaks TLS with credentials made for it alone
+  (``Security.temporary()``), so no other process of the machine can use it.
+
+The caller's own modules travel by value to a cluster parmap did not start (see
+[parmap._shipping][]): pickling for the cluster happens inside ``_transport.shipping``.
 
 Semantics that differ because of what Dask can do:
 
@@ -36,7 +41,8 @@ Semantics that differ because of what Dask can do:
 * A lost worker: Dask itself runs the task again on another worker (up to the scheduler's
   ``distributed.scheduler.allowed-failures``); after that the loss reaches the engine as a
   :class:`~parmap.WorkerLostError`, and ``retries`` applies as on every backend. A lost
-  connection to the scheduler fails the job with :class:`~parmap.PoolClosedError`.
+  connection to the scheduler fails the job with :class:`~parmap.PoolClosedError` naming its
+  address; a client parmap made does not reconnect (the next map makes a new pool).
 * ``cancel`` releases the job's futures: queued tasks never start; a task already running
   finishes on its worker and its result is dropped.
 * ``max_tasks_per_worker`` does not apply: parmap does not manage Dask's worker processes.
@@ -455,8 +461,9 @@ class DaskBackend(Backend):
                 self._shared.move_to_end(shared.key)
                 return future
         try:
+            value = self._with_own_modules(shared.value)
             # In a list: Dask scatters a dict or a list element by element.
-            (future,) = self._client.scatter([shared.value], broadcast=True, hash=False)
+            (future,) = self._client.scatter([value], broadcast=True, hash=False)
         except Exception as error:
             raise SerializationError(
                 f"the map's shared object could not be sent to the Dask workers: {type(error).__name__}: {error}"
@@ -467,6 +474,20 @@ class DaskBackend(Backend):
         if evicted is not None:
             _release_future(evicted)  # running tasks that use it keep their copy
         return future
+
+    def _with_own_modules(self, value: Any) -> Any:
+        """`value` as Dask should pickle it: itself, or [_ShippedValue][] if it holds the caller's own classes.
+
+        Dask pickles a scattered object by reference only; an instance of a class from the
+        caller's `tasks.py` would not load on the workers. Only then does it travel as
+        parmap pickled it (its large buffers still out of band, so NumPy data is not copied).
+        """
+        if not self._ship:
+            return value
+        buffers: list[pickle.PickleBuffer] = []
+        with _transport.shipping(self._ship) as shipping:
+            header = _transport.dumps(value, buffers.append)
+        return _ShippedValue(header, buffers) if shipping.used else value
 
     def _flush(self) -> None:
         """Runs on the client's event loop: send every chunk submitted since the last flush.
@@ -636,6 +657,23 @@ class DaskBackend(Backend):
         for state in list(client.futures.values()):
             state.cancel()
         client.futures.clear()
+
+
+class _ShippedValue:
+    """A shared object pickled by parmap for the cluster, rebuilt by the worker that receives it."""
+
+    __slots__ = ("buffers", "header")
+
+    def __init__(self, header: bytes, buffers: list[pickle.PickleBuffer]) -> None:
+        self.header = header
+        self.buffers = buffers
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        return (_load_shipped_value, (self.header, *self.buffers))  # protocol 5: buffers out of band
+
+
+def _load_shipped_value(header: bytes, *buffers: Any) -> Any:
+    return pickle.loads(header, buffers=buffers)
 
 
 def _address_of(client: Any) -> str | None:
