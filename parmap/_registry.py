@@ -101,6 +101,15 @@ def _shut_down(*, exiting: bool) -> None:
         _transport.stop_watcher(exiting=exiting)
 
 
+def shut_down_backend(name: str) -> None:
+    """Shut down the pools of one backend (`config.backend == name`); the others go on."""
+    with _lock:
+        configs = [config for config in _pools if config.backend == name]
+        pools = [_pools.pop(config) for config in configs]
+    for pool in pools:
+        pool.shutdown()
+
+
 def _shut_down_at_exit() -> None:
     """Interpreter exit: every pool, then the watcher, which sweeps what no one can read now."""
     _shut_down(exiting=True)

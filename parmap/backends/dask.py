@@ -64,6 +64,7 @@ workers instead of travelling inside the task graph (Dask warns about large grap
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import concurrent.futures
 import dataclasses
@@ -854,5 +855,20 @@ def _initialize_once(key: bytes, payload: bytes) -> str | None:
         _initialized.add(key)
     return None
 
+
+def _shut_down_at_exit() -> None:
+    """Interpreter exit: parmap's Dask pools close before Dask's own exit hooks run.
+
+    Registered when this module is imported, after `distributed` registered its hooks, so it
+    runs first (atexit runs the last registered first): each owned client closes (releasing
+    its tasks) before Dask closes its clusters, whose scheduler would otherwise warn that
+    removing a worker lost tasks a client still wanted.
+    """
+    from .. import _registry
+
+    _registry.shut_down_backend("dask")
+
+
+atexit.register(_shut_down_at_exit)
 
 backend_class = DaskBackend
