@@ -16,6 +16,7 @@ a task reported while it waits for a file: never from timing. The leak check of
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -296,8 +297,6 @@ def test_map_and_starmap(on_dask: dict[str, Any]) -> None:
 
 def test_async_def_tasks_with_concurrency_and_awaited_maps(on_dask: dict[str, Any], tmp_path: Path) -> None:
     """Items await at once on a Dask worker's thread (a barrier of 4 needs them together)."""
-    import asyncio
-
     from tests import tasks_async
 
     assert parallel(tasks_async.double, concurrency=4, **on_dask).map(range(30)) == [2 * x for x in range(30)]
@@ -656,6 +655,19 @@ def _listening_sockets(pids: set[int]) -> set[tuple[str, int]]:
     return found
 
 
+async def _identity(address: str, **connection_args: Any) -> dict[str, Any]:
+    """Ask the scheduler at `address` who it is, over a comm of our own (the first RPC a client makes)."""
+    from distributed.comm.core import connect
+
+    comm = await connect(address, timeout=5, **connection_args)  # type: ignore[no-untyped-call]
+    try:
+        await comm.write({"op": "identity", "reply": True})
+        reply: dict[str, Any] = await comm.read()
+        return reply
+    finally:
+        comm.abort()
+
+
 @pytest.mark.timeout(120)
 def test_implicit_local_cluster_is_tls_on_loopback_and_refuses_other_clients() -> None:
     """Issue 15: the LocalCluster parmap starts speaks TLS with its own temporary CA, on 127.0.0.1 only."""
@@ -679,15 +691,20 @@ def test_implicit_local_cluster_is_tls_on_loopback_and_refuses_other_clients() -
     assert {host for host, _ in listening} == {"127.0.0.1"}, listening
 
     # A client without the cluster's credentials is refused: plain TCP, TLS with no
-    # certificate, TLS with a certificate of another authority.
+    # certificate, TLS with a certificate of another authority. With them, it is answered.
+    # (Dask's error types differ by version and by how the connection fails: refused is what
+    # counts.) Raw comms, not `Client`s: a Client that failed to connect may close itself from
+    # the garbage collector inside the next Client's start, which deadlocks in Dask.
     port = address.rsplit(":", 1)[1]
-    # (Dask's error types differ by version and by how the connection fails: refused is what counts.)
+    credentials = pool._cluster.security.get_connection_args("client")  # type: ignore[attr-defined]
+    assert asyncio.run(_identity(address, **credentials))["address"] == address
     with pytest.raises(Exception):
-        distributed.Client(f"tcp://127.0.0.1:{port}", timeout=5, set_as_default=False)
+        asyncio.run(_identity(f"tcp://127.0.0.1:{port}"))
     with pytest.raises(Exception):
-        distributed.Client(address, timeout=5, set_as_default=False)
+        asyncio.run(_identity(address))
+    stranger = Security.temporary().get_connection_args("client")  # type: ignore[no-untyped-call]
     with pytest.raises(Exception, match=r"(?i)certificate|ssl|tls"):
-        distributed.Client(address, timeout=5, security=Security.temporary(), set_as_default=False)  # type: ignore[no-untyped-call]
+        asyncio.run(_identity(address, **stranger))
     # ... and the pool parmap uses is unharmed by them.
     assert parallel(square, backend="dask", workers=2).map(range(4)) == [0, 1, 4, 9]
     assert pool.usable
