@@ -732,6 +732,14 @@ if __name__ == "__main__":
         except parmap.ParmapError as error:
             print(f"{type(error).__name__} after {time.monotonic() - started:.1f} s: {error}", flush=True)
         pending = None
+    # Another cluster afterwards: a client that failed to connect left nothing to get in its way.
+    import distributed
+
+    with distributed.LocalCluster(
+        n_workers=1, processes=False, dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}
+    ) as cluster:
+        with distributed.Client(cluster) as client:
+            print(parmap.parallel(square, backend="dask", client=client).map(range(3)), flush=True)
 """
 
 
@@ -762,6 +770,8 @@ def test_scheduler_gone_fails_promptly_names_it_and_exits_quietly(tmp_path: Path
         assert stderr == ""
         first, *failures = stdout.splitlines()
         assert first == str([x * x for x in range(6)])
+        *failures, last = failures
+        assert last == "[0, 1, 4]"
         assert len(failures) == 2, stdout
         running, later = failures
         assert running.startswith("PoolClosedError after ")

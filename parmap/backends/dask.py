@@ -69,6 +69,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import functools
+import gc
 import os
 import pickle
 import struct
@@ -292,7 +293,14 @@ class DaskBackend(Backend):
         try:
             self._client = distributed.Client(address, set_as_default=False, **timeout)  # type: ignore[no-untyped-call]
         except (OSError, TimeoutError) as error:
-            raise PoolStartError(f"could not connect to the Dask scheduler at {address}: {error}") from error
+            message = f"could not connect to the Dask scheduler at {address}: {error}"
+            error.__traceback__ = None  # its frames hold the client Dask half made
+            del error
+            # That client closes itself when collected. Collected here, not at some later
+            # allocation: inside the next Client's start, its close waits on the lock that
+            # start holds (a deadlock in Dask).
+            gc.collect()
+            raise PoolStartError(message) from None
         _lost_schedulers.discard(address)
         self._owns_client = True
         # The client's report loop calls its `_reconnect()` when the scheduler's connection
