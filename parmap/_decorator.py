@@ -1086,8 +1086,8 @@ def parallel(
       environment and the pools alone. Process backend only (the others ignore it).
     * ``address``, ``client``: the Dask cluster (``backend="dask"`` only).
     * ``ship_modules``: modules (or their names) the Dask workers get by value, besides the
-      caller's own, which go automatically (``backend="dask"`` only; see
-      [parmap._shipping][]).
+      caller's own (files under the script's directory or the current directory), which go
+      automatically; never installed packages (``backend="dask"`` only).
     * per call: ``chunksize`` (``"auto"`` or int >= 1), ``progress`` (bool or tqdm kwargs),
       ``timeout``, ``retries``, ``retry_on``, ``return_exceptions``, ``max_tasks_per_worker``,
       ``max_in_flight``, ``seed``, ``checkpoint``, ``checkpoint_mode``, ``stats``,

@@ -9,7 +9,7 @@ backend:
   script's directory or the current directory, and those named by `ship_modules=` (with
   their submodules). Never an installed one: a file under `site-packages`/`dist-packages`
   or the interpreter's own directories ([installed][]), nor parmap (the workers run it).
-* **How** ([ShippingPickler][] in [parmap._transport][]): a function or class of such a
+* **How** ([parmap._transport.shipping][]): a function or class of such a
   module travels as its module's name, its name in the module, the digest of the module's
   file, and its pickle by value (cloudpickle's `register_pickle_by_value`). A worker whose
   own copy of the module has the same digest imports it and uses the real object
