@@ -267,8 +267,10 @@ class DaskBackend(Backend):
             security=_temporary_security(),
             dashboard_address=None,
             # No dashboard, and the scheduler's small HTTP server on a free port rather than on
-            # 8787, which another cluster may hold (Dask would warn and move).
+            # 8787, which another cluster may hold (Dask would warn and move). The workers'
+            # own HTTP servers on loopback too: Dask before 2025 binds them to every interface.
             scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+            worker_dashboard_address="127.0.0.1:0",
         )
         try:
             self._client = distributed.Client(self._cluster, set_as_default=False)  # type: ignore[no-untyped-call]
