@@ -176,7 +176,7 @@ class ParallelOptions(MapOverrides, total=False):
     ship_modules: Sequence[Union[types.ModuleType, str]]
 
 
-_BACKEND_KEYS = ("address", "client", "ship_modules")
+_BACKEND_KEYS = ("address", "client")
 #: Every option of `parallel()` and `parmap.config()`: the pool's, then the job's.
 OPTION_NAMES = (*POOL_OPTIONS, *MapOverrides.__annotations__)
 
@@ -194,12 +194,14 @@ def _split_settings(settings: Mapping[str, Any], where: str = "parallel()") -> t
 
         raise TypeError(unknown_decorator_options(unknown, OPTION_NAMES, where))
     backend_options = {key: settings[key] for key in _BACKEND_KEYS if settings.get(key) is not None}
-    if "ship_modules" in backend_options:
+    if settings.get("ship_modules") is not None:
         from ._shipping import validate_ship_modules  # only when given: it reads the interpreter's paths
 
-        backend_options["ship_modules"] = validate_ship_modules(backend_options["ship_modules"])
-        if not backend_options["ship_modules"]:
-            del backend_options["ship_modules"]
+        shipped = validate_ship_modules(settings["ship_modules"])
+        # Only Dask's workers may lack the caller's files; the other backends ignore it (as
+        # they ignore `start_method`), so a `config(ship_modules=...)` scope fits every map.
+        if shipped and settings.get("backend") == "dask":
+            backend_options["ship_modules"] = shipped
     config = PoolConfig.build(
         backend=settings.get("backend", "process"),
         workers=settings.get("workers"),
@@ -1087,7 +1089,7 @@ def parallel(
     * ``address``, ``client``: the Dask cluster (``backend="dask"`` only).
     * ``ship_modules``: modules (or their names) the Dask workers get by value, besides the
       caller's own (files under the script's directory or the current directory), which go
-      automatically; never installed packages (``backend="dask"`` only).
+      automatically; never installed packages. Dask only: the other backends ignore it.
     * per call: ``chunksize`` (``"auto"`` or int >= 1), ``progress`` (bool or tqdm kwargs),
       ``timeout``, ``retries``, ``retry_on``, ``return_exceptions``, ``max_tasks_per_worker``,
       ``max_in_flight``, ``seed``, ``checkpoint``, ``checkpoint_mode``, ``stats``,

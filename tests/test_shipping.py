@@ -80,9 +80,12 @@ def test_ship_modules_are_validated() -> None:
         _shipping.validate_ship_modules([json])
 
 
-def test_ship_modules_is_a_dask_option() -> None:
-    with pytest.raises(ValueError, match="only apply to backend='dask'"):
-        parallel(tasks.square, ship_modules=[tasks]).map([1])
+def test_ship_modules_is_a_dask_option_the_other_backends_ignore() -> None:
+    assert parallel(tasks.square, ship_modules=[tasks]).map([1, 2]) == [1, 4]
+    with parmap.config(ship_modules=["tests.tasks"]):
+        assert parallel(tasks.square, backend="thread").map([3]) == [9]
+    with pytest.raises(TypeError, match="list or tuple"):
+        parallel(tasks.square, ship_modules="tests.tasks").map([1])  # a str is a Sequence: refused at run time
     with pytest.raises(TypeError, match="list or tuple"):
         parallel(tasks.square, backend="dask", ship_modules=tasks).map([1])  # type: ignore[call-overload]
 
