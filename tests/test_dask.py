@@ -930,7 +930,7 @@ if __name__ == "__main__":
     try:
         print(parmap.parallel(mytools.halve, backend="dask", address=address, **options).map([2, 4]))
     except parmap.SerializationError as error:
-        print(type(error).__name__, error.__cause__)
+        print(type(error).__name__, error, error.__cause__)
 '''
 
 
@@ -959,6 +959,7 @@ def test_ship_modules_sends_a_module_from_anywhere(elsewhere_cluster: SchedulerC
     assert outputs["ship"] == "[1, 2]\n"
     assert outputs["plain"].startswith("SerializationError")
     assert "No module named 'mytools'" in outputs["plain"]
+    assert "ship_modules=[...]" in outputs["plain"]  # the message says what to do
 
 
 # --------------------------------------------------------------------------- a cluster's worker killed

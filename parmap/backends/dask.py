@@ -613,8 +613,10 @@ class DaskBackend(Backend):
             self._broken = cannot_run
         else:
             cannot_run = SerializationError(
-                "the function or the items of a chunk could not be unpickled on a Dask worker "
-                "(is every module they need installed there?)"
+                "the function or the items of a chunk could not be unpickled on a Dask worker: "
+                "is every package they need installed there? (Your own modules travel with them when "
+                "they are under the script's directory or the current directory; name others in "
+                "ship_modules=[...].)"
             )
         cannot_run.__cause__ = RemoteTraceback(text)
         return ChunkFailed(task, cannot_run)
