@@ -39,18 +39,12 @@ import types
 from collections.abc import Iterable
 from typing import Any
 
-try:  # as in _transport: hashlib's own blake2b, without loading OpenSSL
-    from _blake2 import blake2b
-except ImportError:  # pragma: no cover - an interpreter built without it
-    from hashlib import blake2b
+from . import _transport
 
-__all__ = ["installed", "load", "module_digest", "modules_to_ship", "validate_ship_modules"]
+__all__ = ["attribute", "installed", "load", "module_digest", "modules_to_ship", "validate_ship_modules"]
 
 #: Directory names that hold installed packages, wherever they are (a venv in the project).
 _INSTALL_DIRS = frozenset({"site-packages", "dist-packages"})
-
-#: Modules that never travel by value: the workers run parmap itself.
-_NEVER_SHIPPED = ("parmap",)
 
 
 @functools.cache
@@ -96,9 +90,8 @@ def installed(module: types.ModuleType) -> bool:
 
 
 def _never_shipped(name: str) -> bool:
-    return name in ("__main__", "__mp_main__") or any(
-        name == never or name.startswith(never + ".") for never in _NEVER_SHIPPED
-    )
+    """`__main__` (cloudpickle sends it by value already) and parmap (the workers run it)."""
+    return name in ("__main__", "__mp_main__", "parmap") or name.startswith("parmap.")
 
 
 def _search_roots() -> tuple[str, ...]:
@@ -184,7 +177,7 @@ def validate_ship_modules(value: object) -> tuple[str, ...]:
 def _digest_of_file(path: str) -> bytes | None:
     try:
         with open(path, "rb") as file:
-            return blake2b(file.read(), digest_size=16).digest()
+            return _transport.digest(file.read(), 16)
     except OSError:
         return None
 
@@ -222,16 +215,16 @@ def _local_module(name: str, digest: bytes) -> types.ModuleType | None:
     return module
 
 
+def attribute(module: types.ModuleType, qualname: str) -> Any:
+    """What `module` holds under the dotted `qualname` (`None` if nothing)."""
+    target: Any = module
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+    return target
+
+
 def load(module_name: str, qualname: str, digest: bytes, by_value: bytes) -> Any:
     """Unpickle a shipped function or class: this process's own if its module is the same file, else the copy."""
     module = _local_module(module_name, digest)
-    if module is not None:
-        target: Any = module
-        try:
-            for part in qualname.split("."):
-                target = getattr(target, part)
-        except AttributeError:
-            pass
-        else:
-            return target
-    return pickle.loads(by_value)
+    own = attribute(module, qualname) if module is not None else None
+    return own if own is not None else pickle.loads(by_value)

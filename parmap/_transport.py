@@ -198,7 +198,7 @@ def _cloud_pickler() -> type[pickle.Pickler]:
             own = _parmap_reduction(obj, kind)
             if own is not NotImplemented:
                 return own
-            if _shipping_now.modules and (kind is types.FunctionType or isinstance(obj, type)):
+            if _shipping_now.active is not None and (kind is types.FunctionType or isinstance(obj, type)):
                 shipped = _shipped_reduction(obj)
                 if shipped is not None:
                     return shipped
@@ -213,10 +213,9 @@ def _cloud_pickler() -> type[pickle.Pickler]:
 
 
 class _Shipping(threading.local):
-    """This thread's modules to ship by value (see [shipping][]); empty: none."""
+    """The `shipping` in force in this thread; `None`: nothing is shipped."""
 
-    modules: frozenset[str] = frozenset()
-    context: shipping | None = None
+    active: shipping | None = None
 
 
 _shipping_now = _Shipping()
@@ -233,22 +232,19 @@ class shipping:
     """
 
     def __init__(self, modules: frozenset[str]) -> None:
-        self._modules = modules
-        self._previous: frozenset[str] = frozenset()
-        self._previous_context: shipping | None = None
+        #: The module names shipped, submodules of a shipped package included.
+        self.modules = modules
         #: Whether anything pickled inside shipped a function or class of `modules`.
         self.used = False
+        self._previous: shipping | None = None
 
     def __enter__(self) -> shipping:
-        self._previous = _shipping_now.modules
-        self._previous_context = _shipping_now.context
-        _shipping_now.modules = self._modules
-        _shipping_now.context = self
+        self._previous = _shipping_now.active
+        _shipping_now.active = self if self.modules else None
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        _shipping_now.modules = self._previous
-        _shipping_now.context = self._previous_context
+        _shipping_now.active = self._previous
 
 
 def _shipped_reduction(obj: Any) -> Any:
@@ -257,41 +253,37 @@ def _shipped_reduction(obj: Any) -> Any:
     Only what the module holds under its own name: anything else (a lambda, a local
     function) cloudpickle pickles by value anyway.
     """
-    modules = _shipping_now.modules  # submodules of a shipped package included
+    active = _shipping_now.active
     module_name = getattr(obj, "__module__", None)
-    if not isinstance(module_name, str) or module_name not in modules:
-        return None
-    module = sys.modules.get(module_name)
-    qualname = getattr(obj, "__qualname__", "")
-    target: Any = module
-    for part in qualname.split("."):
-        target = getattr(target, part, None)
-    if module is None or target is not obj:
+    if active is None or not isinstance(module_name, str) or module_name not in active.modules:
         return None
     from . import _shipping
 
+    module = sys.modules.get(module_name)
+    qualname = getattr(obj, "__qualname__", "")
+    if module is None or _shipping.attribute(module, qualname) is not obj:
+        return None
     digest = _shipping.module_digest(module)
     if digest is None:
         return None
-    if _shipping_now.context is not None:
-        _shipping_now.context.used = True
-    return (_shipping.load, (module_name, qualname, digest, _dumps_by_value(obj, modules)))
+    active.used = True
+    return (_shipping.load, (module_name, qualname, digest, _dumps_by_value(obj, active)))
 
 
-def _dumps_by_value(obj: Any, modules: frozenset[str]) -> bytes:
-    """cloudpickle's pickle of `obj` with `modules` registered to travel by value."""
+def _dumps_by_value(obj: Any, active: shipping) -> bytes:
+    """cloudpickle's pickle of `obj` with the modules of `active` registered to travel by value."""
     import cloudpickle
 
     with _by_value_lock:
         registered = set(cloudpickle.list_registry_pickle_by_value())
-        added = [sys.modules[name] for name in modules if name in sys.modules and name not in registered]
+        added = [sys.modules[name] for name in active.modules if name in sys.modules and name not in registered]
         for module in added:
             cloudpickle.register_pickle_by_value(module)
-        _shipping_now.modules = frozenset()  # inside: plain by value, never wrapped again
+        _shipping_now.active = None  # inside: plain by value, never wrapped again
         try:
             return _dump(_cloud_pickler(), obj, None)
         finally:
-            _shipping_now.modules = modules
+            _shipping_now.active = active
             for module in added:
                 cloudpickle.unregister_pickle_by_value(module)
 
@@ -325,7 +317,7 @@ def dumps(
     Raises:
         Whatever cloudpickle raises for what neither pickler can do.
     """
-    if "cloudpickle" not in sys.modules and not _shipping_now.modules:
+    if "cloudpickle" not in sys.modules and _shipping_now.active is None:
         try:
             return _dump(_StandardPickler, obj, buffer_callback)
         except Exception:

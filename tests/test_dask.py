@@ -17,6 +17,7 @@ a task reported while it waits for a file: never from timing. The leak check of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -203,6 +204,29 @@ class SchedulerCluster:
 _cluster_pids: list[Any] = []  # callables returning the pids the module's clusters own right now
 
 
+@contextlib.contextmanager
+def _running_cluster(logs: Path, workers: int, *, connect: bool = True, **options: Any) -> Iterator[SchedulerCluster]:
+    """A `SchedulerCluster` with `workers` workers (waited for if `connect`), closed on the way out.
+
+    Its processes are known to the leak check meanwhile; if the block fails, the cluster's
+    logs are printed.
+    """
+    cluster = SchedulerCluster(logs, **options)
+    _cluster_pids.append(cluster.pids)
+    try:
+        cluster.start_workers(workers)
+        if connect:
+            cluster.connect(workers)
+        yield cluster
+    except BaseException:
+        for log in sorted(cluster.logs.glob("*.log")):
+            sys.stderr.write(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}\n")
+        raise
+    finally:
+        _cluster_pids.remove(cluster.pids)
+        cluster.close()
+
+
 @pytest.fixture(scope="module")
 def local_cluster() -> Iterator[Any]:
     with dask.config.set({"distributed.scheduler.allowed-failures": 0, "distributed.scheduler.worker-saturation": 1.0}):
@@ -238,19 +262,8 @@ def local_client(local_cluster: Any) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def scheduler_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SchedulerCluster]:
-    cluster = SchedulerCluster(tmp_path_factory.mktemp("dask-logs"))
-    _cluster_pids.append(cluster.pids)
-    try:
-        cluster.start_workers(2)
-        cluster.connect(2)
+    with _running_cluster(tmp_path_factory.mktemp("dask-logs"), 2) as cluster:
         yield cluster
-    except BaseException:
-        for log in sorted(cluster.logs.iterdir()):
-            sys.stderr.write(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}\n")
-        raise
-    finally:
-        _cluster_pids.remove(cluster.pids)
-        cluster.close()
 
 
 @pytest.fixture(params=["local-cluster", "scheduler-cli"])
@@ -559,6 +572,38 @@ def test_missing_dask_says_what_to_install() -> None:
     assert 'pip install "parmap-decorator[dask]"' in done.stdout
 
 
+def test_missing_cryptography_refuses_to_start_an_open_cluster() -> None:
+    """Issue 15: no TLS certificates, no implicit cluster (never one anybody could use)."""
+    done = _run_python("""
+        import sys
+        sys.modules["cryptography"] = None  # as if it were not installed
+        import parmap
+        try:
+            parmap.parallel(abs, backend="dask").map([1])
+        except ImportError as error:
+            print(error)
+        else:
+            sys.exit("no ImportError")
+    """)
+    assert done.returncode == 0, done.stderr
+    assert "cryptography" in done.stdout
+    assert 'pip install "parmap-decorator[dask]"' in done.stdout
+
+
+def test_a_closed_client_is_a_pool_start_error_naming_its_scheduler() -> None:
+    with distributed.LocalCluster(
+        n_workers=1, processes=False, dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}
+    ) as cluster:
+        client = distributed.Client(cluster, set_as_default=False)
+        task = parallel(square, backend="dask", client=client)
+        assert task.map([2]) == [4]
+        client.close()
+        named = re.escape(f"is closed (scheduler at {cluster.scheduler_address})")
+        with pytest.raises(parmap.PoolStartError, match=named):
+            task.map([3])
+    assert parallel(square, backend="dask", workers=2).map([5]) == [25]  # other pools are unharmed
+
+
 @pytest.mark.timeout(90)
 def test_own_local_cluster_is_closed_at_exit() -> None:
     done = _run_python(
@@ -606,24 +651,19 @@ def test_threads_share_one_pool(local_client: Any) -> None:
 
 @pytest.mark.timeout(90)
 def test_lost_scheduler_fails_the_job(tmp_path: Path) -> None:
-    cluster = SchedulerCluster(tmp_path)
-    _cluster_pids.append(cluster.pids)
-    try:
-        cluster.start_workers(1)
-        cluster.connect(1)
-        task = parallel(wait_for_file, backend="dask", address=cluster.address)
-        pending = task.map_async([(str(tmp_path), 1)])
-        started = tmp_path / "started-1"
-        wait_until(started.exists, timeout=WAIT_SECONDS)
-        cluster.scheduler.kill()
-        cluster.scheduler.wait(timeout=10)
-        lost = f"lost the connection to the Dask scheduler at {re.escape(cluster.address)}"
-        with pytest.raises(parmap.PoolClosedError, match=lost):
-            pending.get(timeout=WAIT_SECONDS)
-    finally:
-        (tmp_path / "go").touch()  # lets the orphaned task end, so its worker stops at once
-        _cluster_pids.remove(cluster.pids)
-        cluster.close()
+    with _running_cluster(tmp_path, 1) as cluster:
+        try:
+            task = parallel(wait_for_file, backend="dask", address=cluster.address)
+            pending = task.map_async([(str(tmp_path), 1)])
+            started = tmp_path / "started-1"
+            wait_until(started.exists, timeout=WAIT_SECONDS)
+            cluster.scheduler.kill()
+            cluster.scheduler.wait(timeout=10)
+            lost = f"lost the connection to the Dask scheduler at {re.escape(cluster.address)}"
+            with pytest.raises(parmap.PoolClosedError, match=lost):
+                pending.get(timeout=WAIT_SECONDS)
+        finally:
+            (tmp_path / "go").touch()  # lets the orphaned task end, so its worker stops at once
 
 
 # --------------------------------------------------------------------------- the implicit cluster's security
@@ -746,44 +786,40 @@ if __name__ == "__main__":
 @pytest.mark.timeout(120)
 def test_scheduler_gone_fails_promptly_names_it_and_exits_quietly(tmp_path: Path) -> None:
     """Issue 15: no reconnect loop, no traceback at exit; both failures name the scheduler's address."""
-    cluster = SchedulerCluster(tmp_path)
-    _cluster_pids.append(cluster.pids)
-    try:
-        cluster.start_workers(1)
-        program = subprocess.Popen(
-            [sys.executable, "-c", _SCHEDULER_GOES_AWAY, cluster.address, str(tmp_path)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    with _running_cluster(tmp_path, 1, connect=False) as cluster:
         try:
-            wait_until((tmp_path / "started-1").exists, timeout=WAIT_SECONDS)
-            cluster.scheduler.kill()
-            cluster.scheduler.wait(timeout=10)
-            stdout, stderr = program.communicate(timeout=60)
+            program = subprocess.Popen(
+                [sys.executable, "-c", _SCHEDULER_GOES_AWAY, cluster.address, str(tmp_path)],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                wait_until((tmp_path / "started-1").exists, timeout=WAIT_SECONDS)
+                cluster.scheduler.kill()
+                cluster.scheduler.wait(timeout=10)
+                stdout, stderr = program.communicate(timeout=60)
+            finally:
+                if program.poll() is None:
+                    program.kill()
+                    program.communicate()
+            assert program.returncode == 0, stderr
+            assert stderr == ""
+            first, *failures = stdout.splitlines()
+            assert first == str([x * x for x in range(6)])
+            *failures, last = failures
+            assert last == "[0, 1, 4]"
+            assert len(failures) == 2, stdout
+            running, later = failures
+            assert running.startswith("PoolClosedError after ")
+            assert later.startswith(("PoolStartError after ", "PoolClosedError after "))
+            for line in failures:
+                assert cluster.address in line
+                seconds = float(line.split(" after ")[1].split(" s:")[0])
+                assert seconds < 15  # promptly: not Dask's 30 s reconnect loop
         finally:
-            if program.poll() is None:
-                program.kill()
-                program.communicate()
-        assert program.returncode == 0, stderr
-        assert stderr == ""
-        first, *failures = stdout.splitlines()
-        assert first == str([x * x for x in range(6)])
-        *failures, last = failures
-        assert last == "[0, 1, 4]"
-        assert len(failures) == 2, stdout
-        running, later = failures
-        assert running.startswith("PoolClosedError after ")
-        assert later.startswith(("PoolStartError after ", "PoolClosedError after "))
-        for line in failures:
-            assert cluster.address in line
-            seconds = float(line.split(" after ")[1].split(" s:")[0])
-            assert seconds < 15  # promptly: not Dask's 30 s reconnect loop
-    finally:
-        (tmp_path / "go").touch()  # lets the orphaned task end, so its worker stops at once
-        _cluster_pids.remove(cluster.pids)
-        cluster.close()
+            (tmp_path / "go").touch()  # lets the orphaned task end, so its worker stops at once
 
 
 # --------------------------------------------------------------------------- the user's own modules
@@ -880,15 +916,8 @@ def elsewhere_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sche
     """`dask scheduler` + two `dask worker`s started from a directory of their own, with a stale `tasks.py`."""
     directory = tmp_path_factory.mktemp("elsewhere")
     (directory / "tasks.py").write_text(_STALE_TASKS)
-    cluster = SchedulerCluster(tmp_path_factory.mktemp("elsewhere-logs"), cwd=directory)
-    _cluster_pids.append(cluster.pids)
-    try:
-        cluster.start_workers(2)
-        cluster.connect(2)
+    with _running_cluster(tmp_path_factory.mktemp("elsewhere-logs"), 2, cwd=directory) as cluster:
         yield cluster
-    finally:
-        _cluster_pids.remove(cluster.pids)
-        cluster.close()
 
 
 @pytest.mark.timeout(120)
@@ -976,11 +1005,7 @@ def test_sigkilled_dask_worker_is_a_retry_or_a_worker_lost_error_naming_the_item
         "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0",
         "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "1.0",
     }
-    cluster = SchedulerCluster(tmp_path, settings=settings)
-    _cluster_pids.append(cluster.pids)
-    try:
-        cluster.start_workers(2)
-        cluster.connect(2)
+    with _running_cluster(tmp_path, 2, settings=settings) as cluster:
         task = parallel(wait_for_file, backend="dask", address=cluster.address)
         for retries, attempt in ((0, tmp_path / "without-retries"), (1, tmp_path / "with-retries")):
             attempt.mkdir()
@@ -1001,6 +1026,3 @@ def test_sigkilled_dask_worker_is_a_retry_or_a_worker_lost_error_naming_the_item
                 assert pending.get(timeout=WAIT_SECONDS) == [7]
                 assert started.exists()  # it ran again, on the surviving worker
             cluster.replace_dead_workers()
-    finally:
-        _cluster_pids.remove(cluster.pids)
-        cluster.close()

@@ -622,10 +622,16 @@ class DaskBackend(Backend):
         return ChunkFailed(task, cannot_run)
 
     def _scheduler_lost(self, task: ChunkTask, error: BaseException) -> ChunkFailed:
-        failure = PoolClosedError(f"lost the connection to the Dask scheduler at {self._scheduler_address()}: {error}")
-        failure.__cause__ = error
+        failure = self._lost_connection(error)
         self._broken = failure
         return ChunkFailed(task, failure)
+
+    def _lost_connection(self, cause: BaseException | None, *, say_why: bool = True) -> PoolClosedError:
+        """The error of a job (or a map) whose pool lost its scheduler, which it names."""
+        why = f": {cause}" if cause is not None and say_why else ""
+        error = PoolClosedError(f"lost the connection to the Dask scheduler at {self._scheduler_address()}{why}")
+        error.__cause__ = cause
+        return error
 
     def _closed_error(self) -> PoolClosedError:
         """Why this pool takes no more work: shut down, or its scheduler (named) is gone."""
@@ -635,9 +641,7 @@ class DaskBackend(Backend):
             broken = PoolClosedError(f"the Dask pool is broken: {self._broken}")
             broken.__cause__ = self._broken
             return broken
-        error = PoolClosedError(f"lost the connection to the Dask scheduler at {self._scheduler_address()}")
-        error.__cause__ = self._broken
-        return error
+        return self._lost_connection(self._broken, say_why=False)
 
     def _scheduler_address(self) -> str:
         if self._address is not None:
@@ -654,11 +658,10 @@ class DaskBackend(Backend):
         client is closed), so nothing waits on a scheduler that is gone and nothing is left
         to print at exit.
         """
-        address = self._scheduler_address()
         client = self._client
         client.scheduler_comm = None  # the client's report loop ends here
-        _lost_schedulers.add(address)
-        failure = PoolClosedError(f"lost the connection to the Dask scheduler at {address}")
+        _lost_schedulers.add(self._scheduler_address())
+        failure = self._lost_connection(None)
         with self._lock:
             if self._broken is None:
                 self._broken = failure
