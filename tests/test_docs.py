@@ -240,12 +240,65 @@ def test_every_map_method_is_documented() -> None:
         assert not missing, f"{name} does not mention the method(s) {missing}"
 
 
-def test_readme_links_point_to_files() -> None:
+#: The published documentation (mkdocs.yml's `site_url`) and the repository: the README is
+#: also the package index's long description, where a relative link leads nowhere.
+SITE_URL = "https://parmap-decorator.readthedocs.io/en/latest/"
+REPOSITORY_URL = "https://github.com/parmap-decorator/parmap"
+
+
+def _slug(heading: str) -> str:
+    """A heading's anchor, as Python-Markdown's `toc` extension makes it."""
+    text = re.sub(r"<[^>]+>|`", "", heading)
+    text = re.sub(r"[^\w\s-]", "", text).strip().lower()
+    return re.sub(r"[-\s]+", "-", text)
+
+
+def dead_readme_links(readme: str) -> list[str]:
+    """The README's links that are relative, or point to no page, anchor or file."""
+    dead = []
+    for target in re.findall(r"\]\(([^)\s]+)\)|<(https?://[^>]+)>", readme):
+        url = target[0] or target[1]
+        path, _, anchor = url.partition("#")
+        if url.startswith("#"):
+            continue
+        if url.startswith(SITE_URL):
+            page = path[len(SITE_URL) :].strip("/") or "index"
+            source = ROOT / "docs" / f"{page}.md"
+            headings = (
+                re.findall(r"^#+ (.+)$", source.read_text(encoding="utf-8"), re.MULTILINE) if source.exists() else []
+            )
+            if not source.exists() or (anchor and anchor not in {_slug(h) for h in headings}):
+                dead.append(url)
+        elif url.startswith((f"{REPOSITORY_URL}/blob/main/", f"{REPOSITORY_URL}/tree/main/")):
+            if not (ROOT / url.split("/main/", 1)[1]).exists():
+                dead.append(url)
+        elif not url.startswith(("https://", "http://localhost")):
+            dead.append(url)
+    return dead
+
+
+def test_readme_links_are_absolute_and_lead_somewhere() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    targets = re.findall(r"\]\(((?!https?://|#)[^)#\s]+)", readme)
-    assert targets
-    missing = [target for target in targets if not (ROOT / target).exists()]
-    assert not missing, f"README.md links to missing files: {missing}"
+    assert readme.count(SITE_URL) >= 10
+    assert not dead_readme_links(readme)
+    assert dead_readme_links("[a](docs/index.md) [b](https://parmap-decorator.readthedocs.io/en/latest/nope/)") == [
+        "docs/index.md",
+        f"{SITE_URL}nope/",
+    ]
+    assert dead_readme_links(f"[c]({SITE_URL}configuration/#no-such-heading) [d]({REPOSITORY_URL}/blob/main/NOPE)")
+
+
+def test_the_site_is_published_from_one_strict_build() -> None:
+    """Read the Docs and the README's test command build the site with the same strict command."""
+    command = "zensical build --strict --clean"
+    readthedocs = (ROOT / ".readthedocs.yaml").read_text(encoding="utf-8")
+    assert f"- {command}\n" in readthedocs
+    assert "$READTHEDOCS_OUTPUT/html" in readthedocs
+    tool, arguments = command.split(" ", 1)
+    assert f'"$env_dir/bin/{tool}" {arguments}' in (ROOT / "scripts" / "test").read_text(encoding="utf-8")
+    mkdocs = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    assert f"site_url: {SITE_URL}\n" in mkdocs
+    assert "strict: true" in mkdocs
 
 
 def test_readme_shows_the_two_setup_commands() -> None:

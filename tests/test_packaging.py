@@ -25,6 +25,8 @@ import parmap
 
 ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTION = "parmap-decorator"
+#: Where the documentation is published (mkdocs.yml's `site_url`, .readthedocs.yaml).
+SITE_URL = "https://parmap-decorator.readthedocs.io/en/latest/"
 
 #: Not part of a source distribution's inputs: virtual environments, caches, build outputs.
 _NOT_SOURCE = shutil.ignore_patterns(
@@ -164,12 +166,26 @@ def test_wheel_metadata(dist_dir: Path) -> None:
         assert f"Programming Language :: Python :: 3.{minor}" in classifiers
     assert "Typing :: Typed" in classifiers
     urls = dict(entry.split(", ", 1) for entry in metadata.get_all("Project-URL") or [])
-    assert {"Homepage", "Documentation", "Changelog", "Issues"} <= set(urls)
+    assert {"Homepage", "Documentation", "Changelog", "Issues", "Source"} <= set(urls)
+    # The documentation links go to the published site, not to the repository's docs/ folder
+    # (where the site's directives would show as raw text).
+    for name in ("Homepage", "Documentation", "Changelog"):
+        assert urls[name].startswith(SITE_URL), f"{name}: {urls[name]}"
     extras = set(metadata.get_all("Provides-Extra") or [])
-    assert {"dask", "test", "dev", "bench"} <= extras
+    assert {"dask", "test", "docs", "dev", "bench"} <= extras
     requires = " ".join(metadata.get_all("Requires-Dist") or [])
     for dependency in ("wrapt", "cloudpickle", "tqdm"):
         assert dependency in requires
     assert "distributed" in requires
     assert 'extra == "dask"' in requires
     assert "pip install parmap-decorator" in metadata.get_payload()
+    assert metadata["Description-Content-Type"] == "text/markdown"
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(importlib.util.find_spec("twine") is None, reason="twine is not installed (the dev extra)")
+def test_readme_renders_as_the_long_description(dist_dir: Path) -> None:
+    """`twine check --strict`: the package index can render the README of both distributions."""
+    dists = [str(_one(dist_dir, "parmap_decorator-*.whl")), str(_one(dist_dir, "parmap_decorator-*.tar.gz"))]
+    output = _run([sys.executable, "-m", "twine", "check", "--strict", *dists], cwd=dist_dir, timeout=120)
+    assert output.count("PASSED") == 2, output
