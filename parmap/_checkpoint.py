@@ -1,16 +1,18 @@
 """Checkpoints: finished results in an SQLite file, so a rerun skips what is already done.
 
-``f.map(items, checkpoint="run.sqlite")`` opens a :class:`CheckpointStore` for the job. The
+`f.map(items, checkpoint="run.sqlite")` opens a `CheckpointStore` for the job. The
 engine asks it, chunk by chunk, which input indices are already done (and fills their
-results from it), and hands it every newly finished ``(index, result)`` pair::
+results from it), and hands it every newly finished `(index, result)` pair:
 
-    engine ──completed(start, stop)──> SELECT rows in [start, stop) ──> verify digest, unpickle
-    engine ──save(pairs)─────────────> pickle now, buffer ──> one transaction per batch
-                                                              (every COMMIT_ROWS rows, or
-                                                               COMMIT_SECONDS after the
-                                                               first pending row, by a timer)
+```text
+engine ──completed(start, stop)──> SELECT rows in [start, stop) ──> verify digest, unpickle
+engine ──save(pairs)─────────────> pickle now, buffer ──> one transaction per batch
+                                                          (every COMMIT_ROWS rows, or
+                                                           COMMIT_SECONDS after the
+                                                           first pending row, by a timer)
+```
 
-Why it survives ``kill -9`` of the parent at any moment:
+Why it survives `kill -9` of the parent at any moment:
 
 * Only the parent writes, through one connection, in WAL mode. A transaction is either
   wholly in the WAL or ignored by the next reader, so a kill can lose the last uncommitted
@@ -24,7 +26,7 @@ Why it survives ``kill -9`` of the parent at any moment:
 
 A checkpoint belongs to one job: the fingerprint of the function's code and the length of
 the input are recorded, and opening the file for a different job raises
-:class:`~parmap.CheckpointMismatchError` unless ``checkpoint_mode="overwrite"``.
+[`CheckpointMismatchError`][parmap.CheckpointMismatchError] unless `checkpoint_mode="overwrite"`.
 
 What goes wrong with the file itself is an `OSError`, never "not a parmap checkpoint"
 (that is said only of a file that is not an SQLite database, or an SQLite database without
@@ -111,8 +113,8 @@ _SQLITE_MESSAGES = {
 class CheckpointStore:
     """One job's checkpoint file: read what is done, write what finishes.
 
-    Use :meth:`open`; the engine calls :meth:`completed` and :meth:`save` from the job's
-    thread and :meth:`close` when the job ends, however it ends. The methods are
+    Use `open()`; the engine calls `completed()` and `save()` from the job's
+    thread and `close()` when the job ends, however it ends. The methods are
     thread-safe: a background timer commits buffered rows while the job waits on slow items.
     """
 
@@ -126,7 +128,7 @@ class CheckpointStore:
         self._closing = threading.Event()
         #: The timer's last failed commit; the job's thread raises it (after one more try).
         self._failure: Exception | None = None
-        #: The process that opened the file: a child forked from it (inside an ``imap``
+        #: The process that opened the file: a child forked from it (inside an `imap`
         #: loop, say) inherits the store but must not write or close the parent's file.
         self._owner_pid = os.getpid()
 
@@ -136,14 +138,14 @@ class CheckpointStore:
     def open(
         cls, path: str | os.PathLike[str], *, function: Callable[..., Any], length: int | None, mode: str = "resume"
     ) -> CheckpointStore:
-        """Open (or create) the checkpoint at ``path`` for ``function`` over ``length`` items.
+        """Open (or create) the checkpoint at `path` for `function` over `length` items.
 
-        ``length`` is ``None`` for an input of unknown length (a generator); it is then not
-        compared. ``mode="overwrite"`` discards whatever the file holds.
+        `length` is `None` for an input of unknown length (a generator); it is then not
+        compared. `mode="overwrite"` discards whatever the file holds.
 
         Raises:
-            TypeError: ``path`` is not a path.
-            ValueError: ``path`` is empty or in-memory, or ``mode`` is unknown.
+            TypeError: `path` is not a path.
+            ValueError: `path` is empty or in-memory, or `mode` is unknown.
             CheckpointMismatchError: the file belongs to a different job (another function or
                 another input length), or is not a parmap checkpoint at all.
             CheckpointLockedError: another process holds a lock on the file.
@@ -180,7 +182,7 @@ class CheckpointStore:
     # ------------------------------------------------------------------ the engine's side
 
     def completed(self, start: int, stop: int) -> dict[int, Any]:
-        """Results already stored for input indices in ``[start, stop)``.
+        """Results already stored for input indices in `[start, stop)`.
 
         A row whose digest does not match its payload, or that cannot be unpickled, is
         left out: its item runs again and its row is replaced.
@@ -203,7 +205,7 @@ class CheckpointStore:
         return found
 
     def save(self, results: Sequence[tuple[int, Any]]) -> None:
-        """Buffer newly finished ``(index, result)`` pairs; commit once a batch is full.
+        """Buffer newly finished `(index, result)` pairs; commit once a batch is full.
 
         Does nothing in a child forked from the process that opened the store.
 
@@ -284,7 +286,7 @@ class CheckpointStore:
         self._failure = None
 
     def _commit_periodically(self) -> None:
-        """Timer thread: commit buffered rows every ``COMMIT_SECONDS`` until the store closes.
+        """Timer thread: commit buffered rows every `COMMIT_SECONDS` until the store closes.
 
         A failed commit is kept for the job's thread to raise and retried on the next tick.
         """
@@ -301,11 +303,11 @@ class CheckpointStore:
 
 
 def stored_results(path: str | os.PathLike[str]) -> dict[int, Any]:
-    """Every verified result in the checkpoint at ``path``, by input index (for inspection).
+    """Every verified result in the checkpoint at `path`, by input index (for inspection).
 
     Raises:
-        CheckpointMismatchError: ``path`` is not a parmap checkpoint.
-        OSError: ``path`` does not exist or cannot be read ([CheckpointLockedError][]: it is
+        CheckpointMismatchError: `path` is not a parmap checkpoint.
+        OSError: `path` does not exist or cannot be read ([CheckpointLockedError][]: it is
             locked by another process).
     """
     text = os.fspath(path)
@@ -339,7 +341,7 @@ def _connect(path: str) -> sqlite3.Connection:
 
 
 def _sqlite_code(error: sqlite3.Error) -> int | None:
-    """SQLite's primary result code of ``error`` (from its message before Python 3.11)."""
+    """SQLite's primary result code of `error` (from its message before Python 3.11)."""
     code = getattr(error, "sqlite_errorcode", None)
     if isinstance(code, int):
         return code & 0xFF  # an extended code carries the primary one in its low byte
@@ -351,7 +353,7 @@ def _sqlite_code(error: sqlite3.Error) -> int | None:
 
 
 def _file_error(path: str, error: sqlite3.Error, doing: str) -> Exception:
-    """The error to raise for ``error``, met while ``doing`` the checkpoint at ``path``.
+    """The error to raise for `error`, met while `doing` the checkpoint at `path`.
 
     A file that SQLite does not recognise is not a parmap checkpoint; everything else is
     about the file itself, an `OSError`, locked files [CheckpointLockedError][].
@@ -387,7 +389,7 @@ def _not_permitted(path: str) -> bool:
 
 
 class _transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any error (a failed COMMIT too)."""
+    """`BEGIN IMMEDIATE` ... `COMMIT`, or `ROLLBACK` on any error (a failed COMMIT too)."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
@@ -450,7 +452,7 @@ def _write_meta(connection: sqlite3.Connection, values: dict[str, str]) -> None:
 
 
 def _check_same_job(path: str, stored: dict[str, str], expected: dict[str, str]) -> None:
-    """Raise ``CheckpointMismatchError`` naming what differs between the file's job and this one."""
+    """Raise `CheckpointMismatchError` naming what differs between the file's job and this one."""
     if stored.get("format") != FORMAT_VERSION:
         raise CheckpointMismatchError(
             f"the checkpoint {path!r} has format {stored.get('format')!r}, this parmap writes format "
@@ -500,11 +502,11 @@ def _row_digest(payload: bytes) -> bytes:
 
 
 def function_fingerprint(function: Callable[..., Any]) -> tuple[str, str]:
-    """``(readable name, hex digest)`` identifying ``function``'s code, stable across runs.
+    """`(readable name, hex digest)` identifying `function`'s code, stable across runs.
 
     The digest covers the module, qualified name and code (bytecode, constants and names,
     recursively for nested functions and lambdas, but not line numbers), default
-    arguments and closure values; for ``functools.partial`` the wrapped function and the
+    arguments and closure values; for `functools.partial` the wrapped function and the
     bound arguments; for a bound method its function and class; for any other callable the
     digest of its pickle. Editing comments or moving the function keeps the digest;
     changing what it computes, or upgrading Python (new bytecode), changes it.

@@ -1,24 +1,24 @@
-"""How many items go into each chunk: the adaptive ``chunksize="auto"`` policy.
+"""How many items go into each chunk: the adaptive `chunksize="auto"` policy.
 
 Pure functions and one small accumulator; nothing here reads a clock or does I/O.
 Durations measured in the workers come in as arguments, so every decision can be
 tested with made-up numbers.
 
-The policy, for ``"auto"``:
+The policy, for `"auto"`:
 
 1. *Probe.* Until a duration has been measured, chunks hold one item each and the engine
    sends only one per worker (the pool's real parallelism, and never more than
    `max_in_flight`), so a slow task (0.1 s) is never batched blindly; it sizes
    chunks only once every probe has come back, so one unusually cheap first item cannot
    fill the window with oversized chunks.
-2. *Amortise.* Once the compute cost per item ``c`` is known, a chunk holds
-   ``TARGET_CHUNK_SECONDS / c`` items, so the fixed cost of a chunk's round trip (about
+2. *Amortise.* Once the compute cost per item `c` is known, a chunk holds
+   `TARGET_CHUNK_SECONDS / c` items, so the fixed cost of a chunk's round trip (about
    0.2 ms) stays near 1 % of its work, while a chunk stays short enough for progress bars,
    Ctrl-C and timeouts to respond.
 3. *Guide.* With a known input length, a chunk never exceeds
-   ``remaining / (workers * GUIDED_DIVISOR)`` items, so chunks shrink as the input runs out
+   `remaining / (workers * GUIDED_DIVISOR)` items, so chunks shrink as the input runs out
    and all workers finish together (guided self-scheduling), but never below
-   ``MIN_CHUNK_SECONDS`` of work, where a chunk's fixed cost would start to dominate.
+   `MIN_CHUNK_SECONDS` of work, where a chunk's fixed cost would start to dominate.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ MIN_CHUNK_SECONDS = 0.001
 #: 4 keeps several chunks per worker outstanding near the end, so an uneven chunk is absorbed
 #: by the others instead of becoming the tail; and for cheap items, whose pickling costs the
 #: caller about as much as the workers' compute, the first chunks are small enough that
-#: workers start while the caller is still pickling (measured on 200,000 ``x*x+1`` items:
+#: workers start while the caller is still pickling (measured on 200,000 `x*x+1` items:
 #: 11 % faster than a divisor of 2 with a 2 ms floor).
 GUIDED_DIVISOR = 4
 
@@ -74,17 +74,17 @@ def resolve_chunksize(
     """Return the size of the next chunk.
 
     Args:
-        requested: an int (used as is) or ``"auto"``.
+        requested: an int (used as is) or `"auto"`.
         workers: how many workers share the job.
-        remaining: items not yet sent, or ``None`` when the input length is unknown.
-        seconds_per_item: measured compute cost per item, or ``None`` before the first
+        remaining: items not yet sent, or `None` when the input length is unknown.
+        seconds_per_item: measured compute cost per item, or `None` before the first
             measurement.
-        target_seconds: compute time to aim for per chunk (default ``TARGET_CHUNK_SECONDS``).
-        wave: an ``async def`` task's ``concurrency``: an ``"auto"`` chunk (probes
+        target_seconds: compute time to aim for per chunk (default `TARGET_CHUNK_SECONDS`).
+        wave: an `async def` task's `concurrency`: an `"auto"` chunk (probes
             included) is a whole number of such waves while that many items remain, since a
             worker awaits that many of a chunk's items at once and a partial last wave
             leaves slots idle for a whole item's wait (measured on 1,000 items of 10 ms at
-            ``concurrency=50``: chunks of 92 took 0.138 s, chunks of 100 0.114 s). The
+            `concurrency=50`: chunks of 92 took 0.138 s, chunks of 100 0.114 s). The
             size is rounded to the nearest whole number of waves.
     """
     if isinstance(requested, int):
@@ -122,7 +122,7 @@ class CostEstimate:
 
     @property
     def seconds_per_item(self) -> float | None:
-        """The estimate, or ``None`` before the first measurement."""
+        """The estimate, or `None` before the first measurement."""
         return self._seconds / self._items if self._items else None
 
     def record(self, n_items: int, compute_seconds: float) -> None:
@@ -134,7 +134,7 @@ class CostEstimate:
 
 
 def iter_chunks(items: Iterable[Any], next_size: Callable[[], int]) -> Iterator[tuple[int, Sequence[Any]]]:
-    """Cut ``items`` into ``(first_index, chunk)`` pairs, asking ``next_size()`` before each.
+    """Cut `items` into `(first_index, chunk)` pairs, asking `next_size()` before each.
 
     Lists, tuples and ranges are sliced (a range slice stays a small range on the wire);
     anything else is read lazily, one chunk at a time.

@@ -2,12 +2,12 @@
 
 Two records, split by what they decide:
 
-* :class:`PoolConfig` picks the shared pool (backend, workers, start method, initializer,
+* `PoolConfig` picks the shared pool (backend, workers, start method, initializer,
   backend options). It is frozen and hashable: the registry keeps one pool per value.
-* :class:`MapOptions` shapes one job (chunking, progress, timeouts, retries, ...). The
+* `MapOptions` shapes one job (chunking, progress, timeouts, retries, ...). The
   decorator sets defaults; every map method overrides them per call.
 
-Every bad value raises ``TypeError`` (wrong type) or ``ValueError`` (right type, bad value)
+Every bad value raises `TypeError` (wrong type) or `ValueError` (right type, bad value)
 here, at decoration or call time, before any work starts.
 """
 
@@ -101,8 +101,8 @@ def validate_inner_threads(value: object, backend: str, workers: int, cpus: int)
 class PoolConfig:
     """What identifies a shared pool: equal configs share one pool.
 
-    ``identity`` is a hashable stand-in for the initializer, its arguments and backend
-    options, which may themselves be unhashable (a list in ``initargs``, a dask ``Client``).
+    `identity` is a hashable stand-in for the initializer, its arguments and backend
+    options, which may themselves be unhashable (a list in `initargs`, a dask `Client`).
     """
 
     backend: str
@@ -299,7 +299,7 @@ class MapOptions:
     def replace(
         self, overrides: Mapping[str, Any], *, label: str = "the function", function: Callable[..., Any] | None = None
     ) -> MapOptions:
-        """Return a copy with ``overrides`` applied and validated.
+        """Return a copy with `overrides` applied and validated.
 
         `label` and `function` name the decorated function in the error for an unknown
         option (its parameters tell a misplaced argument of the function from a typo).
@@ -325,7 +325,7 @@ class MapOptions:
 
 
 def validate_map_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate and normalise the job options present in ``options``.
+    """Validate and normalise the job options present in `options`.
 
     Raises:
         TypeError: an option has the wrong type.
@@ -413,17 +413,17 @@ def validate_chunksize(value: object) -> Chunksize:
 
 
 def validate_progress(value: object) -> ProgressOption:
-    """``True``, ``False`` or a dict of keyword arguments that ``tqdm`` accepts.
+    """`True`, `False` or a dict of keyword arguments that `tqdm` accepts.
 
-    The dict may also hold ``tqdm_class``: the bar's class, ``tqdm.std.tqdm`` or a subclass
-    of it (``tqdm.rich.tqdm``, ``tqdm.notebook.tqdm``, your own), instead of ``tqdm.auto``'s.
+    The dict may also hold `tqdm_class`: the bar's class, `tqdm.std.tqdm` or a subclass
+    of it (`tqdm.rich.tqdm`, `tqdm.notebook.tqdm`, your own), instead of `tqdm.auto`'s.
     The other keys are checked against that class's keywords.
 
     Raises:
-        TypeError: ``value`` is of another type, names a key the bar's class does not take
+        TypeError: `value` is of another type, names a key the bar's class does not take
             (checked here, at decoration or call time, rather than when the bar opens in
-            the job's thread, which for ``map_async`` is a background thread), or has a
-            ``tqdm_class`` that is not ``tqdm.std.tqdm`` or a subclass of it.
+            the job's thread, which for `map_async` is a background thread), or has a
+            `tqdm_class` that is not `tqdm.std.tqdm` or a subclass of it.
     """
     if isinstance(value, bool):
         return value
@@ -439,10 +439,10 @@ def validate_progress(value: object) -> ProgressOption:
 
 
 def validate_tqdm_class(value: object) -> type:
-    """The ``tqdm_class`` of a ``progress=`` dict: ``tqdm.std.tqdm`` or a subclass of it.
+    """The `tqdm_class` of a `progress=` dict: `tqdm.std.tqdm` or a subclass of it.
 
     Raises:
-        TypeError: ``value`` is not such a class (an instance, a function, another class).
+        TypeError: `value` is not such a class (an instance, a function, another class).
     """
     import tqdm.std
 
@@ -455,14 +455,14 @@ def validate_tqdm_class(value: object) -> type:
 
 
 #: Keywords of tqdm's bar that the progress option may not set: parmap drives the bar with
-#: ``update()``, so an iterable given here would never be iterated.
+#: `update()`, so an iterable given here would never be iterated.
 _PROGRESS_RESERVED = frozenset({"self", "iterable", "args", "kwargs"})
 
-#: Keys of a ``progress=`` dict that are parmap's own, not the bar's: the bar's class.
+#: Keys of a `progress=` dict that are parmap's own, not the bar's: the bar's class.
 _PROGRESS_OWN_KEYWORDS = frozenset({"tqdm_class"})
 
-#: Keywords that tqdm's own bar classes pop from ``**kwargs`` (so no signature shows them),
-#: by class. ``tqdm.notebook``'s are always accepted: ``tqdm.auto`` picks it in a notebook.
+#: Keywords that tqdm's own bar classes pop from `**kwargs` (so no signature shows them),
+#: by class. `tqdm.notebook`'s are always accepted: `tqdm.auto` picks it in a notebook.
 _PROGRESS_POPPED_KEYWORDS = {
     "tqdm.notebook.tqdm_notebook": frozenset({"display"}),
     "tqdm.rich.tqdm_rich": frozenset({"progress", "options"}),
@@ -471,12 +471,12 @@ _PROGRESS_POPPED_KEYWORDS = {
 
 @functools.lru_cache(maxsize=64)
 def tqdm_keywords(bar_class: type | None = None) -> frozenset[str]:
-    """The keys a ``progress=`` dict may hold for bars of ``bar_class`` (default: ``tqdm.auto``'s).
+    """The keys a `progress=` dict may hold for bars of `bar_class` (default: `tqdm.auto`'s).
 
-    ``tqdm.std.tqdm``'s own parameters, ``tqdm_class``, the keywords ``tqdm.notebook``
-    takes, and those each class between ``bar_class`` and ``tqdm.std.tqdm`` names in its
-    ``__init__`` or pops from its ``**kwargs`` (``token=`` of ``tqdm.contrib.telegram``,
-    ``options=`` of ``tqdm.rich``). Read from the signatures once per class, on the first
+    `tqdm.std.tqdm`'s own parameters, `tqdm_class`, the keywords `tqdm.notebook`
+    takes, and those each class between `bar_class` and `tqdm.std.tqdm` names in its
+    `__init__` or pops from its `**kwargs` (`token=` of `tqdm.contrib.telegram`,
+    `options=` of `tqdm.rich`). Read from the signatures once per class, on the first
     dict given, so that a bar-less program never imports tqdm and a new tqdm release's
     parameters are accepted as they come.
     """

@@ -1,23 +1,23 @@
-"""``@parallel``: a wrapt ``FunctionWrapper`` that keeps the function and adds map methods.
+"""`@parallel`: a wrapt `FunctionWrapper` that keeps the function and adds map methods.
 
 The decorated object *is* the function for every purpose (calls, name, docstring,
-``inspect.signature``, ``__wrapped__``, binding as a method) and gains ``map``, ``imap``,
-``imap_unordered``, ``starmap``, ``map_async``, ``starmap_async``, ``aimap`` and
-``aimap_unordered``. It knows its :class:`PoolConfig` and default :class:`MapOptions`; the
+`inspect.signature`, `__wrapped__`, binding as a method) and gains `map`, `imap`,
+`imap_unordered`, `starmap`, `map_async`, `starmap_async`, `aimap` and
+`aimap_unordered`. It knows its `PoolConfig` and default `MapOptions`; the
 work itself is done by the engine on the pool the registry hands out. Each map takes one
-input per parameter, as the builtin ``map`` does; two or more are zipped by
+input per parameter, as the builtin `map` does; two or more are zipped by
 `parmap._zipping` and run as a starmap, one is passed on untouched.
 
-Typing: ``ParallelFunction[P, R]`` keeps the function's signature (``P``, a ``ParamSpec``)
-and result; the overloads type each map's inputs from it (up to three), ``map(...,
-stats=True)`` as a ``ResultList``, the binding of methods and classmethods (``__get__``),
-and ``async def`` functions (``AsyncParallelFunction``: a call gives the coroutine, a map
-the awaited values). All of it lives in annotations and ``TYPE_CHECKING`` blocks; what an
-annotation names at run time exists there (`parmap._typing`), so ``typing.get_type_hints``
+Typing: `ParallelFunction[P, R]` keeps the function's signature (`P`, a `ParamSpec`)
+and result; the overloads type each map's inputs from it (up to three), `map(...,
+stats=True)` as a `ResultList`, the binding of methods and classmethods (`__get__`),
+and `async def` functions (`AsyncParallelFunction`: a call gives the coroutine, a map
+the awaited values). All of it lives in annotations and `TYPE_CHECKING` blocks; what an
+annotation names at run time exists there (`parmap._typing`), so `typing.get_type_hints`
 works on 3.9 too.
 
-An ``async def`` function is decorated the same way: its items are awaited on each worker's
-own event loop, ``concurrency`` at once (see `parmap.backends._async_tasks`). A generator
+An `async def` function is decorated the same way: its items are awaited on each worker's
+own event loop, `concurrency` at once (see `parmap.backends._async_tasks`). A generator
 function is refused: its items would come back as generator objects, which cannot travel.
 """
 
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     class _FunctionWrapper:
         """What the type checker sees of wrapt's proxies, the same under wrapt 1 and 2.
 
-        wrapt 1 ships no type information; this keeps ``mypy --strict`` (ours and our
+        wrapt 1 ships no type information; this keeps `mypy --strict` (ours and our
         users') exact whichever wrapt is installed.
         """
 
@@ -156,13 +156,13 @@ class MapOverrides(_CallOverrides, total=False):
 
 
 class ResultList(list[R]):
-    """The list ``map(..., stats=True)`` returns: the results, plus the run's :class:`RunStats`."""
+    """The list `map(..., stats=True)` returns: the results, plus the run's [`RunStats`][parmap.RunStats]."""
 
     stats: RunStats
 
 
 class ParallelOptions(MapOverrides, total=False):
-    """Options of ``@parallel(...)``: the pool's, plus defaults for every call."""
+    """Options of `@parallel(...)`: the pool's, plus defaults for every call."""
 
     workers: Union[int, None]
     backend: Literal["process", "thread", "serial", "dask"]
@@ -219,7 +219,7 @@ def _split_settings(settings: Mapping[str, Any], where: str = "parallel()") -> t
 
 
 def _is_async(function: object) -> bool:
-    """An ``async def`` function, method, ``partial`` of one, or object with an async ``__call__``."""
+    """An `async def` function, method, `partial` of one, or object with an async `__call__`."""
     target = getattr(function, "__func__", function)  # staticmethod / classmethod
     call = type(target).__call__ if callable(target) and not inspect.isroutine(target) else None
     return inspect.iscoroutinefunction(target) or (call is not None and inspect.iscoroutinefunction(call))
@@ -282,7 +282,7 @@ class _MapMethods(Generic[P, R]):
         raise NotImplementedError
 
     def last_stats(self) -> Union[RunStats, None]:
-        """The :class:`RunStats` of this function's most recent finished map, if any."""
+        """The [`RunStats`][parmap.RunStats] of this function's most recent finished map, if any."""
         return self._owner()._self_last_stats
 
     @overload
@@ -350,13 +350,13 @@ class _MapMethods(Generic[P, R]):
         item of each, stopping at the shortest input, as the builtin `map` does.
 
         Raises the exception of the first failing item in input order (its own type, with
-        the worker's traceback as ``__cause__``) unless ``return_exceptions=True``; an
+        the worker's traceback as `__cause__`) unless `return_exceptions=True`; an
         exception of the input iterator is raised once the items read before it have run.
 
         Where the input is read: a list, tuple or range is sliced (several of them too);
-        any other iterable is read in the calling thread, a chunk at a time, as ``Pool.map``
-        does (an SQLite cursor works). ``map_async`` reads it in a background thread, in a
-        copy of the caller's ``contextvars`` context taken at the call.
+        any other iterable is read in the calling thread, a chunk at a time, as `Pool.map`
+        does (an SQLite cursor works). `map_async` reads it in a background thread, in a
+        copy of the caller's `contextvars` context taken at the call.
 
         Raises:
             TypeError: an input is not iterable.
@@ -366,7 +366,7 @@ class _MapMethods(Generic[P, R]):
         return self._collect(items, overrides, star=False)
 
     def starmap(self, items: Iterable[Iterable[Any]], /, **overrides: Unpack[MapOverrides]) -> list[R]:
-        """Like :meth:`map`, calling ``fn(*item)`` for functions of several arguments."""
+        """Like `map()`, calling `fn(*item)` for functions of several arguments."""
         return self._collect(items, overrides, star=True)
 
     @overload
@@ -406,16 +406,16 @@ class _MapMethods(Generic[P, R]):
         generator is read only as far as the window needs.
 
         Every result before the first failing item is yielded before its exception is
-        raised (as ``Pool.imap``); an exception of the input iterator is raised after every
-        result of the items read before it. Leaving the loop early (``break``) withdraws
+        raised (as `Pool.imap`); an exception of the input iterator is raised after every
+        result of the items read before it. Leaving the loop early (`break`) withdraws
         the outstanding work; a Ctrl-C in the loop's body also stops the running items.
 
         Where the input is read: a list, tuple or range is sliced; any other iterable is
-        read in a background thread, in a copy of the caller's ``contextvars`` context
-        taken when ``imap`` is called (decimal contexts, context variables), so results
+        read in a background thread, in a copy of the caller's `contextvars` context
+        taken when `imap` is called (decimal contexts, context variables), so results
         keep flowing while the input blocks; when the input stalls, the items read so far
         are sent at once. An input tied to the calling thread (an SQLite cursor) needs
-        ``map``, or a list.
+        `map`, or a list.
 
         Raises:
             TypeError: an input is not iterable.
@@ -459,7 +459,7 @@ class _MapMethods(Generic[P, R]):
     def imap_unordered(
         self, items: Iterable[Any], /, *more: Iterable[Any], **overrides: Unpack[MapOverrides]
     ) -> Iterator[R]:
-        """Like :meth:`imap`, yielding results in the order they complete."""
+        """Like `imap()`, yielding results in the order they complete."""
         if more:
             return self._stream(self._zipped(items, more), overrides, ordered=False, star=True)
         return self._stream(items, overrides, ordered=False, star=False)
@@ -562,7 +562,7 @@ class _MapMethods(Generic[P, R]):
         error_callback: Union[Callable[[BaseException], object], None] = None,
         **overrides: Unpack[MapOverrides],
     ) -> AsyncResult[Any]:
-        """Start :meth:`map` in the background; return an :class:`AsyncResult` at once.
+        """Start `map()` in the background; return an [`AsyncResult`][parmap.AsyncResult] at once.
 
         The callbacks are keyword-only, since every positional argument is an input.
 
@@ -583,7 +583,7 @@ class _MapMethods(Generic[P, R]):
         error_callback: Union[Callable[[BaseException], object], None] = None,
         **overrides: Unpack[MapOverrides],
     ) -> AsyncResult[list[R]]:
-        """Start :meth:`starmap` in the background; return an :class:`AsyncResult` at once."""
+        """Start `starmap()` in the background; return an [`AsyncResult`][parmap.AsyncResult] at once."""
         job = self._prepare(items, overrides, ordered=True, star=True, read_here=False)
         return AsyncResult(lambda: self._run_to_list(*job), callback, error_callback, cancel=job[0].cancel)
 
@@ -796,7 +796,7 @@ class _MapMethods(Generic[P, R]):
 
 
 def _iterate(job: Job, progress: Any) -> Iterator[Any]:
-    """Results of ``job`` one by one; the bar closes however the loop ends.
+    """Results of `job` one by one; the bar closes however the loop ends.
 
     Each result is popped from its batch as it is yielded, so that nothing here keeps a
     reference to a result the caller has been given. When the loop is left, the job's own
@@ -857,7 +857,7 @@ class _FunctionAnnotations(dict):  # type: ignore[type-arg]
 
 
 class _BoundParallelFunction(_MapMethods[P, R], _BoundFunctionWrapper):
-    """``obj.method`` of a decorated method: maps run the method bound to ``obj``."""
+    """`obj.method` of a decorated method: maps run the method bound to `obj`."""
 
     __annotations__ = _FunctionAnnotations()
 
@@ -877,7 +877,7 @@ class _BoundParallelFunction(_MapMethods[P, R], _BoundFunctionWrapper):
 
 
 class ParallelFunction(_MapMethods[P, R], _FunctionWrapper):
-    """A function decorated with :func:`parallel`: callable as before, plus the map methods.
+    """A function decorated with [`parallel()`][parmap.parallel]: callable as before, plus the map methods.
 
     Generic in the function's parameters and result, as type checkers see it:
     `ParallelFunction[[int], float]` for `def halve(value: int) -> float`, whose calls are
@@ -941,7 +941,7 @@ class ParallelFunction(_MapMethods[P, R], _FunctionWrapper):
             return self.__wrapped__(*args, **kwargs)  # the function itself, without wrapt's dispatch
 
     def __copy__(self) -> ParallelFunction[P, R]:
-        return self  # as ``copy.copy`` does for a function
+        return self  # as `copy.copy` does for a function
 
     def __deepcopy__(self, memo: dict[int, Any]) -> ParallelFunction[P, R]:
         return self
@@ -1022,7 +1022,7 @@ def _rebuild(function: Callable[..., Any], settings: Mapping[str, Any]) -> Paral
 
 
 class _Decorator:
-    """What ``parallel(...)`` returns when called with options only."""
+    """What `parallel(...)` returns when called with options only."""
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
         _split_settings(settings)  # fail at decoration time, not at the first call
@@ -1070,36 +1070,36 @@ def parallel(function: None = None, /, **settings: Unpack[ParallelOptions]) -> _
 def parallel(
     function: Union[Callable[..., Any], None] = None, /, **settings: Unpack[ParallelOptions]
 ) -> Union[ParallelFunction[Any, Any], _Decorator]:
-    """Make ``function`` runnable in parallel: ``@parallel``, ``@parallel(...)`` or ``parallel(fn, ...)``.
+    """Make `function` runnable in parallel: `@parallel`, `@parallel(...)` or `parallel(fn, ...)`.
 
     Options (all keyword-only; every map method also takes the per-call ones):
 
-    * ``workers``: int >= 1, default the usable CPU count ([parmap.default_workers][]: affinity
+    * `workers`: int >= 1, default the usable CPU count ([parmap.default_workers][]: affinity
       and container CPU quotas included).
-    * ``backend``: ``"process"`` (default), ``"thread"``, ``"serial"`` or ``"dask"``.
-    * ``start_method``: ``None`` (multiprocessing's default), ``"fork"``, ``"spawn"``, ``"forkserver"``.
-    * ``initializer``, ``initargs``: run once in each worker.
-    * ``max_worker_memory``: resident memory a worker process may use, an int of bytes or a
-      string (``"2GB"``, ``"512MiB"``); a worker above it after a chunk is replaced, one far
-      above it mid-item is killed (``WorkerLostError``). Process and Dask backends only.
-    * ``inner_threads``: native threads (BLAS, OpenMP, numexpr, ...) per worker process, an
-      int >= 1; default ``"auto"``: ``cpus // workers``, keeping any ``OMP_NUM_THREADS`` and
-      the like set in the environment (an int overrides them); ``None`` leaves the
+    * `backend`: `"process"` (default), `"thread"`, `"serial"` or `"dask"`.
+    * `start_method`: `None` (multiprocessing's default), `"fork"`, `"spawn"`, `"forkserver"`.
+    * `initializer`, `initargs`: run once in each worker.
+    * `max_worker_memory`: resident memory a worker process may use, an int of bytes or a
+      string (`"2GB"`, `"512MiB"`); a worker above it after a chunk is replaced, one far
+      above it mid-item is killed (`WorkerLostError`). Process and Dask backends only.
+    * `inner_threads`: native threads (BLAS, OpenMP, numexpr, ...) per worker process, an
+      int >= 1; default `"auto"`: `cpus // workers`, keeping any `OMP_NUM_THREADS` and
+      the like set in the environment (an int overrides them); `None` leaves the
       environment and the pools alone. Process backend only (the others ignore it).
-    * ``address``, ``client``: the Dask cluster (``backend="dask"`` only).
-    * ``ship_modules``: modules (or their names) the Dask workers get by value, besides the
+    * `address`, `client`: the Dask cluster (`backend="dask"` only).
+    * `ship_modules`: modules (or their names) the Dask workers get by value, besides the
       caller's own (files under the script's directory or the current directory), which go
       automatically; never installed packages. Dask only: the other backends ignore it.
-    * per call: ``chunksize`` (``"auto"`` or int >= 1), ``progress`` (bool or tqdm kwargs),
-      ``timeout``, ``retries``, ``retry_on``, ``return_exceptions``, ``max_tasks_per_worker``,
-      ``max_in_flight``, ``seed``, ``checkpoint``, ``checkpoint_mode``, ``stats``,
-      ``concurrency`` (``async def`` tasks: items awaited at once per worker, default 1),
-      ``shared`` (one object the tasks read with ``parmap.shared()``, sent to each worker once).
+    * per call: `chunksize` (`"auto"` or int >= 1), `progress` (bool or tqdm kwargs),
+      `timeout`, `retries`, `retry_on`, `return_exceptions`, `max_tasks_per_worker`,
+      `max_in_flight`, `seed`, `checkpoint`, `checkpoint_mode`, `stats`,
+      `concurrency` (`async def` tasks: items awaited at once per worker, default 1),
+      `shared` (one object the tasks read with `parmap.shared()`, sent to each worker once).
 
     Raises:
-        TypeError: an option has the wrong type, ``function`` is not callable, or it is a
+        TypeError: an option has the wrong type, `function` is not callable, or it is a
             generator or async generator function.
-        ValueError: an option has an unusable value (``concurrency`` > 1 for a plain function).
+        ValueError: an option has an unusable value (`concurrency` > 1 for a plain function).
     """
     if function is None:
         return _Decorator(settings)

@@ -1,7 +1,7 @@
 """Progress bars: a tqdm adapter and a no-op stand-in.
 
 tqdm is imported only when a bar is asked for, so workers and bar-less runs never load it.
-The caller closes the bar in a ``finally`` block (see ``_decorator``), on success,
+The caller closes the bar in a `finally` block (see `_decorator`), on success,
 failure and Ctrl-C alike.
 
 Policy apart from mechanism: [bar_settings][parmap._progress.bar_settings] decides the
@@ -12,14 +12,14 @@ exactly; [make_progress][parmap._progress.make_progress] gathers the facts and
 [TqdmProgress][parmap._progress.TqdmProgress] applies the decisions.
 
 The count. The engine moves a bar by whole items and, where a running task called
-``report_progress``, by fractions of an item (multiples of `1/FRACTION_STEPS`, which add
+`report_progress`, by fractions of an item (multiples of `1/FRACTION_STEPS`, which add
 and subtract exactly), taken back when the item's chunk settles. tqdm prints its count
-with ``str()``: a float count shows as ``8.0/8`` even when it is whole, and a fraction as
-``0.2900390625/1``. So the bar is kept on the count [shown_count][parmap._progress.shown_count]
-gives: an ``int`` whenever it is whole, otherwise a fraction cut to `SHOWN_DECIMALS`.
+with `str()`: a float count shows as `8.0/8` even when it is whole, and a fraction as
+`0.2900390625/1`. So the bar is kept on the count [shown_count][parmap._progress.shown_count]
+gives: an `int` whenever it is whole, otherwise a fraction cut to `SHOWN_DECIMALS`.
 
-Nested maps (a map called inside a task, or inside the loop over another bar's ``imap``)
-show their bars under the caller's with ``leave=False`` by default, so that only the
+Nested maps (a map called inside a task, or inside the loop over another bar's `imap`)
+show their bars under the caller's with `leave=False` by default, so that only the
 outer bar stays once they finish:
 
 * in the caller's process (thread backend; serial backend; a loop body), tqdm places the
@@ -29,7 +29,7 @@ outer bar stays once they finish:
   caller's bar, never over it. Inner bars of several worker processes share that line,
   each drawing when it updates.
 
-The user's own ``leave`` or ``position`` in a ``progress=`` dict wins.
+The user's own `leave` or `position` in a `progress=` dict wins.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def bar_settings(
 class TqdmProgress:
     """A tqdm bar counting items (see the module docstring for the count it shows).
 
-    A child forked from the process that made the bar (inside an ``imap`` loop, say)
+    A child forked from the process that made the bar (inside an `imap` loop, say)
     leaves it alone: updating or closing its copy would draw over the parent's bar.
     """
 
@@ -214,10 +214,10 @@ def _draws_a_widget(bar_class: Any) -> bool:
 
 
 def make_progress(option: ProgressOption, total: int | None, description: str) -> NullProgress | TqdmProgress:
-    """A bar for ``option`` (False, True, or a dict of tqdm keyword arguments).
+    """A bar for `option` (False, True, or a dict of tqdm keyword arguments).
 
-    The dict's ``tqdm_class`` (validated by [validate_progress][parmap._config.validate_progress])
-    picks the bar's class; by default it is ``tqdm.auto.tqdm``, looked up here, when the bar
+    The dict's `tqdm_class` (validated by [validate_progress][parmap._config.validate_progress])
+    picks the bar's class; by default it is `tqdm.auto.tqdm`, looked up here, when the bar
     is made.
     """
     if option is False:

@@ -1,9 +1,9 @@
-"""The shared pools: one per :class:`PoolConfig`, created on first use, replaced when broken.
+"""The shared pools: one per `PoolConfig`, created on first use, replaced when broken.
 
 Every decorated function with the same configuration runs in the same pool. Pools are
 created lazily under a lock (several threads may map at once), replaced when they are
 broken or shut down, closed at interpreter exit, and forgotten (never touched) in a child
-created by ``os.fork``, which must build its own.
+created by `os.fork`, which must build its own.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def prepare(config: PoolConfig) -> Backend | None:
 
 
 def _resolve(config: PoolConfig) -> PoolConfig:
-    """The config of the pool a map asking for ``config`` uses here (nested or not)."""
+    """The config of the pool a map asking for `config` uses here (nested or not)."""
     depth = nesting_depth()
     # A daemonic process (a parmap or Dask worker, a multiprocessing.Pool worker) may not
     # have children.
@@ -56,7 +56,7 @@ def _resolve(config: PoolConfig) -> PoolConfig:
 
 
 def get_pool(config: PoolConfig) -> Backend:
-    """The live pool for ``config``, creating (or replacing a broken) one as needed.
+    """The live pool for `config`, creating (or replacing a broken) one as needed.
 
     Inside a task, maps nest: the backend asked for decides what its map becomes there
     ([Backend.nested_config][]; a process-backend map in a daemonic process runs serially,
@@ -78,7 +78,7 @@ def get_pool(config: PoolConfig) -> Backend:
 def shutdown() -> None:
     """Shut down every pool: workers are stopped and reaped. Later maps start new pools.
 
-    Jobs still running on a pool fail with :class:`~parmap.PoolClosedError`. The
+    Jobs still running on a pool fail with [`PoolClosedError`][parmap.PoolClosedError]. The
     shared-memory watcher, if one was started, is told this is a normal close and reaped,
     so no process of parmap's is left; the `shared=` objects parmap remembered (and held,
     where they take no weak reference) are forgotten.
@@ -116,7 +116,7 @@ def _shut_down_at_exit() -> None:
 
 
 def _forget_in_child() -> None:
-    """After ``os.fork``: the parent's pools belong to the parent; start afresh, touch nothing.
+    """After `os.fork`: the parent's pools belong to the parent; start afresh, touch nothing.
 
     The child also forgets the parent's processes in `multiprocessing`'s own list:
     multiprocessing empties it only in the children it starts itself, and a child made by a

@@ -1,7 +1,7 @@
-"""``report_progress``: a long task moves the caller's progress bar between item completions.
+"""`report_progress`: a long task moves the caller's progress bar between item completions.
 
 The backend running a chunk installs a *reporter* for the current thread; the task calls
-:func:`report_progress`, which is throttled to one message per :data:`REPORT_INTERVAL`
+[`report_progress()`][parmap.report_progress], which is throttled to one message per `REPORT_INTERVAL`
 seconds, so calling it in a tight loop costs a clock read and a comparison.
 """
 
@@ -32,15 +32,15 @@ def set_position(position: int) -> None:
     _position.set(position)
 
 
-#: What ``install`` replaced, for ``restore`` (a nested map's chunk runs inside a task).
+#: What `install` replaced, for `restore` (a nested map's chunk runs inside a task).
 Installed = tuple[Optional[Reporter], Optional[list[Any]]]
 
 
 def install(reporter: Reporter | None, values: list[Any] | None) -> Installed:
     """Set the reporter of the chunk running in this thread; return what was there.
 
-    ``values`` is the chunk's growing result list: its length is the position of the item
-    running, so the hot loop need not record positions for ``report_progress``.
+    `values` is the chunk's growing result list: its length is the position of the item
+    running, so the hot loop need not record positions for `report_progress`.
     """
     previous: Installed = (getattr(_current, "reporter", None), getattr(_current, "values", None))
     _current.reporter = reporter
@@ -64,13 +64,13 @@ def installed(reporter: Reporter | None, values: list[Any] | None) -> Iterator[N
 
 
 def report_progress(done: float, total: float | None = None) -> None:
-    """Report how far the running item has got: a fraction (``0.4``) or ``done`` of ``total`` units.
+    """Report how far the running item has got: a fraction (`0.4`) or `done` of `total` units.
 
     The caller's bar advances by that fraction of one item; when the item finishes, the bar
     counts it exactly once, whatever was reported. Outside a parmap task it does nothing.
 
     Raises:
-        ValueError: the fraction is outside ``[0, 1]`` or ``total`` is not positive.
+        ValueError: the fraction is outside `[0, 1]` or `total` is not positive.
     """
     if total is not None:
         if not total > 0:

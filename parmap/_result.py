@@ -1,4 +1,4 @@
-"""``AsyncResult``: the handle ``map_async`` returns, with ``multiprocessing``'s semantics.
+"""`AsyncResult`: the handle `map_async` returns, with `multiprocessing`'s semantics.
 
 It is also awaitable and cancellable. Awaiting parks no thread: each awaiting coroutine
 registers an asyncio future, and the job's thread wakes its loop with
@@ -24,17 +24,17 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 
 #: Callbacks run in the job's thread; an exception there is printed, never lost silently,
-#: and never keeps ``get()`` waiting.
+#: and never keeps `get()` waiting.
 _CALLBACK_FAILED = "parmap: exception in a map_async {} (ignored):\n"
 
 
 class AsyncResult(Generic[R]):
-    """The future result of ``map_async``: wait with `get()`, or `await` it.
+    """The future result of `map_async`: wait with `get()`, or `await` it.
 
-    ``callback`` receives the whole ordered result list, ``error_callback`` the exception;
-    both run in the job's background thread before ``get()`` returns, as with
-    ``multiprocessing.pool.AsyncResult``. After [cancel][parmap.AsyncResult.cancel],
-    ``error_callback`` receives the [CancelledError][parmap.CancelledError], in the thread
+    `callback` receives the whole ordered result list, `error_callback` the exception;
+    both run in the job's background thread before `get()` returns, as with
+    `multiprocessing.pool.AsyncResult`. After [cancel][parmap.AsyncResult.cancel],
+    `error_callback` receives the [CancelledError][parmap.CancelledError], in the thread
     that cancelled.
 
     Awaiting it (`await result`) waits without blocking the event loop. Cancelling the
@@ -153,7 +153,7 @@ class AsyncResult(Generic[R]):
         return True
 
     def wait(self, timeout: float | None = None) -> None:
-        """Block until the job finishes, or ``timeout`` seconds pass.
+        """Block until the job finishes, or `timeout` seconds pass.
 
         A Ctrl-C while waiting cancels the job (see [cancel][parmap.AsyncResult.cancel]) and is
         raised.
@@ -171,8 +171,8 @@ class AsyncResult(Generic[R]):
         raised.
 
         Raises:
-            ResultTimeoutError: the job did not finish within ``timeout`` seconds (it goes
-                on). It is also the builtin ``TimeoutError`` and ``multiprocessing.TimeoutError``.
+            ResultTimeoutError: the job did not finish within `timeout` seconds (it goes
+                on). It is also the builtin `TimeoutError` and `multiprocessing.TimeoutError`.
             CancelledError: the job was cancelled.
         """
         try:

@@ -1,4 +1,4 @@
-"""Per-item random seeds: the same ``(seed, index)`` gives the same stream everywhere.
+"""Per-item random seeds: the same `(seed, index)` gives the same stream everywhere.
 
 The derivation depends only on the user's seed and the item's input index, never on the
 worker, the chunk or the order items finish in, so results are reproducible across worker
@@ -46,7 +46,7 @@ _current: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVa
 
 
 def derive_seed(seed: int, index: int) -> int:
-    """A 64-bit seed for item ``index`` of a job seeded with ``seed``."""
+    """A 64-bit seed for item `index` of a job seeded with `seed`."""
     return int.from_bytes(digest(f"parmap:{seed}:{index}".encode(), 8), "little")
 
 
@@ -122,7 +122,7 @@ def reseed_worker() -> None:
 
 
 def current_item_seed() -> int:
-    """The seed of the item running in this thread; raises ``RuntimeError`` outside a seeded task."""
+    """The seed of the item running in this thread; raises `RuntimeError` outside a seeded task."""
     current = _current.get()
     if current is None:
         raise RuntimeError("item_rng() needs a task running under @parallel(seed=...)")
@@ -130,19 +130,19 @@ def current_item_seed() -> int:
 
 
 def item_rng() -> random.Random:
-    """A ``random.Random`` for the running item, derived from ``(seed, item index)``.
+    """A `random.Random` for the running item, derived from `(seed, item index)`.
 
     Raises:
-        RuntimeError: called outside a task of a job with ``seed=`` set.
+        RuntimeError: called outside a task of a job with `seed=` set.
     """
     return random.Random(current_item_seed())
 
 
 def item_numpy_rng() -> Any:
-    """A ``numpy.random.Generator`` for the running item, derived from ``(seed, item index)``.
+    """A `numpy.random.Generator` for the running item, derived from `(seed, item index)`.
 
     Raises:
-        RuntimeError: called outside a task of a job with ``seed=`` set.
+        RuntimeError: called outside a task of a job with `seed=` set.
         ImportError: NumPy is not installed.
     """
     import numpy

@@ -1,9 +1,9 @@
 """Run insights: what a job did and where its time went, as a small typed record.
 
 The engine feeds a [StatsCollector][parmap._stats.StatsCollector] once per chunk (never per
-item, except for the per-item durations a ``stats=True`` job asks the workers to measure)
-and turns it into a frozen [RunStats][parmap.RunStats] when the job ends. ``print(stats)``
-renders a compact table, and a notebook shows an HTML table (``_repr_html_``); both say
+item, except for the per-item durations a `stats=True` job asks the workers to measure)
+and turns it into a frozen [RunStats][parmap.RunStats] when the job ends. `print(stats)`
+renders a compact table, and a notebook shows an HTML table (`_repr_html_`); both say
 which times are sums over chunks, which overlap in time, so a sum may exceed the wall time.
 """
 
@@ -155,7 +155,7 @@ class RunStats:
 
 
 class StatsCollector:
-    """Accumulates a job's measurements; :meth:`finish` freezes them into a :class:`RunStats`."""
+    """Accumulates a job's measurements; `finish()` freezes them into a [`RunStats`][parmap.RunStats]."""
 
     def __init__(self) -> None:
         self.items = 0

@@ -5,11 +5,11 @@
   from their module, plain data, NumPy arrays. The first message that holds something
   else (a lambda, a closure, a `__main__` function or class, a module object) is pickled
   again with cloudpickle, which is imported then, and every later message goes straight
-  to cloudpickle: lambdas, closures and ``__main__`` functions travel under every start
+  to cloudpickle: lambdas, closures and `__main__` functions travel under every start
   method, and a program that never needs cloudpickle never imports it (with the `logging`
   it imports: about 5 ms of a cold start). Both produce the same pickle for what the
   standard pickler can do, at the same speed; see [dumps][].
-* Large buffers (NumPy arrays, ``bytes``, ``bytearray``, ``memoryview`` of at least
+* Large buffers (NumPy arrays, `bytes`, `bytearray`, `memoryview` of at least
   `OUT_OF_BAND_MIN_BYTES`) leave the pickle stream as protocol-5 out-of-band buffers
   and travel through shared-memory files (segments) in `/dev/shm` instead of the pipe.
   The receiver maps the file and unlinks it at once, so the data is copied once, not four
@@ -124,7 +124,7 @@ def _segment_dir() -> str:
 _SEGMENT_DIR = _segment_dir()
 
 
-#: Types whose instances must be pickled by their own ``__reduce_ex__``. wrapt proxies (the
+#: Types whose instances must be pickled by their own `__reduce_ex__`. wrapt proxies (the
 #: decorated function) pose as the function they wrap, so cloudpickle would otherwise copy
 #: the bare function and the copy would lose its map methods.
 PICKLED_BY_OWN_REDUCE: set[type] = set()
@@ -134,7 +134,7 @@ def _parmap_reduction(obj: Any, kind: type) -> Any:
     """The reductions parmap makes itself, under either pickler (`NotImplemented`: none).
 
     Decorated functions keep their type, and the global random generators travel by
-    reference, so a task written ``from random import random`` draws from its worker's own
+    reference, so a task written `from random import random` draws from its worker's own
     generator instead of a copy of the caller's (every worker would otherwise draw the same
     numbers); file-backed `numpy.memmap` arrays travel by reference (see
     [parmap._reducers][]).
@@ -304,7 +304,7 @@ def dumps(
     buffer_callback: Callable[[pickle.PickleBuffer], Any] | None = None,
     restart: Callable[[], None] | None = None,
 ) -> bytes:
-    """Pickle ``obj`` (protocol 5): the standard pickler first, cloudpickle if it must.
+    """Pickle `obj` (protocol 5): the standard pickler first, cloudpickle if it must.
 
     While cloudpickle is not imported in this process, the standard pickler tries first.
     If it fails (something in `obj` does not travel by name, or is of a type only
@@ -335,7 +335,7 @@ def _dump(
 
 
 def segment_prefix(owner_pid: int, tag: str) -> str:
-    """The name prefix of the shared-memory segments written for ``owner_pid``'s pool ``tag``.
+    """The name prefix of the shared-memory segments written for `owner_pid`'s pool `tag`.
 
     Workers write their results under the prefix their caller's pool gave them, so every
     segment of one caller starts with `parmap-<owner_pid>-`, which its watcher removes if
@@ -349,7 +349,7 @@ def _owner_prefix(owner_pid: int) -> str:
 
 
 def may_remove(name: str) -> bool:
-    """Whether this process may unlink segments named ``name`` (or a prefix of such names).
+    """Whether this process may unlink segments named `name` (or a prefix of such names).
 
     Only a segment's caller (its pid is in the name) and that caller's own workers (whose
     `multiprocessing` parent it is) may. A child the caller forked itself (`os.fork` inside
@@ -364,14 +364,14 @@ def may_remove(name: str) -> bool:
 
 
 def encode(obj: Any, prefix: str) -> bytes:
-    """Pickle ``obj``; buffers of ``OUT_OF_BAND_MIN_BYTES`` or more go to shared-memory files.
+    """Pickle `obj`; buffers of `OUT_OF_BAND_MIN_BYTES` or more go to shared-memory files.
 
-    NumPy arrays (and anything else exposing ``PickleBuffer``) go out of band directly.
-    ``bytes``, ``bytearray`` and ``memoryview`` have no out-of-band form of their own, so
+    NumPy arrays (and anything else exposing `PickleBuffer`) go out of band directly.
+    `bytes`, `bytearray` and `memoryview` have no out-of-band form of their own, so
     when a message turns out large (or holds a memoryview, which cannot be pickled at all)
     the large ones among its items or results are wrapped and the message pickled again.
 
-    Raises whatever pickling raises (the caller turns it into a ``SerializationError``).
+    Raises whatever pickling raises (the caller turns it into a `SerializationError`).
     """
     large: list[memoryview] = []
 
@@ -408,7 +408,7 @@ def encode(obj: Any, prefix: str) -> bytes:
 
 
 def _dumps_in_band(subject: Any, nbytes: int, segment_error: OSError) -> bytes:
-    """Pickle ``subject`` whole, its large buffers included, after its segments failed.
+    """Pickle `subject` whole, its large buffers included, after its segments failed.
 
     Raises:
         MemoryError: not even the in-band pickle fits; the message names the segment
@@ -428,7 +428,7 @@ BUFFER_TYPES = (bytes, bytearray, memoryview)
 
 
 class _OutOfBand:
-    """Carries a large ``bytes``/``bytearray``/``memoryview`` as a protocol-5 ``PickleBuffer``."""
+    """Carries a large `bytes`/`bytearray`/`memoryview` as a protocol-5 `PickleBuffer`."""
 
     def __init__(self, data: bytes | bytearray | memoryview) -> None:
         self.data = data
@@ -445,7 +445,7 @@ def _rebuild_buffer(kind: str, buffer: Any) -> bytes | bytearray | memoryview:
 
 
 def _wrap_large_buffers(obj: Any, depth: int) -> Any:
-    """``obj`` with large buffers among its (nested) list and tuple elements wrapped."""
+    """`obj` with large buffers among its (nested) list and tuple elements wrapped."""
     if type(obj) in BUFFER_TYPES:
         size = obj.nbytes if type(obj) is memoryview else len(obj)
         return _OutOfBand(obj) if size >= OUT_OF_BAND_MIN_BYTES or type(obj) is memoryview else obj
@@ -495,7 +495,7 @@ def discard(data: bytes | memoryview) -> None:
 
 
 def remove_segments(prefix: str) -> None:
-    """Unlink every segment whose name starts with ``prefix`` (its reader is gone).
+    """Unlink every segment whose name starts with `prefix` (its reader is gone).
 
     Does nothing for segments this process has no say over (see [may_remove][]).
     """
@@ -570,7 +570,7 @@ def _write_segments(prefix: str, buffers: list[memoryview]) -> list[str]:
 
 
 def _free_bytes(directory: str) -> int:
-    """Bytes an unprivileged writer may still put in ``directory``'s filesystem."""
+    """Bytes an unprivileged writer may still put in `directory`'s filesystem."""
     try:
         stats = os.statvfs(directory)
     except OSError:
@@ -685,7 +685,7 @@ def _watching() -> bool:
 def stop_watcher(*, exiting: bool = False) -> None:
     """Tell the watcher this process is closing normally, and reap it.
 
-    With ``exiting`` (the interpreter is exiting and every pool is shut down) the watcher
+    With `exiting` (the interpreter is exiting and every pool is shut down) the watcher
     sweeps this process's segments once before it exits; without, it sweeps nothing.
     """
     global _watcher, _watcher_failed
@@ -714,7 +714,7 @@ def stop_watcher(*, exiting: bool = False) -> None:
 
 
 def _forget_in_child() -> None:
-    """After ``os.fork``: the parent's writer threads and watcher are the parent's."""
+    """After `os.fork`: the parent's writer threads and watcher are the parent's."""
     global _writers, _writers_lock, _watcher, _watcher_failed, _watcher_lock
     _writers, _writers_lock = None, threading.Lock()  # the parent's threads do not exist here
     watcher, _watcher, _watcher_failed, _watcher_lock = _watcher, None, False, threading.Lock()
@@ -776,7 +776,7 @@ def _unlink_all(names: Sequence[str]) -> None:
 
 
 def dumps_function(fn: Any) -> tuple[bytes, bytes]:
-    """Pickle a function once per job; return ``(key, payload)``.
+    """Pickle a function once per job; return `(key, payload)`.
 
     The key is a digest of the pickle, so an unchanged function is recognised by every
     worker that already holds it, while a redefined one (new code or new closure values)
@@ -791,5 +791,5 @@ def function_key(payload: bytes) -> bytes:
 
 
 def digest(data: bytes, size: int) -> bytes:
-    """A BLAKE2b digest of ``size`` bytes."""
+    """A BLAKE2b digest of `size` bytes."""
     return blake2b(data, digest_size=size).digest()

@@ -1,26 +1,37 @@
 """Errors raised by parmap.
 
-Hierarchy::
+Every error parmap itself raises derives from [`ParmapError`][parmap.ParmapError]; most
+also derive from the standard exception a caller would already catch:
 
-    ParmapError                      base of every error parmap itself raises
-    ├── WorkerLostError              a worker process died while running an item (also a ``RuntimeError``)
-    ├── TaskTimeoutError             an item ran longer than ``timeout`` (also a ``TimeoutError``)
-    ├── ResultTimeoutError           ``AsyncResult.get(timeout)`` ran out (also ``TimeoutError`` and
-    │                                ``multiprocessing.TimeoutError``)
-    ├── PoolStartError               a pool could not start its workers (the cause is named)
-    ├── TaskStopIteration            a task raised ``StopIteration`` inside ``imap`` (also a ``RuntimeError``)
-    ├── CancelledError               the job was cancelled (also ``concurrent.futures.CancelledError``)
-    ├── SerializationError           an item, result or exception could not be pickled
-    ├── InitializerError             the pool's ``initializer`` failed in a worker
-    ├── PoolClosedError              the pool was shut down while a job still used it
-    ├── CheckpointMismatchError      a checkpoint file belongs to a different job
-    └── CheckpointLockedError        another process holds the checkpoint's lock (also an ``OSError``)
-
-    ParmapInstallWarning             (a ``UserWarning``, not an error) the unrelated PyPI project
-                                     ``parmap`` is installed in the same place as this one
+- [`ParmapError`][parmap.ParmapError]: base of every error parmap itself raises
+    - [`WorkerLostError`][parmap.WorkerLostError] (also a `RuntimeError`): a worker process
+      died while running an item
+    - [`TaskTimeoutError`][parmap.TaskTimeoutError] (also a `TimeoutError`): an item ran
+      longer than `timeout`
+    - [`ResultTimeoutError`][parmap.ResultTimeoutError] (also `TimeoutError` and
+      `multiprocessing.TimeoutError`): `AsyncResult.get(timeout)` ran out
+    - [`PoolStartError`][parmap.PoolStartError]: a pool could not start its workers (the
+      cause is named)
+    - [`TaskStopIteration`][parmap.TaskStopIteration] (also a `RuntimeError`): a task raised
+      `StopIteration` inside `imap`
+    - [`CancelledError`][parmap.CancelledError] (also `concurrent.futures.CancelledError`):
+      the job was cancelled
+    - [`SerializationError`][parmap.SerializationError]: an item, result or exception could
+      not be pickled
+    - [`InitializerError`][parmap.InitializerError]: the pool's `initializer` failed in a
+      worker
+    - [`PoolClosedError`][parmap.PoolClosedError]: the pool was shut down while a job still
+      used it
+    - [`CheckpointMismatchError`][parmap.CheckpointMismatchError]: a checkpoint file belongs
+      to a different job
+    - [`CheckpointLockedError`][parmap.CheckpointLockedError] (also an `OSError`): another
+      process holds the checkpoint's lock
+- [`ParmapInstallWarning`][parmap.ParmapInstallWarning] (a `UserWarning`, not an error): the
+  unrelated PyPI project `parmap` is installed in the same place as this one
 
 A task's own exception is never wrapped: it reaches the caller with its own type,
-chained (``__cause__``) to a :class:`RemoteTraceback` holding the worker's traceback.
+chained (`__cause__`) to a [`RemoteTraceback`][parmap.RemoteTraceback] holding the
+worker's traceback.
 """
 
 from __future__ import annotations
@@ -53,14 +64,14 @@ class ParmapError(Exception):
 
 
 class WorkerLostError(ParmapError, RuntimeError):
-    """A worker process died (killed, ``os._exit``, segfault, out of memory) while running an item.
+    """A worker process died (killed, `os._exit`, segfault, out of memory) while running an item.
 
-    Also a ``RuntimeError``, as ``concurrent.futures``' ``BrokenProcessPool`` and mpire's
+    Also a `RuntimeError`, as `concurrent.futures`' `BrokenProcessPool` and mpire's
     worker-death error are, so code written against them catches it.
 
     Attributes:
         indices: input indices of the items charged with the loss.
-        exitcode: the process exit code, negative for a signal (as ``multiprocessing`` reports it).
+        exitcode: the process exit code, negative for a signal (as `multiprocessing` reports it).
         pid: the lost worker's process id.
     """
 
@@ -81,7 +92,7 @@ def _rebuild_worker_lost(message: str, indices: list[int], exitcode: int | None,
 
 
 class TaskTimeoutError(ParmapError, TimeoutError):
-    """An item ran longer than the ``timeout`` seconds it was given.
+    """An item ran longer than the `timeout` seconds it was given.
 
     On the process backend the worker running it was killed and replaced; on the thread
     and serial backends the item is reported once it finishes, since threads cannot be killed.
@@ -105,10 +116,10 @@ def _rebuild_timeout(message: str, index: int | None, timeout: float | None) -> 
 
 
 class ResultTimeoutError(ParmapError, TimeoutError, _MultiprocessingTimeoutError):
-    """``AsyncResult.get(timeout)`` returned before the job finished (the job goes on).
+    """`AsyncResult.get(timeout)` returned before the job finished (the job goes on).
 
-    Both ``except TimeoutError`` and ``except multiprocessing.TimeoutError`` catch it, so
-    code written for ``multiprocessing.pool.AsyncResult`` keeps working.
+    Both `except TimeoutError` and `except multiprocessing.TimeoutError` catch it, so
+    code written for `multiprocessing.pool.AsyncResult` keeps working.
     """
 
 
@@ -116,18 +127,18 @@ class PoolStartError(ParmapError):
     """A pool could not start its workers (too many open files, no memory, ...).
 
     The workers it did start are stopped; the message names the cause, which is also the
-    ``__cause__``.
+    `__cause__`.
     """
 
 
 class TaskStopIteration(ParmapError, RuntimeError):
-    """A task raised ``StopIteration`` (say, ``next()`` on an empty iterator) inside ``imap``.
+    """A task raised `StopIteration` (say, `next()` on an empty iterator) inside `imap`.
 
-    ``map``, ``starmap`` and ``AsyncResult.get`` raise the task's own ``StopIteration``. An
-    iterator cannot: a ``StopIteration`` out of ``next()`` is how an iterator says it is
-    exhausted, so a ``for`` loop over ``imap`` would end silently and lose every later
-    result. ``imap`` and ``imap_unordered`` raise this instead: the task's ``StopIteration``
-    (with the worker's traceback) is its ``__cause__``, and it carries the item's index note.
+    `map`, `starmap` and `AsyncResult.get` raise the task's own `StopIteration`. An
+    iterator cannot: a `StopIteration` out of `next()` is how an iterator says it is
+    exhausted, so a `for` loop over `imap` would end silently and lose every later
+    result. `imap` and `imap_unordered` raise this instead: the task's `StopIteration`
+    (with the worker's traceback) is its `__cause__`, and it carries the item's index note.
     """
 
 
@@ -186,11 +197,11 @@ class SerializationError(ParmapError):
 
 
 class InitializerError(ParmapError):
-    """The pool's ``initializer`` raised in a worker; the worker's traceback is the ``__cause__``."""
+    """The pool's `initializer` raised in a worker; the worker's traceback is the `__cause__`."""
 
 
 class PoolClosedError(ParmapError):
-    """The pool was shut down (``parmap.shutdown()`` or interpreter exit) while a job still ran."""
+    """The pool was shut down (`parmap.shutdown()` or interpreter exit) while a job still ran."""
 
 
 class CheckpointMismatchError(ParmapError):
@@ -199,9 +210,9 @@ class CheckpointMismatchError(ParmapError):
 
 class CheckpointLockedError(ParmapError, OSError):
     """The checkpoint file is locked by another process (another map writing it, an open
-    ``sqlite3`` shell in a transaction, ...) for longer than the checkpoint's busy timeout.
+    `sqlite3` shell in a transaction, ...) for longer than the checkpoint's busy timeout.
 
-    Also an ``OSError``, like every other reason a checkpoint file cannot be used.
+    Also an `OSError`, like every other reason a checkpoint file cannot be used.
     """
 
 
@@ -218,7 +229,7 @@ class ParmapInstallWarning(UserWarning):
 class RemoteTraceback(Exception):
     """Carries the formatted traceback of a task that failed in a worker.
 
-    Set as the ``__cause__`` of the re-raised task exception, so Python prints the worker's
+    Set as the `__cause__` of the re-raised task exception, so Python prints the worker's
     traceback above the caller's.
     """
 

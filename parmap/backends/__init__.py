@@ -1,26 +1,26 @@
 """Backends: where chunks run.
 
-A backend receives :class:`ChunkTask` objects from the engine and, for each one, delivers
-exactly one outcome to the task's job through ``JobSpec.deliver``:
+A backend receives `ChunkTask` objects from the engine and, for each one, delivers
+exactly one outcome to the task's job through `JobSpec.deliver`:
 
-* :class:`ChunkDone`: the chunk ran (some items may have raised); ``completed`` says how
+* `ChunkDone`: the chunk ran (some items may have raised); `completed` says how
   many of its items ran, the rest are to be sent again (a worker retired mid-chunk);
-* :class:`ChunkLost`: the worker died or timed out; ``position`` names the item that was
-  running (``None`` when it cannot be known, e.g. a death while unpickling the chunk);
-* :class:`ChunkUndecodable`: the chunk ran but its results could not be unpickled as a
-  whole; the engine runs it again ``careful`` (each result pickled on its own), so that
+* `ChunkLost`: the worker died or timed out; `position` names the item that was
+  running (`None` when it cannot be known, e.g. a death while unpickling the chunk);
+* `ChunkUndecodable`: the chunk ran but its results could not be unpickled as a
+  whole; the engine runs it again `careful` (each result pickled on its own), so that
   only the item whose result cannot travel fails;
-* :class:`ChunkFailed`: the chunk cannot run at all (pool shut down, initializer failed).
+* `ChunkFailed`: the chunk cannot run at all (pool shut down, initializer failed).
 
-A backend may also deliver a chunk's results still pickled, as a :class:`ChunkArrived`: the
-job's thread then calls its ``decode()`` for the ``ChunkDone`` (or ``ChunkUndecodable``).
+A backend may also deliver a chunk's results still pickled, as a `ChunkArrived`: the
+job's thread then calls its `decode()` for the `ChunkDone` (or `ChunkUndecodable`).
 
-Before its outcome, a chunk may also deliver any number of :class:`ChunkProgress` reports
-(a running task called ``parmap.report_progress``).
+Before its outcome, a chunk may also deliver any number of `ChunkProgress` reports
+(a running task called `parmap.report_progress`).
 
-Backends are looked up by name with :func:`get_backend`, which imports the module
-``parmap.backends.<name>`` lazily and reads its ``backend_class``; optional backends (dask)
-fail there with an ``ImportError`` that says what to install.
+Backends are looked up by name with `get_backend()`, which imports the module
+`parmap.backends.<name>` lazily and reads its `backend_class`; optional backends (dask)
+fail there with an `ImportError` that says what to install.
 """
 
 from __future__ import annotations
@@ -71,13 +71,13 @@ class JobSpec:
     timeout: float | None
     max_tasks_per_worker: int | None
     seed: int | None
-    #: Measure each item's duration (``stats=True``).
+    #: Measure each item's duration (`stats=True`).
     profile: bool
-    #: Items of an ``async def`` task each worker awaits at once.
+    #: Items of an `async def` task each worker awaits at once.
     concurrency: int
-    #: Filled by a backend that ships functions: ``(key, pickled function)``, computed once.
+    #: Filled by a backend that ships functions: `(key, pickled function)`, computed once.
     function_payload: tuple[bytes, bytes] | None
-    #: The map's ``shared=`` object and its key (``None`` without one): see `parmap._sharing`.
+    #: The map's `shared=` object and its key (`None` without one): see `parmap._sharing`.
     shared: SharedObject | None
     #: Filled by a backend that ships the shared object: its encoded form, made once per
     #: pool and held by each job that uses it.
@@ -118,11 +118,11 @@ class JobSpec:
 
     @property
     def shared_value(self) -> Any:
-        """What `parmap.shared()` returns in this job's tasks (``NO_SHARED`` without one)."""
+        """What `parmap.shared()` returns in this job's tasks (`NO_SHARED` without one)."""
         return NO_SHARED if self.shared is None else self.shared.value
 
     def pickle_function(self) -> tuple[bytes, bytes]:
-        """``(key, pickled function)``, pickled on the first call only.
+        """`(key, pickled function)`, pickled on the first call only.
 
         Raises:
             SerializationError: the function cannot be pickled.
@@ -149,7 +149,7 @@ class ChunkTask:
     #: only its item. Off by default (the fast path runs items in C); set when a chunk is
     #: re-run after its worker died somewhere inside it or its results could not be decoded.
     careful: bool
-    #: ``time.monotonic()`` when the engine submitted it and when a worker received it.
+    #: `time.monotonic()` when the engine submitted it and when a worker received it.
     submitted_at: float
     dispatched_at: float
 
@@ -190,7 +190,7 @@ class ChunkDone(NamedTuple):
 
 
 class ChunkProgress(NamedTuple):
-    """The task at ``position`` reported it is ``fraction`` done (not an outcome: more follow)."""
+    """The task at `position` reported it is `fraction` done (not an outcome: more follow)."""
 
     task: ChunkTask
     position: int
@@ -240,13 +240,13 @@ Outcome = Union[ChunkDone, ChunkLost, ChunkUndecodable, ChunkFailed, ChunkProgre
 
 
 class Backend(abc.ABC):
-    """A pool of workers of one kind, shared by every job with the same :class:`PoolConfig`."""
+    """A pool of workers of one kind, shared by every job with the same `PoolConfig`."""
 
-    #: Compute time "auto" chunking aims for per chunk on this backend; ``None`` keeps the
+    #: Compute time "auto" chunking aims for per chunk on this backend; `None` keeps the
     #: policy's default. A backend with a costly per-chunk round trip (dask) asks for more.
     target_chunk_seconds: float | None = None
 
-    #: True where a ``timeout`` stops the overrunning item (the process backend kills its
+    #: True where a `timeout` stops the overrunning item (the process backend kills its
     #: worker); False where the item is reported once it returns (threads, serial, Dask).
     timeouts_kill: bool = False
 
@@ -255,12 +255,12 @@ class Backend(abc.ABC):
 
     @classmethod
     def nested_config(cls, config: PoolConfig, *, daemonic: bool) -> PoolConfig:
-        """The pool a map asking for ``config`` uses when it is called inside a task.
+        """The pool a map asking for `config` uses when it is called inside a task.
 
-        joblib's ``get_nested_backend`` idea: each backend decides what its own kind of map
-        becomes when nested. ``config.depth`` is already the nesting depth (1 inside a task
-        of the main program's pools); ``daemonic`` is True in a process that may not have
-        children (a parmap or Dask worker process, a ``multiprocessing.Pool`` worker).
+        joblib's `get_nested_backend` idea: each backend decides what its own kind of map
+        becomes when nested. `config.depth` is already the nesting depth (1 inside a task
+        of the main program's pools); `daemonic` is True in a process that may not have
+        children (a parmap or Dask worker process, a `multiprocessing.Pool` worker).
         The registry asks once per map, nested or not (a Dask task at depth 0 is nested
         for Dask). The default keeps the config as it is.
         """
@@ -268,7 +268,7 @@ class Backend(abc.ABC):
 
     @classmethod
     def prepare(cls, config: PoolConfig) -> None:
-        """Called in the caller's thread when a map for ``config`` begins, before parmap
+        """Called in the caller's thread when a map for `config` begins, before parmap
         starts any thread for it (a background reader, the hashing helpers) and before the
         pool exists: what a pool must set up from a one-thread process goes here (the
         process backend's fork server). The default does nothing.
@@ -284,7 +284,7 @@ class Backend(abc.ABC):
         return
 
     def check_item(self, item: Any) -> None:
-        """Raise ``SerializationError`` if ``item`` cannot travel to a worker.
+        """Raise `SerializationError` if `item` cannot travel to a worker.
 
         The engine calls it on each item of a chunk that could not be pickled, to fail only
         the bad items. Backends that pickle nothing (serial, thread) accept every item.
@@ -298,14 +298,14 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def submit(self, task: ChunkTask) -> None:
-        """Queue ``task``; its outcome is delivered later through ``task.job.deliver``.
+        """Queue `task`; its outcome is delivered later through `task.job.deliver`.
 
-        Raises ``SerializationError`` synchronously when the chunk cannot be pickled.
+        Raises `SerializationError` synchronously when the chunk cannot be pickled.
         """
 
     @abc.abstractmethod
     def cancel(self, job_id: int, *, stop_running: bool) -> None:
-        """Drop the job's queued chunks; with ``stop_running``, also stop its running ones."""
+        """Drop the job's queued chunks; with `stop_running`, also stop its running ones."""
 
     @abc.abstractmethod
     def shutdown(self) -> None:
@@ -318,7 +318,7 @@ class Backend(abc.ABC):
 
 
 def get_backend(name: str) -> type[Backend]:
-    """Import the backend module ``parmap.backends.<name>`` and return its backend class.
+    """Import the backend module `parmap.backends.<name>` and return its backend class.
 
     Raises:
         ImportError: an optional backend's dependencies are missing (the message says

@@ -1,63 +1,65 @@
-"""Dask backend: the same semantics on a ``dask.distributed`` cluster.
+"""Dask backend: the same semantics on a `dask.distributed` cluster.
 
-Each :class:`ChunkTask` becomes one Dask task. Nothing here blocks the engine's thread
+Each `ChunkTask` becomes one Dask task. Nothing here blocks the engine's thread
 while a task runs: chunks are handed to the client's event loop, and each result is
-fetched there by a coroutine that delivers the outcome::
+fetched there by a coroutine that delivers the outcome:
 
-    engine thread              client event loop                      Dask worker (any host)
-    -------------              -----------------                      ----------------------
-    submit(task)
-      pickle chunk (once)
-      outbox.append ---------> _flush(): client.map(_run_task, ...) -> _run_task(...)
-                                 (one graph update per batch)           load function (cached by key)
-                                                                        initializer (once per process)
-                                                                        run_chunk(...)  # as every backend
-    job.deliver(outcome) <---- _collect(): await gather(future) <----- tagged, pickled results
+```text
+engine thread              client event loop                      Dask worker (any host)
+-------------              -----------------                      ----------------------
+submit(task)
+  pickle chunk (once)
+  outbox.append ---------> _flush(): client.map(_run_task, ...) -> _run_task(...)
+                             (one graph update per batch)           load function (cached by key)
+                                                                    initializer (once per process)
+                                                                    run_chunk(...)  # as every backend
+job.deliver(outcome) <---- _collect(): await gather(future) <----- tagged, pickled results
+```
 
-Why not ``add_done_callback`` and ``future.result()``: Dask runs every done-callback of a
-process in one thread, where each ``result()`` is a blocking round trip, so results came
-back one at a time. Measured on a LocalCluster, 200 single-task ``client.submit`` calls plus
-200 ``result()`` calls cost about twice the client and scheduler CPU of one ``client.map``
-and one ``gather``: so chunks submitted together go as one graph update, and the
+Why not `add_done_callback` and `future.result()`: Dask runs every done-callback of a
+process in one thread, where each `result()` is a blocking round trip, so results came
+back one at a time. Measured on a LocalCluster, 200 single-task `client.submit` calls plus
+200 `result()` calls cost about twice the client and scheduler CPU of one `client.map`
+and one `gather`: so chunks submitted together go as one graph update, and the
 coroutines' concurrent fetches are merged by Dask into one request per worker.
 
 Which cluster (decided once, when the pool is created):
 
-* ``address=``: a client connected to that scheduler, owned (closed) by the pool;
-* ``client=``: that client, never closed by parmap;
-* neither: the current client (``distributed.get_client()``) when there is one, never
-  closed by parmap; otherwise a ``LocalCluster`` on 127.0.0.1 with ``workers`` worker
+* `address=`: a client connected to that scheduler, owned (closed) by the pool;
+* `client=`: that client, never closed by parmap;
+* neither: the current client (`distributed.get_client()`) when there is one, never
+  closed by parmap; otherwise a `LocalCluster` on 127.0.0.1 with `workers` worker
   processes of one thread each, owned by the pool and closed at shutdown (and at exit).
   It listens on loopback only and speaks TLS with credentials made for it alone
-  (``Security.temporary()``), so no other process of the machine can use it.
+  (`Security.temporary()`), so no other process of the machine can use it.
 
 The caller's own modules travel by value to a cluster parmap did not start (see
-[parmap._shipping][]): pickling for the cluster happens inside ``_transport.shipping``.
+[parmap._shipping][]): pickling for the cluster happens inside `_transport.shipping`.
 
 Semantics that differ because of what Dask can do:
 
-* ``timeout``: Dask cannot interrupt a running task, so, as on the thread backend, an item
-  that overran is reported as :class:`~parmap.TaskTimeoutError` once it returns.
+* `timeout`: Dask cannot interrupt a running task, so, as on the thread backend, an item
+  that overran is reported as [`TaskTimeoutError`][parmap.TaskTimeoutError] once it returns.
 * A lost worker: Dask itself runs the task again on another worker (up to the scheduler's
-  ``distributed.scheduler.allowed-failures``); after that the loss reaches the engine as a
-  :class:`~parmap.WorkerLostError`, and ``retries`` applies as on every backend. A lost
-  connection to the scheduler fails the job with :class:`~parmap.PoolClosedError` naming its
+  `distributed.scheduler.allowed-failures`); after that the loss reaches the engine as a
+  [`WorkerLostError`][parmap.WorkerLostError], and `retries` applies as on every backend. A lost
+  connection to the scheduler fails the job with [`PoolClosedError`][parmap.PoolClosedError] naming its
   address; a client parmap made does not reconnect (the next map makes a new pool).
-* ``cancel`` releases the job's futures: queued tasks never start; a task already running
+* `cancel` releases the job's futures: queued tasks never start; a task already running
   finishes on its worker and its result is dropped.
-* ``max_tasks_per_worker`` does not apply: parmap does not manage Dask's worker processes.
-* ``max_worker_memory`` becomes the ``memory_limit`` of each worker of the LocalCluster
+* `max_tasks_per_worker` does not apply: parmap does not manage Dask's worker processes.
+* `max_worker_memory` becomes the `memory_limit` of each worker of the LocalCluster
   parmap starts, which Dask enforces with its own policy (spill to disk, pause, restart
-  the worker); with ``address=``, ``client=`` or a current client it is a ``ValueError``.
-* Nested maps: a Dask-backend map with no ``address``/``client``, called inside a task
+  the worker); with `address=`, `client=` or a current client it is a `ValueError`.
+* Nested maps: a Dask-backend map with no `address`/`client`, called inside a task
   (a parmap task on any backend, or any Dask task), runs inline in that task's thread, like
   the serial backend. A task then never waits for cluster slots held by its own job, so
   nesting cannot deadlock; the outer map already spreads the work. With a cluster named
   explicitly, the inner map goes to that cluster.
 
 The function is pickled once per job with cloudpickle and identified by the digest of its
-pickle; each worker process unpickles it once and keeps it (:data:`MAX_CACHED_FUNCTIONS`).
-A function or chunk whose pickle is :data:`SCATTER_MIN_BYTES` or more is scattered to the
+pickle; each worker process unpickles it once and keeps it (`MAX_CACHED_FUNCTIONS`).
+A function or chunk whose pickle is `SCATTER_MIN_BYTES` or more is scattered to the
 workers instead of travelling inside the task graph (Dask warns about large graphs).
 """
 
@@ -127,7 +129,7 @@ MAX_SHARED_OBJECTS = _sharing.MAX_KEPT
 #: scheduler would relay the bytes (and warns about large graphs from 10 MB).
 SCATTER_MIN_BYTES = 1 << 20
 
-#: How long ``shutdown`` gives an owned client and cluster to close. An owned LocalCluster
+#: How long `shutdown` gives an owned client and cluster to close. An owned LocalCluster
 #: kills workers that are still busy after this, so shutdown stays prompt with work running.
 CLOSE_TIMEOUT_SECONDS = 5.0
 
@@ -169,13 +171,13 @@ class _Running:
 
 
 class DaskBackend(Backend):
-    """Chunks as Dask tasks on a ``dask.distributed`` cluster (see the module docstring)."""
+    """Chunks as Dask tasks on a `dask.distributed` cluster (see the module docstring)."""
 
-    #: Compute per chunk that ``chunksize="auto"`` should aim for on Dask, whose per-task
+    #: Compute per chunk that `chunksize="auto"` should aim for on Dask, whose per-task
     #: overhead (about 1 ms of scheduler and network work) is some five times a process
     #: pool's: 0.1 s keeps it near 1 %. Measured on 200 items of 10 ms: 0.78 x hand-written
-    #: ``client.map`` with this target, 1.14 x with the default 20 ms. Not read by the engine
-    #: yet (it uses ``_chunking.TARGET_CHUNK_SECONDS`` for every backend).
+    #: `client.map` with this target, 1.14 x with the default 20 ms. Not read by the engine
+    #: yet (it uses `_chunking.TARGET_CHUNK_SECONDS` for every backend).
     target_chunk_seconds = 0.1
 
     def __init__(self, config: PoolConfig) -> None:
@@ -198,8 +200,8 @@ class DaskBackend(Backend):
         #: The modules shipped by value, and (module count, directory) when they were found.
         self._ship: frozenset[str] = frozenset()
         self._ship_state: tuple[int, str] | None = None
-        #: Tasks report in-task progress (``report_progress``) as Dask events on this topic;
-        #: the client hands them to the job of the chunk they name (see ``_on_progress_event``).
+        #: Tasks report in-task progress (`report_progress`) as Dask events on this topic;
+        #: the client hands them to the job of the chunk they name (see `_on_progress_event`).
         self._progress_topic = f"parmap-progress-{uuid.uuid4().hex}"
         self._connect(options.get("client"))
         self._subscribe()
@@ -216,7 +218,7 @@ class DaskBackend(Backend):
 
         A task then never waits for cluster slots held by its own job, so nesting cannot
         deadlock; the outer map already spreads the work. A cluster named explicitly
-        (``address=`` or ``client=``) gets the inner map too.
+        (`address=` or `client=`) gets the inner map too.
         """
         named = config.backend_options.get("client") is not None or config.backend_options.get("address") is not None
         if not named and (config.depth > 0 or _inside_dask_task()):
@@ -226,7 +228,7 @@ class DaskBackend(Backend):
     # ------------------------------------------------------------------ setup
 
     def _connect(self, client: Any) -> None:
-        """Pick the cluster: ``client``, ``address``, the current client, or a new LocalCluster."""
+        """Pick the cluster: `client`, `address`, the current client, or a new LocalCluster."""
         if client is not None:
             if client.status in ("closing", "closed"):
                 raise PoolStartError(
@@ -339,7 +341,7 @@ class DaskBackend(Backend):
 
     @property
     def workers(self) -> int:
-        """The cluster's total threads (the pool's ``workers`` for an owned LocalCluster)."""
+        """The cluster's total threads (the pool's `workers` for an owned LocalCluster)."""
         if self._cluster is not None:
             return self.config.workers
         try:  # what the client last heard from the scheduler: no round trip, so never a wait
@@ -354,11 +356,11 @@ class DaskBackend(Backend):
 
     @property
     def client(self) -> Any:
-        """The ``distributed.Client`` this pool submits to."""
+        """The `distributed.Client` this pool submits to."""
         return self._client
 
     def submit(self, task: ChunkTask) -> None:
-        """Queue ``task`` as one Dask task; the client's event loop sends it and delivers its outcome.
+        """Queue `task` as one Dask task; the client's event loop sends it and delivers its outcome.
 
         Raises:
             SerializationError: the function or the chunk cannot be pickled.
@@ -395,7 +397,7 @@ class DaskBackend(Backend):
             self._client.loop.add_callback(self._flush)
 
     def check_item(self, item: Any) -> None:
-        """Raise ``SerializationError`` if ``item`` cannot be pickled (used to find the bad item)."""
+        """Raise `SerializationError` if `item` cannot be pickled (used to find the bad item)."""
         try:
             with self._shipping():
                 _transport.dumps(item)
@@ -503,7 +505,7 @@ class DaskBackend(Backend):
     def _flush(self) -> None:
         """Runs on the client's event loop: send every chunk submitted since the last flush.
 
-        One ``client.map`` call makes one graph update for the whole batch: the engine
+        One `client.map` call makes one graph update for the whole batch: the engine
         submits several chunks in a row, and Dask's scheduler spends far less per task on
         one message of many tasks than on many messages of one.
         """
@@ -535,7 +537,7 @@ class DaskBackend(Backend):
                 _release_future(future)
 
     def _on_progress_event(self, event: tuple[float, Any]) -> None:
-        """Runs on the client's event loop: a task's ``report_progress``, for its job's bar.
+        """Runs on the client's event loop: a task's `report_progress`, for its job's bar.
 
         Reports travel apart from results, so one may arrive after its chunk's result: the
         engine ignores reports for chunks it no longer waits for.
@@ -547,7 +549,7 @@ class DaskBackend(Backend):
             _deliver(ChunkProgress(entry.task, int(position), float(fraction)))
 
     async def _collect(self, future: Any) -> None:
-        """Runs on the client's event loop: wait for ``future``, fetch its result, deliver one outcome.
+        """Runs on the client's event loop: wait for `future`, fetch its result, deliver one outcome.
 
         Gathers awaited together are merged by Dask into one request per worker, so results
         come back in batches; nothing blocks a thread while a task runs.
@@ -601,7 +603,7 @@ class DaskBackend(Backend):
                 )
             except BaseException as unpickling:
                 return undecodable_outcome(task, unpickling)
-            # The worker's clock is not ours: it started about ``task_seconds`` before the
+            # The worker's clock is not ours: it started about `task_seconds` before the
             # result arrived, which bounds the time the chunk waited in Dask's queues.
             task.dispatched_at = min(arrived, max(task.dispatched_at, arrived - task_seconds))
             transport = worker_transport + time.perf_counter() - decode_started
@@ -733,7 +735,7 @@ def _release(entries: Sequence[_Running]) -> None:
 
 
 def _release_future(future: Any) -> None:
-    """Drop our claim on ``future``'s key without waiting (the scheduler forgets unused work)."""
+    """Drop our claim on `future`'s key without waiting (the scheduler forgets unused work)."""
     try:
         future.release()
     except Exception:  # the client is closed: nothing left to release
@@ -760,7 +762,7 @@ def _temporary_security() -> Any:
 
 
 def _inside_dask_task() -> bool:
-    """True in a thread that runs a Dask task (``distributed.get_worker()`` answers)."""
+    """True in a thread that runs a Dask task (`distributed.get_worker()` answers)."""
     try:
         distributed.get_worker()
     except ValueError:
@@ -784,14 +786,14 @@ def _run_task(
     settings: tuple[tuple[bytes, bytes] | None, int, tuple[str, str]],
     shared: Any = NO_SHARED,
 ) -> bytes:
-    """The Dask task: run one chunk with :func:`run_chunk`; return tagged, pickled results.
+    """The Dask task: run one chunk with `run_chunk()`; return tagged, pickled results.
 
-    ``chunk`` is an in-band encoded ``ChunkCall``; ``settings`` is ``(initializer, depth,
-    (progress topic, task key))``; ``shared`` is the map's shared object (Dask resolves its
-    broadcast future here). The results travel as a ``ChunkResult`` encoded by the
-    shared codec (in band), after a small pickled ``(worker address, task seconds,
-    transport seconds)``. Never raises for an item's error (that is part of the results); returns an
-    ``_UNLOADABLE`` or ``_INIT_FAILED`` tag with the traceback text when the chunk cannot
+    `chunk` is an in-band encoded `ChunkCall`; `settings` is `(initializer, depth,
+    (progress topic, task key))`; `shared` is the map's shared object (Dask resolves its
+    broadcast future here). The results travel as a `ChunkResult` encoded by the
+    shared codec (in band), after a small pickled `(worker address, task seconds,
+    transport seconds)`. Never raises for an item's error (that is part of the results); returns an
+    `_UNLOADABLE` or `_INIT_FAILED` tag with the traceback text when the chunk cannot
     run at all.
     """
     started = time.perf_counter()
@@ -838,7 +840,7 @@ def _run_task(
 
 
 def _report_progress(worker: Any, topic: str, dask_key: str, position: int, fraction: float) -> None:
-    """A task's (already throttled) ``report_progress``: an event the client is subscribed to."""
+    """A task's (already throttled) `report_progress`: an event the client is subscribed to."""
     worker.log_event(topic, [dask_key, position, fraction])
 
 

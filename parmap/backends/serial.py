@@ -64,7 +64,7 @@ def run_in_this_thread(
     seed_globals: bool = True,
     restore_globals: bool = False,
 ) -> ChunkDone:
-    """Run ``task`` in the calling thread (serial and thread backends): no pickling at all.
+    """Run `task` in the calling thread (serial and thread backends): no pickling at all.
 
     An `async def` task runs on this thread's loop from `loops` (the backend's; by default
     the process's). The job's shared object is what `parmap.shared()` returns meanwhile.

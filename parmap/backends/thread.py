@@ -1,10 +1,10 @@
 """Thread backend: the same semantics in threads of this process.
 
 For I/O-bound tasks and for functions that release the GIL. Nothing is pickled. Threads
-cannot be killed, so ``timeout`` reports an overrunning item once it returns, and
-``max_tasks_per_worker`` has nothing to recycle. An ``async def`` task's items are awaited
-on each thread's own loop: there ``timeout`` cancels an overrunning item, and cancelling a
-job (``AsyncResult.cancel()``) cancels its running items too.
+cannot be killed, so `timeout` reports an overrunning item once it returns, and
+`max_tasks_per_worker` has nothing to recycle. An `async def` task's items are awaited
+on each thread's own loop: there `timeout` cancels an overrunning item, and cancelling a
+job (`AsyncResult.cancel()`) cancels its running items too.
 """
 
 from __future__ import annotations
