@@ -21,28 +21,18 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, Union
 
-from . import _cpus
+from . import _cpus, _options
 from ._state import NO_SHARED
 
 BACKEND_NAMES = ("process", "thread", "serial", "dask")
 START_METHODS = ("fork", "spawn", "forkserver")
 CHECKPOINT_MODES = ("resume", "overwrite")
 
-#: The options that pick a pool: given to `@parallel(...)` or `parmap.config(...)`, never
-#: to a map call (a per-call value would need a pool of its own for that call). The error
-#: for one given to a map call says where it goes (see [parmap._advice][]).
-POOL_OPTIONS = (
-    "workers",
-    "backend",
-    "start_method",
-    "initializer",
-    "initargs",
-    "max_worker_memory",
-    "address",
-    "client",
-    "ship_modules",
-    "inner_threads",
-)
+#: The options that pick a pool (see [parmap._options][]): given to `@parallel(...)` or
+#: `parmap.config(...)`, never to a map call (a per-call value would need a pool of its own
+#: for that call). The error for one given to a map call says where it goes
+#: (see [parmap._advice][]).
+POOL_OPTIONS = _options.POOL_OPTIONS
 
 Chunksize = Union[int, Literal["auto"]]
 ProgressOption = Union[bool, Mapping[str, Any]]

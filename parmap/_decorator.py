@@ -36,6 +36,7 @@ from ._chunking import CostEstimate
 from ._config import INNER_THREADS_AUTO, POOL_OPTIONS, MapOptions, PoolConfig, validate_map_options
 from ._engine import Job, StopIterationEscape, surfaced
 from ._interrupts import counting_interrupts
+from ._options import CALL_OPTIONS
 from ._progress import make_progress
 from ._result import AsyncResult
 from ._scope import Resolver
@@ -178,7 +179,7 @@ class ParallelOptions(MapOverrides, total=False):
 
 _BACKEND_KEYS = ("address", "client")
 #: Every option of `parallel()` and `parmap.config()`: the pool's, then the job's.
-OPTION_NAMES = (*POOL_OPTIONS, *MapOverrides.__annotations__)
+OPTION_NAMES = (*POOL_OPTIONS, *CALL_OPTIONS)
 
 
 def _split_settings(settings: Mapping[str, Any], where: str = "parallel()") -> tuple[PoolConfig, MapOptions]:
@@ -214,7 +215,7 @@ def _split_settings(settings: Mapping[str, Any], where: str = "parallel()") -> t
     )
     if backend_options and config.backend != "dask":
         raise ValueError(f"{', '.join(backend_options)} only apply to backend='dask'")
-    job_settings = {key: value for key, value in settings.items() if key in MapOverrides.__annotations__}
+    job_settings = {key: value for key, value in settings.items() if key in CALL_OPTIONS}
     return config, MapOptions(**validate_map_options(job_settings))
 
 
@@ -1072,29 +1073,26 @@ def parallel(
 ) -> Union[ParallelFunction[Any, Any], _Decorator]:
     """Make `function` runnable in parallel: `@parallel`, `@parallel(...)` or `parallel(fn, ...)`.
 
-    Options (all keyword-only; every map method also takes the per-call ones):
+    The decorated function is still called as before, in this process, and gains the map
+    methods of a [`ParallelFunction`][parmap.ParallelFunction] (`map`, `imap`,
+    `imap_unordered`, `starmap`, `map_async`, `starmap_async`, `aimap`, `aimap_unordered`).
+    Every function with the same pool options shares one pool, created on first use.
 
-    * `workers`: int >= 1, default the usable CPU count ([parmap.default_workers][]: affinity
-      and container CPU quotas included).
-    * `backend`: `"process"` (default), `"thread"`, `"serial"` or `"dask"`.
-    * `start_method`: `None` (multiprocessing's default), `"fork"`, `"spawn"`, `"forkserver"`.
-    * `initializer`, `initargs`: run once in each worker.
-    * `max_worker_memory`: resident memory a worker process may use, an int of bytes or a
-      string (`"2GB"`, `"512MiB"`); a worker above it after a chunk is replaced, one far
-      above it mid-item is killed (`WorkerLostError`). Process and Dask backends only.
-    * `inner_threads`: native threads (BLAS, OpenMP, numexpr, ...) per worker process, an
-      int >= 1; default `"auto"`: `cpus // workers`, keeping any `OMP_NUM_THREADS` and
-      the like set in the environment (an int overrides them); `None` leaves the
-      environment and the pools alone. Process backend only (the others ignore it).
-    * `address`, `client`: the Dask cluster (`backend="dask"` only).
-    * `ship_modules`: modules (or their names) the Dask workers get by value, besides the
-      caller's own (files under the script's directory or the current directory), which go
-      automatically; never installed packages. Dask only: the other backends ignore it.
-    * per call: `chunksize` (`"auto"` or int >= 1), `progress` (bool or tqdm kwargs),
-      `timeout`, `retries`, `retry_on`, `return_exceptions`, `max_tasks_per_worker`,
-      `max_in_flight`, `seed`, `checkpoint`, `checkpoint_mode`, `stats`,
-      `concurrency` (`async def` tasks: items awaited at once per worker, default 1),
-      `shared` (one object the tasks read with `parmap.shared()`, sent to each worker once).
+    Args:
+        function: the function, method, `functools.partial` or callable object to run in
+            parallel (plain or `async def`); left out in the `@parallel(...)` form, which
+            returns the decorator.
+        **settings: keyword-only options, each described in the
+            [option tables](#pool-options). The pool options, which pick the shared pool:
+            `workers`, `backend`, `start_method`, `initializer`, `initargs`,
+            `max_worker_memory`, `inner_threads`, `address`, `client`, `ship_modules`. And
+            the defaults of the per-call options, which every map method also takes:
+            `chunksize`, `progress`, `timeout`, `retries`, `retry_on`, `return_exceptions`,
+            `max_tasks_per_worker`, `max_in_flight`, `seed`, `checkpoint`,
+            `checkpoint_mode`, `stats`, `concurrency`, `shared`.
+
+    Returns:
+        The decorated function, or (without `function`) a decorator that makes one.
 
     Raises:
         TypeError: an option has the wrong type, `function` is not callable, or it is a

@@ -38,6 +38,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import _options
+
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
@@ -46,22 +48,15 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Options that apply to some backends only, and those backends. A lower layer's value is
-#: dropped when a higher layer picks a backend outside its set.
+#: Options that apply to some backends only, and those backends (from [parmap._options][]).
+#: A lower layer's value is dropped when a higher layer picks a backend outside its set.
 BACKEND_ONLY: Mapping[str, tuple[str, ...]] = {
-    "address": ("dask",),
-    "client": ("dask",),
-    "ship_modules": ("dask",),
-    "start_method": ("process",),
-    "max_worker_memory": ("process", "dask"),
+    option.name: option.backends for option in _options.OPTIONS if option.backends is not None
 }
 
-#: The environment variables and the option each sets.
+#: The environment variables and the option each sets (from [parmap._options][]).
 ENVIRONMENT_VARIABLES: Mapping[str, str] = {
-    "PARMAP_WORKERS": "workers",
-    "PARMAP_BACKEND": "backend",
-    "PARMAP_START_METHOD": "start_method",
-    "PARMAP_PROGRESS": "progress",
+    option.environment: option.name for option in _options.OPTIONS if option.environment is not None
 }
 
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
@@ -94,11 +89,11 @@ _scopes: contextvars.ContextVar[tuple[Layer, ...]] = contextvars.ContextVar("par
 class config(contextlib.ContextDecorator):  # lower case: used like a function, `with parmap.config(...)`
     """Settings for every decorated function called inside: `with parmap.config(workers=2): ...`.
 
-    Takes the options of [parallel][parmap.parallel], pool options (`workers`, `backend`,
-    `start_method`, `initializer`, `initargs`, `max_worker_memory`, `inner_threads`, `address`,
-    `client`) and per-call options (`progress`, `chunksize`, `timeout`, `retries`, ...)
-    alike. Inside the block, every map of every decorated function (yours and those of the
-    libraries you call) uses them unless the call passes its own. The order, each winning
+    Takes every option of [parallel][parmap.parallel], pool options (`workers`, `backend`,
+    ...) and per-call options (`progress`, `chunksize`, `timeout`, ...) alike: the
+    [option tables](#pool-options) list them all. Inside the block, every map of every
+    decorated function (yours and those of the libraries you call) uses them unless the
+    call passes its own. The order, each winning
     over the next: per-call keyword, innermost `config()`, environment (`PARMAP_*`),
     decorator, built-in default.
 
