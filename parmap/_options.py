@@ -46,7 +46,8 @@ class Option:
         meaning: what it does, one Markdown paragraph; links are relative to `docs/`.
         backends: the backends it applies to; a lower layer's value is dropped when a higher
             layer picks another backend (`None`: every backend).
-        environment: the `PARMAP_*` variable that sets it, if any.
+        environment: the `PARMAP_*` variable that sets it, if any, and the values it takes
+            (Markdown).
     """
 
     __slots__ = ("backends", "default", "environment", "meaning", "name", "scope", "values")
@@ -60,7 +61,7 @@ class Option:
         meaning: str,
         *,
         backends: Union[tuple[str, ...], None] = None,
-        environment: Union[str, None] = None,
+        environment: Union[tuple[str, str], None] = None,
     ) -> None:
         self.name = name
         self.scope = scope
@@ -83,7 +84,7 @@ OPTIONS: tuple[Option, ...] = (
         "`None`: the CPUs this process may use ([`default_workers()`][parmap.default_workers]: "
         "its affinity, its container's CPU quota)",
         "Worker processes (or threads, or Dask tasks at once).",
-        environment="PARMAP_WORKERS",
+        environment=("PARMAP_WORKERS", "an int >= 1"),
     ),
     Option(
         "backend",
@@ -92,7 +93,7 @@ OPTIONS: tuple[Option, ...] = (
         '`"process"`',
         "Where items run: worker processes, threads of this process, the calling thread (for "
         "debugging), or a Dask cluster; see [backends](user-guide.md#backends).",
-        environment="PARMAP_BACKEND",
+        environment=("PARMAP_BACKEND", "`process`, `thread`, `serial`, `dask`"),
     ),
     Option(
         "start_method",
@@ -101,7 +102,7 @@ OPTIONS: tuple[Option, ...] = (
         "`None`: multiprocessing's default",
         "How worker processes start; see [start methods](user-guide.md#start-methods). The process backend only.",
         backends=("process",),
-        environment="PARMAP_START_METHOD",
+        environment=("PARMAP_START_METHOD", "`fork`, `spawn`, `forkserver`"),
     ),
     Option(
         "initializer",
@@ -173,7 +174,11 @@ OPTIONS: tuple[Option, ...] = (
         "bool or a dict of tqdm keyword arguments",
         "`False`",
         "`True` for a tqdm bar; a dict's `tqdm_class` picks the bar's class; see [progress bars](progress.md).",
-        environment="PARMAP_PROGRESS",
+        environment=(
+            "PARMAP_PROGRESS",
+            "`0` (every bar off, per-call `progress=True` included) or `1` (bars on); also "
+            "`false`/`true`, `no`/`yes`, `off`/`on`",
+        ),
     ),
     Option(
         "timeout",
@@ -312,7 +317,7 @@ def options_table(scope: str) -> str:
     rows = ["| option | values | default | meaning |", "|---|---|---|---|"]
     for option in OPTIONS:
         if option.scope == scope:
-            extra = f" Also `{option.environment}`." if option.environment else ""
+            extra = f" Also `{option.environment[0]}`." if option.environment else ""
             rows.append(
                 f'| <span id="option-{option.name}"></span>`{option.name}` | {_cell(option.values)} '
                 f"| {_cell(option.default)} | {_cell(option.meaning + extra)} |"
@@ -325,7 +330,8 @@ def environment_table() -> str:
     rows = ["| variable | sets | values |", "|---|---|---|"]
     for option in OPTIONS:
         if option.environment:
-            rows.append(f"| `{option.environment}` | `{option.name}` | {_cell(option.values)} |")
+            variable, values = option.environment
+            rows.append(f"| `{variable}` | `{option.name}` | {_cell(values)} |")
     return "\n".join(rows) + "\n"
 
 

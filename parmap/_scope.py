@@ -56,7 +56,7 @@ BACKEND_ONLY: Mapping[str, tuple[str, ...]] = {
 
 #: The environment variables and the option each sets (from [parmap._options][]).
 ENVIRONMENT_VARIABLES: Mapping[str, str] = {
-    option.environment: option.name for option in _options.OPTIONS if option.environment is not None
+    option.environment[0]: option.name for option in _options.OPTIONS if option.environment is not None
 }
 
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
