@@ -44,7 +44,7 @@ def default_workers() -> int:
     The smallest of the process's CPU affinity, its cgroups' CPU quota (cgroup v2 `cpu.max`
     or v1 `cpu.cfs_quota_us`, rounded up: a container given `--cpus=1.5` runs two workers)
     and `os.process_cpu_count()` on Python 3.13+; at least 1. Not the machine's total,
-    which in a container is often far more than it may use (see `parmap._cpus`).
+    which in a container is often far more than it may use.
     """
     return _cpus.available_cpus()
 

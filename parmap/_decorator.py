@@ -1078,21 +1078,22 @@ def parallel(
     `imap_unordered`, `starmap`, `map_async`, `starmap_async`, `aimap`, `aimap_unordered`).
     Every function with the same pool options shares one pool, created on first use.
 
+    The options are keyword-only, each described in the [option tables](#pool-options): the
+    pool options, which pick the shared pool (`workers`, `backend`, `start_method`,
+    `initializer`, `initargs`, `max_worker_memory`, `inner_threads`, `address`, `client`,
+    `ship_modules`), and the defaults of the per-call options, which every map method also
+    takes (`chunksize`, `progress`, `timeout`, `retries`, `retry_on`, `return_exceptions`,
+    `max_tasks_per_worker`, `max_in_flight`, `seed`, `checkpoint`, `checkpoint_mode`,
+    `stats`, `concurrency`, `shared`).
+
     Args:
         function: the function, method, `functools.partial` or callable object to run in
             parallel (plain or `async def`); left out in the `@parallel(...)` form, which
             returns the decorator.
-        **settings: keyword-only options, each described in the
-            [option tables](#pool-options). The pool options, which pick the shared pool:
-            `workers`, `backend`, `start_method`, `initializer`, `initargs`,
-            `max_worker_memory`, `inner_threads`, `address`, `client`, `ship_modules`. And
-            the defaults of the per-call options, which every map method also takes:
-            `chunksize`, `progress`, `timeout`, `retries`, `retry_on`, `return_exceptions`,
-            `max_tasks_per_worker`, `max_in_flight`, `seed`, `checkpoint`,
-            `checkpoint_mode`, `stats`, `concurrency`, `shared`.
 
     Returns:
-        The decorated function, or (without `function`) a decorator that makes one.
+        ParallelFunction: the decorated function; without `function`, a decorator that
+            makes one.
 
     Raises:
         TypeError: an option has the wrong type, `function` is not callable, or it is a
