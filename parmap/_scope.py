@@ -100,7 +100,8 @@ class config(contextlib.ContextDecorator):  # lower case: used like a function, 
     ```python
     import parmap
 
-    with parmap.config(backend="serial"):  # debug a library's parallel code in one process
+    # Debug a library's parallel code in one process:
+    with parmap.config(backend="serial"):
         ...
     with parmap.config(workers=2, progress=False):
         ...

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import inspect
 import os
 import re
 import subprocess
@@ -150,6 +151,48 @@ def test_page_code_blocks_run(page: Path, tmp_path: Path) -> None:
         f"each block ran from a file named after its page and line.\n"
         f"--- stdout (tail)\n{process.stdout[-3000:]}\n--- stderr (tail)\n{process.stderr[-5000:]}"
     )
+
+
+#: Characters of one code line that fit the content column at 1280 px: a code block is 688
+#: px wide inside its padding and its font 12.8 px; at JetBrains Mono's 0.6 em advance that
+#: is 89 characters, 85 with the Chromium fallback font's 7.55 px (measured in headless
+#: Chromium by `scripts/screenshots`). A longer line scrolls, and its comment is cut off.
+MAX_CODE_LINE = 85
+
+_ANY_FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)```(?P<info>[^\n]*)\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.MULTILINE | re.DOTALL
+)
+
+
+def long_code_lines(text: str, where: str) -> list[str]:
+    """Lines of `text`'s fenced code blocks (and the files they include) over `MAX_CODE_LINE`."""
+    long = []
+    for match in _ANY_FENCE.finditer(text):
+        if 'exec="on"' in match.group("info"):
+            continue  # prints Markdown (a table), not code
+        indent = match.group("indent")
+        body = _expand_includes("\n".join(line.removeprefix(indent) for line in match.group("body").split("\n")))
+        start = text.count("\n", 0, match.start()) + 2
+        long += [
+            f"{where}:{start + number}: {len(line)} characters"
+            for number, line in enumerate(body.splitlines())
+            if len(line) > MAX_CODE_LINE
+        ]
+    return long
+
+
+def test_code_lines_fit_the_page() -> None:
+    """No code block of the site scrolls sideways at 1280 px: not on a page, not in a
+    docstring the reference renders."""
+    long = [line for page in PAGES[1:] for line in long_code_lines(page.read_text(encoding="utf-8"), page.name)]
+    for name in parmap.__all__:
+        value = getattr(parmap, name)
+        long += long_code_lines(inspect.getdoc(value) or "", f"parmap.{name}")
+        for member, attribute in vars(value).items() if inspect.isclass(value) else ():
+            if not member.startswith("_"):
+                long += long_code_lines(inspect.getdoc(attribute) or "", f"parmap.{name}.{member}")
+    assert not long, f"code lines over {MAX_CODE_LINE} characters:\n" + "\n".join(long)
+    assert long_code_lines("```python\n" + "x" * 86 + "\n```\n", "page") == ["page:2: 86 characters"]
 
 
 def test_markers_are_rare_and_well_formed() -> None:

@@ -15,8 +15,12 @@ import html
 import importlib.util
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -93,16 +97,21 @@ def read_page(path: Path) -> _Text:
     return parser
 
 
+def _copy_project(directory: Path) -> Path:
+    """The pages, what they include and the config, copied into `directory`."""
+    for part in ("docs", "examples"):
+        shutil.copytree(ROOT / part, directory / part)
+    shutil.copy(ROOT / "CHANGELOG.md", directory / "CHANGELOG.md")
+    config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    # mkdocstrings reads the package from the checkout, not from the copy.
+    (directory / "mkdocs.yml").write_text(config.replace('paths: ["."]', f'paths: ["{ROOT}"]'), encoding="utf-8")
+    return directory
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built site: `zensical build --strict --clean` over a copy of the pages."""
-    project = tmp_path_factory.mktemp("docs-site")
-    for part in ("docs", "examples"):
-        shutil.copytree(ROOT / part, project / part)
-    shutil.copy(ROOT / "CHANGELOG.md", project / "CHANGELOG.md")
-    config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
-    # mkdocstrings reads the package from the checkout, not from the copy.
-    (project / "mkdocs.yml").write_text(config.replace('paths: ["."]', f'paths: ["{ROOT}"]'), encoding="utf-8")
+    project = _copy_project(tmp_path_factory.mktemp("docs-site"))
     process = subprocess.run(
         [str(ZENSICAL), "build", "--strict", "--clean"],
         cwd=project,
@@ -156,3 +165,38 @@ def test_the_why_page_and_every_nav_page_are_built(site: Path) -> None:
     for page in nav_pages:
         built = site / ("" if page == "index" else page) / "index.html"
         assert built.exists(), page
+
+
+@pytest.mark.timeout(120)
+def test_serve_prints_no_warning(tmp_path: Path) -> None:
+    """The README's `zensical serve` builds, serves the home page, and warns of nothing."""
+    project = _copy_project(tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [str(ZENSICAL), "serve", "--dev-addr", f"127.0.0.1:{port}"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    assert response.status == 200
+                    assert "parmap" in response.read().decode()
+                    break
+            except (OSError, urllib.error.URLError):
+                assert server.poll() is None, "zensical serve exited"
+                assert time.monotonic() < deadline, "zensical serve served nothing in 90 s"
+                time.sleep(0.2)
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=30)
+    output = re.sub(r"\x1b\[[0-9;]*m", "", output)  # colours, as in a terminal
+    assert "No issues found" in output
+    assert not re.search(r"^\W*warning\b", output, re.IGNORECASE | re.MULTILINE), output
+    assert "end of life" not in output.lower(), output
