@@ -47,8 +47,16 @@ _NOT_SOURCE = shutil.ignore_patterns(
     "*.sqlite-*",
 )
 
+
+def _installed(module: str) -> bool:
+    """`module` is importable as a package of its own (not a `build/` output folder that
+    the current directory makes a namespace package)."""
+    spec = importlib.util.find_spec(module)
+    return spec is not None and spec.origin is not None
+
+
 pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("build") is None,
+    not _installed("build"),
     reason="the 'build' package is not installed (pip install build, or the dev extra)",
 )
 
@@ -183,7 +191,7 @@ def test_wheel_metadata(dist_dir: Path) -> None:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.skipif(importlib.util.find_spec("twine") is None, reason="twine is not installed (the dev extra)")
+@pytest.mark.skipif(not _installed("twine"), reason="twine is not installed (the dev extra)")
 def test_readme_renders_as_the_long_description(dist_dir: Path) -> None:
     """`twine check --strict`: the package index can render the README of both distributions."""
     dists = [str(_one(dist_dir, "parmap_decorator-*.whl")), str(_one(dist_dir, "parmap_decorator-*.tar.gz"))]
