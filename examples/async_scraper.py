@@ -1,14 +1,14 @@
-"""An async scraper: ``async def`` tasks with ``concurrency``, against a local HTTP server.
+"""Async scraping: `async def` tasks with `concurrency`, against a local HTTP server.
 
-The main process serves a small, slow web site on 127.0.0.1 (``asyncio.start_server``,
-port 0: any free port). The workers scrape it with ``asyncio.open_connection``: each worker
-runs the ``async def`` task on its own event loop, ``concurrency`` pages at once. The main
-process awaits the map, so its event loop keeps serving the pages the workers ask for.
-Nothing leaves the machine and no third-party HTTP client is needed.
+The main process serves a small, slow web site on 127.0.0.1 (`asyncio.start_server`,
+port 0: any free port). The workers scrape it with `asyncio.open_connection`: each
+worker runs the `async def` task on its own event loop, `concurrency` pages at once.
+The main process awaits the map, so its event loop keeps serving the pages the
+workers ask for. Nothing leaves the machine and no third-party HTTP client is needed.
 
-Run it with ``python examples/async_scraper.py``. Set the environment variable
-``PARMAP_EXAMPLE_SLEEP_SCALE`` (default 1) to shorten the server's simulated latency,
-e.g. ``0.05``.
+Run it with `python examples/async_scraper.py`. Set the environment variable
+`PARMAP_EXAMPLE_SLEEP_SCALE` (default 1) to shorten the server's simulated latency,
+e.g. `0.05`.
 """
 
 from __future__ import annotations
@@ -37,13 +37,18 @@ _TITLE = re.compile(rb"<title>(.*?)</title>")
 
 
 class Site:
-    """The local web site: ``/page/N`` answers after ``LATENCY`` seconds; counts requests at once."""
+    """The local web site: `/page/N` answers after `LATENCY` seconds.
+
+    It counts the requests it serves at once.
+    """
 
     def __init__(self) -> None:
         self.open_requests = 0
         self.most_at_once = 0
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         request_line = await reader.readline()
         while await reader.readline() not in (b"\r\n", b"\n", b""):
             pass  # the request's headers
@@ -54,8 +59,13 @@ class Site:
             await asyncio.sleep(LATENCY)
         finally:
             self.open_requests -= 1
-        body = f"<html><head><title>Title of {path}</title></head><body>...</body></html>".encode()
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n")
+        title = f"<title>Title of {path}</title>"
+        body = f"<html><head>{title}</head><body>...</body></html>".encode()
+        writer.write(
+            b"HTTP/1.1 200 OK\r\n"
+            b"Content-Type: text/html\r\n"
+            b"Connection: close\r\n"
+        )
         writer.write(f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
         await writer.drain()
         writer.close()
@@ -64,13 +74,18 @@ class Site:
 
 @parallel(workers=WORKERS, concurrency=CONCURRENCY, timeout=10, retries=2)
 async def fetch_title(url: str) -> str:
-    """GET ``url`` over a fresh connection; return the page's ``<title>``."""
+    """GET `url` over a fresh connection; return the page's `<title>`."""
     parts = urlsplit(url)
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
     try:
-        writer.write(f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode())
+        writer.write(
+            f"GET {parts.path} HTTP/1.1\r\n"
+            f"Host: {parts.netloc}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
         await writer.drain()
-        response = await reader.read()  # the server closes the connection after its answer
+        # The server closes the connection after its answer.
+        response = await reader.read()
     finally:
         writer.close()
         await writer.wait_closed()
@@ -88,7 +103,8 @@ async def main() -> None:
     port = server.sockets[0].getsockname()[1]
     urls = [f"http://127.0.0.1:{port}/page/{number}" for number in range(PAGES)]
     async with server:
-        await fetch_title.map_async(urls[:WORKERS])  # start the pool, so the timings compare the maps alone
+        # Start the pool, so the timings compare the maps alone.
+        await fetch_title.map_async(urls[:WORKERS])
 
         started = time.perf_counter()
         one_at_a_time = await fetch_title.map_async(urls, concurrency=1)
@@ -96,19 +112,24 @@ async def main() -> None:
 
         started = time.perf_counter()
         site.most_at_once = 0
-        titles = await fetch_title.map_async(urls)  # the decorator's concurrency: 10 per worker
+        # The decorator's concurrency: 10 per worker.
+        titles = await fetch_title.map_async(urls)
         concurrent_seconds = time.perf_counter() - started
 
-        assert titles == one_at_a_time == [f"Title of /page/{number}" for number in range(PAGES)]
+        expected = [f"Title of /page/{number}" for number in range(PAGES)]
+        assert titles == one_at_a_time == expected
         print(f"{len(titles)} pages, first: {titles[0]!r}, last: {titles[-1]!r}")
+        speedup = sequential_seconds / concurrent_seconds
         print(
-            f"concurrency={CONCURRENCY} on {WORKERS} workers: up to {site.most_at_once} requests at once, "
-            f"{sequential_seconds / concurrent_seconds:.1f}x as fast as concurrency=1"
+            f"concurrency={CONCURRENCY} on {WORKERS} workers: "
+            f"up to {site.most_at_once} requests at once, "
+            f"{speedup:.1f}x as fast as concurrency=1"
         )
 
-        # Results as they complete, with a bar: the loop is free while the workers scrape.
+        # Results as they complete, with a bar: the loop is free as workers scrape.
         done = 0
-        async for title in fetch_title.aimap_unordered(urls, progress={"desc": "scraping", "unit": "page"}):
+        bar = {"desc": "scraping", "unit": "page"}
+        async for title in fetch_title.aimap_unordered(urls, progress=bar):
             done += bool(title)
         print(f"aimap_unordered: {done} titles in completion order")
 

@@ -1,10 +1,10 @@
 """Decorated methods, staticmethods and classmethods.
 
-``obj.method.map(items)`` runs ``obj.method(item)`` for every item in the workers: the
-instance travels along (pickled once per job), so its attributes are read there, while
-changes a task makes to it stay in the worker.
+`obj.method.map(items)` runs `obj.method(item)` for every item in the workers: the
+instance travels along (pickled once per job), so its attributes are read there,
+while changes a task makes to it stay in the worker.
 
-Run it with ``python examples/methods.py``.
+Run it with `python examples/methods.py`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from parmap import parallel
 
 
 class Polynomial:
-    """``a0 + a1 x + a2 x**2 + ...``"""
+    """`a0 + a1 x + a2 x**2 + ...`"""
 
     VARIABLE = "x"
 
@@ -22,7 +22,7 @@ class Polynomial:
 
     @parallel(workers=2)
     def evaluate(self, x: float) -> float:
-        """The value at ``x`` (Horner's scheme)."""
+        """The value at `x` (Horner's scheme)."""
         result = 0.0
         for coefficient in reversed(self.coefficients):
             result = result * x + coefficient
@@ -38,8 +38,9 @@ class Polynomial:
     @classmethod
     def render(cls, coefficients: tuple[float, ...]) -> str:
         """The polynomial as text, in the class's variable."""
+        x = cls.VARIABLE
         terms = [
-            f"{c:g}" + (f"{cls.VARIABLE}^{i}" if i > 1 else cls.VARIABLE if i else "")
+            f"{c:g}" + (f"{x}^{i}" if i > 1 else x if i else "")
             for i, c in enumerate(coefficients)
             if c
         ]
@@ -49,7 +50,8 @@ class Polynomial:
 def main() -> None:
     square_plus_one = Polynomial(1, 0, 1)
     print("plain call:", square_plus_one.evaluate(3))  # runs here: 10.0
-    print("bound method:", square_plus_one.evaluate.map(range(6)))  # runs in the workers
+    # Runs in the workers.
+    print("bound method:", square_plus_one.evaluate.map(range(6)))
     print("staticmethod:", Polynomial.degree_of.map([(1, 2, 3), (0, 1), (5,)]))
     print("classmethod:", Polynomial.render.map([(1, 0, 1), (0, 2), (4, 0, 0, 1)]))
 

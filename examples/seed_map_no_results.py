@@ -1,9 +1,9 @@
-"""The tutorial's second ``Pool.map()`` example, with parmap: a task that returns nothing.
+"""The tutorial's second `Pool.map()` example, in parmap: a task returning nothing.
 
-``map()`` is called only for its effect: it blocks until all ten calls have finished.
+`map()` is called only for its effect: it blocks until all ten calls have finished.
 
-Run it with ``python examples/seed_map_no_results.py``. Set the environment variable
-``PARMAP_EXAMPLE_SLEEP_SCALE`` (default 1) to shorten the simulated work, e.g. ``0.01``.
+Run it with `python examples/seed_map_no_results.py`. Set the environment variable
+`PARMAP_EXAMPLE_SLEEP_SCALE` (default 1) to shorten the simulated work, e.g. `0.01`.
 """
 
 from __future__ import annotations

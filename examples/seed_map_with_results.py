@@ -1,11 +1,11 @@
-"""The tutorial's first ``Pool.map()`` example, with parmap: a parallel map that returns results.
+"""The tutorial's first `Pool.map()` example, in parmap: a map that returns results.
 
-Ten calls of ``task()``, one per integer 0..9, run in worker processes (one per usable CPU,
-like ``Pool()``); the results come back in input order. No pool object to create or
-close: the decorated function uses parmap's shared pool, closed at exit.
+Ten calls of `task()`, one per integer 0..9, run in worker processes (one per usable
+CPU, like `Pool()`); the results come back in input order. No pool object to create
+or close: the decorated function uses parmap's shared pool, closed at exit.
 
-Run it with ``python examples/seed_map_with_results.py``. Set the environment variable
-``PARMAP_EXAMPLE_SLEEP_SCALE`` (default 1) to shorten the simulated work, e.g. ``0.01``.
+Run it with `python examples/seed_map_with_results.py`. Set the environment variable
+`PARMAP_EXAMPLE_SLEEP_SCALE` (default 1) to shorten the simulated work, e.g. `0.01`.
 """
 
 from __future__ import annotations
