@@ -38,6 +38,8 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--output-dir", type=Path, default=runner.PROJECT_ROOT / "docs",
                         help="where benchmarks.md, benchmarks.json and img/ go (default: the project's docs/)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--render", type=Path, default=None, metavar="JSON",
+                        help="run nothing: write benchmarks.md again from a saved benchmarks.json (next to it)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="write a cProfile file of each timed call (the calling thread) into DIR")
     # Multiplies every size; for the smoke test and for trying the harness, not for publishing.
@@ -80,6 +82,9 @@ def compile_bytecode() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmarks; exit status 0 even when bars are missed (they are goals, not tests)."""
     arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
+    if arguments.render is not None:
+        print(f"wrote {report.render(arguments.render)}")
+        return 0
     plan = runner.Plan(
         workloads=arguments.only, contenders=arguments.contenders, rounds=arguments.rounds,
         quick=arguments.quick, scale=arguments.scale, profile_dir=arguments.profile,

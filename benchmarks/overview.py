@@ -2,23 +2,21 @@
 
 Everything is worded from the run's numbers (medians), so the summary never drifts from
 the tables below it: where parmap is faster or slower than the fastest peer on each
-workload, how it fares against each peer over the workloads both ran, and how many of the
-project's own targets the run met, naming the missed ones.
+workload, and how it fares against each peer over the workloads both ran. The project's own
+targets stay out of the page (the console prints them).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .bars import MISS, PASS
 from .contenders import CONTENDERS, get_contender
-from .formatting import format_measured, format_seconds
+from .formatting import format_seconds
 from .summary import SUBJECT, WorkloadSummary, ratio
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from .bars import BarResult
 
 #: Ratios within this fraction of 1 are worded "about as fast": the medians of a full run
 #: on the 2 shared cores moved by up to 2 % between runs (the uneven and seed workloads).
@@ -35,13 +33,13 @@ def compare(parmap_seconds: float, other_seconds: float) -> str:
     return f"{relative:.2f}x slower"
 
 
-def summary_lines(summaries: Sequence[WorkloadSummary], bars: Sequence[BarResult]) -> list[str]:
-    """The ``## Summary`` section: per workload, per peer, then the targets; Markdown lines."""
+def summary_lines(summaries: Sequence[WorkloadSummary]) -> list[str]:
+    """The ``## What this means`` section: per workload, then per library; Markdown lines."""
     lines = [
-        "## Summary",
+        "## What this means",
         "",
-        'Lower times are better. "The fastest peer" is the fastest of the other libraries on that workload '
-        "(the serial loop is not a peer); every figure is a median over the rounds.",
+        '"The fastest peer" is the fastest of the other libraries on that workload (a plain loop, '
+        "`serial`, is not one); every figure is a median over the rounds.",
         "",
     ]
     lines += [_headline(summaries), "", *_per_workload(summaries)]
@@ -54,7 +52,6 @@ def summary_lines(summaries: Sequence[WorkloadSummary], bars: Sequence[BarResult
             *head_to_head,
             "",
         ]
-    lines += [_targets_line(bars), ""]
     return lines
 
 
@@ -133,20 +130,6 @@ def _per_peer(summaries: Sequence[WorkloadSummary]) -> list[str]:
         text += f"; slower on {', '.join(slower)}." if slower else "; slower on none."
         lines.append(text)
     return lines
-
-
-def _targets_line(bars: Sequence[BarResult]) -> str:
-    judged = [bar for bar in bars if bar.verdict in (PASS, MISS)]
-    missed = [bar for bar in judged if bar.verdict == MISS]
-    text = (
-        f"The project's own targets (see [below](#the-projects-own-targets)): this run met "
-        f"{len(judged) - len(missed)} of {len(judged)}"
-    )
-    if missed:
-        text += "; missed: " + "; ".join(
-            f"{bar.workload} ({bar.bar}; measured {format_measured(bar)})" for bar in missed
-        )
-    return text + "."
 
 
 def contenders_lines(names: Sequence[str]) -> list[str]:
