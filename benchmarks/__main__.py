@@ -1,4 +1,8 @@
-"""``python -m benchmarks``: run the suite and write ``docs/benchmarks.md``, ``.json`` and plots."""
+"""``python -m benchmarks``: run the suite and write ``docs/benchmarks.md``, ``.json`` and plots.
+
+``python -m benchmarks --render docs/benchmarks.json`` runs nothing: it writes the page again
+from the saved numbers (after a change to the page's wording, say).
+"""
 
 from __future__ import annotations
 
@@ -35,11 +39,13 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
                         help=f"workloads to run, of: {', '.join(WORKLOADS)}")
     parser.add_argument("--contenders", type=_names(CONTENDERS), default=list(CONTENDERS), metavar="NAME[,..]",
                         help=f"contenders to run, of: {', '.join(CONTENDERS)}")
-    parser.add_argument("--output-dir", type=Path, default=runner.PROJECT_ROOT / "docs",
-                        help="where benchmarks.md, benchmarks.json and img/ go (default: the project's docs/)")
+    parser.add_argument("--output-dir", type=Path, default=None,
+                        help="where benchmarks.md, benchmarks.json and img/ go (default: the project's docs/; "
+                             "with --render, the JSON's folder)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--render", type=Path, default=None, metavar="JSON",
-                        help="run nothing: write benchmarks.md again from a saved benchmarks.json (next to it)")
+                        help="run nothing: write benchmarks.md again from a saved benchmarks.json, with the "
+                             "plots already in img/ (drawn from the JSON when some are missing)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="write a cProfile file of each timed call (the calling thread) into DIR")
     # Multiplies every size; for the smoke test and for trying the harness, not for publishing.
@@ -83,8 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmarks; exit status 0 even when bars are missed (they are goals, not tests)."""
     arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
     if arguments.render is not None:
-        print(f"wrote {report.render(arguments.render)}")
+        rendered, files = report.render(arguments.render, arguments.output_dir, plot=not arguments.no_plots)
+        report.print_console(rendered, files)
         return 0
+    output_dir = runner.PROJECT_ROOT / "docs" if arguments.output_dir is None else arguments.output_dir
     plan = runner.Plan(
         workloads=arguments.only, contenders=arguments.contenders, rounds=arguments.rounds,
         quick=arguments.quick, scale=arguments.scale, profile_dir=arguments.profile,
@@ -100,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     compile_bytecode()
     results = runner.run(plan, log=lambda line: print(line, flush=True))
     built = report.build(meta, summary.summarise(plan, results))
-    files = report.write(built, arguments.output_dir, plot=not arguments.no_plots)
+    files = report.write(built, output_dir, plot=not arguments.no_plots)
     report.print_console(built, files)
     return 0
 
