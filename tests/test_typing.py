@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import parmap
+from parmap._options import MAP_METHODS
 
 HERE = Path(__file__).parent / "typing"
 ROOT = HERE.parent.parent
@@ -110,17 +111,8 @@ def test_pyright_reveals_the_snapshot(config: str) -> None:
     assert _reported_lines(reported, "error") == set(ERROR_LINES), "pyright reports exactly the marked errors"
 
 
-PUBLIC_METHODS = [
-    "map",
-    "imap",
-    "imap_unordered",
-    "starmap",
-    "map_async",
-    "starmap_async",
-    "aimap",
-    "aimap_unordered",
-    "last_stats",
-]
+#: The map methods (from the option schema, which the reference renders) and `last_stats`.
+PUBLIC_METHODS = [*MAP_METHODS, "last_stats"]
 
 
 def test_annotations_evaluate_at_run_time() -> None:
